@@ -1,0 +1,46 @@
+// Python bindings: each op is exposed as a lazy mlx.core-style function.
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/variant.h>
+#include <nanobind/stl/vector.h>
+
+#include "common/fp4_format.h"
+#include "cpu/fp4_gemm_kernels.h"
+#include "ops/fp4_gemm.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+NB_MODULE(_ext, m) {
+  m.doc() = "mlx-marlin C++ ops (FP4 E2M1 GEMM, MoE, attention) as lazy MLX primitives.";
+
+  m.def("fp4_gemm", &marlin::fp4_gemm, "x"_a, "w"_a, "scales"_a, "bias"_a = nb::none(), nb::kw_only(),
+        "group_size"_a, "activation"_a = nb::none(), "stream"_a = nb::none(),
+        nb::sig("def fp4_gemm(x: mlx.core.array, w: mlx.core.array, scales: mlx.core.array, "
+                "bias: mlx.core.array | None = None, *, group_size: int, activation: str | None = None, "
+                "stream: mlx.core.Stream | mlx.core.Device | None = None) -> mlx.core.array"),
+        R"(FP4 (E2M1) matrix product with fused dequantization, bias and activation.
+
+Computes ``act(x @ dequantize(w, scales).T + bias)`` lazily, accumulating in float32.
+
+Args:
+    x (array): Activations ``[..., K]``; float16, bfloat16 or float32.
+    w (array): Packed weights ``[K/8, N]`` uint32 from :func:`mlx_marlin.quantize`.
+    scales (array): Group scales ``[K/group_size, N]``, float16 or bfloat16.
+    bias (array, optional): ``[N]`` added before the activation.
+    group_size (int): 32, 64 or 128 (must match the quantization).
+    activation (str, optional): None, ``"relu"``, ``"gelu"`` (erf), ``"gelu_approx"`` (tanh)
+        or ``"silu"``.
+    stream (Stream or Device, optional): Where to run.
+
+Returns:
+    array: ``[..., N]`` in the dtype of ``x``.
+
+Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen).)");
+
+  m.def("_cpu_isa", [] { return std::string(marlin::cpu::select_kernels().isa); },
+        "The instruction set of the CPU kernels chosen for this machine.");
+  m.attr("E2M1_TABLE") = std::vector<float>(marlin::kE2M1Table, marlin::kE2M1Table + marlin::kNumCodes);
+  m.attr("GROUP_SIZES") = std::vector<int>(marlin::kGroupSizes, marlin::kGroupSizes + 3);
+}

@@ -1,0 +1,24 @@
+// Bridges between MLX arrays and the plain structs the CPU kernels take.
+#pragma once
+
+#include <vector>
+
+#include "cpu/fp4_gemm_kernels.h"
+#include "mlx/array.h"
+
+namespace marlin::cpu {
+
+namespace mx = mlx::core;
+
+ElemType elem_type(mx::Dtype t);
+
+// View of expert `expert` of a packed weight (leading_dims = 0 for a single matrix).
+PackedWeight packed_weight_view(const mx::array& words, const mx::array& scales, int group_size, int64_t expert);
+
+// Returns `data` as fp32: the pointer itself for float32, otherwise a converted copy
+// held in `storage`.
+const float* as_float32(const void* data, mx::Dtype type, int64_t count, std::vector<float>& storage);
+
+void store_from_float32(const float* src, void* dst, ElemType type, int64_t count);
+
+} // namespace marlin::cpu

@@ -1,0 +1,21 @@
+// eval_gpu for builds without a GPU backend of ours (MLX's CPU build, or a Metal /
+// CUDA MLX before those kernels are compiled in).  The message tells the user the
+// one thing that works: running on the CPU stream.
+#include <stdexcept>
+#include <string>
+
+#include "ops/fp4_gemm.h"
+
+namespace marlin {
+
+[[noreturn]] void gpu_backend_unavailable(const char* op) {
+  throw std::runtime_error(std::string("[") + op +
+                           "] this build of mlx_marlin has no GPU kernels for the current MLX backend; "
+                           "pass stream=mx.cpu (or run under `with mx.stream(mx.cpu):`).");
+}
+
+void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("fp4_gemm");
+}
+
+} // namespace marlin

@@ -1,0 +1,146 @@
+#include "ops/fp4_gemm.h"
+
+#include <cmath>
+
+#include "common/fp4_format.h"
+#include "ops/validate.h"
+
+namespace marlin {
+
+namespace {
+const char* kOp = "fp4_gemm";
+
+// Derivative of the activation at the pre-activation value, built from MLX ops so
+// it runs on any stream.
+mx::array activation_grad(Activation act, const mx::array& pre, mx::StreamOrDevice s) {
+  using namespace mx;
+  switch (act) {
+    case Activation::None:
+      return ones_like(pre, s);
+    case Activation::Relu:
+      return astype(greater(pre, array(0.f), s), float32, s);
+    case Activation::Silu: {
+      auto sig = sigmoid(pre, s);
+      return multiply(sig, add(array(1.f), multiply(pre, subtract(array(1.f), sig, s), s), s), s);
+    }
+    case Activation::Gelu: {
+      auto cdf = multiply(array(0.5f), add(array(1.f), erf(multiply(pre, array(float(M_SQRT1_2)), s), s), s), s);
+      auto pdf = multiply(array(float(0.5 * M_2_SQRTPI * M_SQRT1_2)),
+                          exp(multiply(array(-0.5f), square(pre, s), s), s), s);
+      return add(cdf, multiply(pre, pdf, s), s);
+    }
+    case Activation::GeluApprox: {
+      const float c = float(std::sqrt(2.0 / M_PI));
+      auto x2 = square(pre, s);
+      auto u = multiply(array(c), add(pre, multiply(array(0.044715f), multiply(x2, pre, s), s), s), s);
+      auto t = tanh(u, s);
+      auto du = multiply(array(c), add(array(1.f), multiply(array(3.f * 0.044715f), x2, s), s), s);
+      auto left = multiply(array(0.5f), add(array(1.f), t, s), s);
+      auto right = multiply(multiply(array(0.5f), pre, s), multiply(subtract(array(1.f), square(t, s), s), du, s), s);
+      return add(left, right, s);
+    }
+  }
+  return ones_like(pre, s);
+}
+} // namespace
+
+Activation parse_activation(const std::string& op, const std::optional<std::string>& name) {
+  if (!name || *name == "none" || name->empty()) return Activation::None;
+  if (*name == "relu") return Activation::Relu;
+  if (*name == "gelu") return Activation::Gelu;
+  if (*name == "gelu_approx") return Activation::GeluApprox;
+  if (*name == "silu") return Activation::Silu;
+  invalid_argument(op, "activation must be None, 'relu', 'gelu', 'gelu_approx' or 'silu', got '" + *name + "'.");
+}
+
+const char* activation_name(Activation a) {
+  switch (a) {
+    case Activation::None: return "none";
+    case Activation::Relu: return "relu";
+    case Activation::Gelu: return "gelu";
+    case Activation::GeluApprox: return "gelu_approx";
+    case Activation::Silu: return "silu";
+  }
+  return "none";
+}
+
+mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scales,
+                   const std::optional<mx::array>& bias, int group_size,
+                   const std::optional<std::string>& activation, mx::StreamOrDevice s) {
+  check_float_input(kOp, "x", x);
+  if (x.ndim() < 1) invalid_argument(kOp, "x must have at least 1 dimension [..., K], got a scalar.");
+  const int K = check_packed_weight(kOp, "w", w, "scales", scales, group_size, 0);
+  const int N = w.shape(1);
+  if (x.shape(-1) != K)
+    invalid_argument(kOp, "x must have shape [..., K] with K = 8 * w.shape[0] = " + std::to_string(K) + ", got " +
+                              shape_str(x.shape()) + ".");
+  if (bias) {
+    if (bias->ndim() != 1 || bias->shape(0) != N)
+      invalid_argument(kOp, "bias must have shape [N] = (" + std::to_string(N) + ",), got " + shape_str(bias->shape()) + ".");
+    check_float_input(kOp, "bias", *bias);
+  }
+  const Activation act = parse_activation(kOp, activation);
+  auto stream = mx::to_stream(s);
+
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = N;
+  int64_t M = x.size() / K;
+  // The kernels read row-major [M, K]; reshape/contiguous copy only when needed.
+  auto x2 = mx::contiguous(mx::reshape(x, {static_cast<int>(M), K}, stream), false, stream);
+  std::vector<mx::array> inputs = {x2, mx::contiguous(w, false, stream), mx::contiguous(scales, false, stream)};
+  if (bias) inputs.push_back(mx::contiguous(mx::astype(*bias, mx::float32, stream), false, stream));
+  auto y = mx::array({static_cast<int>(M), N}, x.dtype(),
+                     std::make_shared<FP4Gemm>(stream, group_size, act, bias.has_value(), false), std::move(inputs));
+  return mx::reshape(y, out_shape, stream);
+}
+
+std::vector<mx::Shape> FP4Gemm::output_shapes(const std::vector<mx::array>& inputs) {
+  const auto& a = inputs[0];
+  const auto& w = inputs[1];
+  int K = w.shape(0) * kCodesPerWord;
+  return {transpose_ ? mx::Shape{a.shape(0), K} : mx::Shape{a.shape(0), w.shape(1)}};
+}
+
+bool FP4Gemm::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const FP4Gemm&>(other);
+  return group_size_ == o.group_size_ && activation_ == o.activation_ && has_bias_ == o.has_bias_ &&
+      transpose_ == o.transpose_;
+}
+
+std::vector<mx::array> FP4Gemm::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                    const std::vector<int>& argnums, const std::vector<mx::array>&) {
+  if (transpose_)
+    throw std::invalid_argument("[fp4_gemm] second-order gradients through fp4_gemm are not supported.");
+  auto s = stream();
+  const auto& x = primals[0];
+  const auto& w = primals[1];
+  const auto& scales = primals[2];
+  // Gradient at the pre-activation: dy * act'(x W + b).  The output alone does not
+  // determine act' for gelu/silu, so the product is recomputed without activation.
+  mx::array g = cotangents[0];
+  if (activation_ != Activation::None) {
+    std::vector<mx::array> pre_inputs(primals.begin(), primals.end());
+    auto pre = mx::array(cotangents[0].shape(), mx::float32,
+                         std::make_shared<FP4Gemm>(s, group_size_, Activation::None, has_bias_, false),
+                         std::move(pre_inputs));
+    g = mx::multiply(mx::astype(g, mx::float32, s), activation_grad(activation_, pre, s), s);
+  }
+  std::vector<mx::array> grads;
+  for (int arg : argnums) {
+    if (arg == 0) {
+      auto g_in = mx::contiguous(mx::astype(g, x.dtype(), s), false, s);
+      grads.push_back(mx::array(x.shape(), x.dtype(),
+                                std::make_shared<FP4Gemm>(s, group_size_, Activation::None, false, true),
+                                {g_in, w, scales}));
+    } else if (arg == 3 && has_bias_) {
+      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), 0, false, s));
+    } else {
+      throw std::invalid_argument(
+          "[fp4_gemm] gradients are available for x and bias only: the packed weight and scales are frozen "
+          "(train an adapter such as LoRA on top instead).");
+    }
+  }
+  return grads;
+}
+
+} // namespace marlin

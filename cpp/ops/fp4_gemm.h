@@ -1,0 +1,59 @@
+// fp4_gemm: y[..., N] = act(x[..., K] @ dequant(w, scales) + bias)
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "common/activation.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+
+namespace marlin {
+
+namespace mx = mlx::core;
+
+Activation parse_activation(const std::string& op, const std::optional<std::string>& name);
+const char* activation_name(Activation a);
+
+mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scales,
+                   const std::optional<mx::array>& bias, int group_size,
+                   const std::optional<std::string>& activation, mx::StreamOrDevice s = {});
+
+// Inputs: x [M, K] (row-contiguous), w [K/8, N], scales [K/g, N], optional bias [N]
+// float32.  With `transpose`, computes g [M, N] @ dequant(w)^T -> [M, K] instead:
+// the input gradient of the forward product (no bias, no activation).
+class FP4Gemm : public mx::UnaryPrimitive {
+ public:
+  FP4Gemm(mx::Stream stream, int group_size, Activation activation, bool has_bias, bool transpose)
+      : mx::UnaryPrimitive(stream),
+        group_size_(group_size),
+        activation_(activation),
+        has_bias_(has_bias),
+        transpose_(transpose) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override;
+  void eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) override;
+
+  std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                             const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
+
+  std::vector<mx::Shape> output_shapes(const std::vector<mx::array>& inputs) override;
+
+  const char* name() const override {
+    return transpose_ ? "FP4GemmTransposed" : "FP4Gemm";
+  }
+  bool is_equivalent(const mx::Primitive& other) const override;
+
+  int group_size() const { return group_size_; }
+  Activation activation() const { return activation_; }
+  bool has_bias() const { return has_bias_; }
+  bool transpose() const { return transpose_; }
+
+ private:
+  int group_size_;
+  Activation activation_;
+  bool has_bias_;
+  bool transpose_;
+};
+
+} // namespace marlin

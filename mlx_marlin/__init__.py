@@ -1,5 +1,9 @@
 """mlx-marlin: fast FP4 (E2M1) inference ops for MLX."""
 
+# mlx.core first: it loads libmlx, which the extension then links against by soname
+# (this also makes in-tree development builds importable).
+import mlx.core as _mx  # noqa: F401
+
 from ._ext import fp4_gemm
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
 

@@ -1,0 +1,50 @@
+"""float64 references shared by the op tests."""
+
+import math
+
+import mlx.core as mx
+import numpy as np
+
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6], dtype=np.float64)
+
+# Relative tolerance on max|err| / max|ref| by activation dtype (inputs are rounded to
+# the dtype before the reference sees them, so this only covers accumulation and the
+# final rounding of the output).
+TOL = {mx.float32: 2e-5, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
+
+
+def to_np(a: mx.array) -> np.ndarray:
+    return np.array(a.astype(mx.float32)).astype(np.float64)
+
+
+def unpack_reference(packed: np.ndarray, scales: np.ndarray, group_size: int) -> np.ndarray:
+    """Independent (loop-based) decode of the packed layout -> [N, K] float64."""
+    kw, n = packed.shape
+    k = kw * 8
+    out = np.empty((n, k), dtype=np.float64)
+    for kk in range(k):
+        codes = (packed[kk // 8, :].astype(np.uint64) >> (4 * (kk % 8))) & 0xF
+        out[:, kk] = E2M1[codes] * scales[kk // group_size, :].astype(np.float64)
+    return out
+
+
+def activation(y: np.ndarray, name):
+    if name is None:
+        return y
+    if name == "relu":
+        return np.maximum(y, 0)
+    if name == "gelu":
+        erf = np.vectorize(math.erf)
+        return 0.5 * y * (1 + erf(y / math.sqrt(2)))
+    if name == "gelu_approx":
+        return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
+    if name == "silu":
+        return y / (1 + np.exp(-y))
+    raise ValueError(name)
+
+
+def rel_err(out: mx.array, ref: np.ndarray) -> float:
+    o = to_np(out)
+    assert o.shape == ref.shape, (o.shape, ref.shape)
+    assert np.all(np.isfinite(o)), "non-finite values in output"
+    return float(np.abs(o - ref).max() / max(np.abs(ref).max(), 1e-30))

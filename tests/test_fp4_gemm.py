@@ -1,0 +1,273 @@
+import os
+import subprocess
+import sys
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_marlin as mm
+from reference import TOL, activation, rel_err, to_np
+
+DTYPES = [mx.float32, mx.float16, mx.bfloat16]
+ACTIVATIONS = [None, "relu", "gelu", "gelu_approx", "silu"]
+
+
+def make_weight(rng, n, k, group_size, scale_dtype=mx.float16):
+    w = mx.array(rng.standard_normal((n, k)).astype(np.float32))
+    packed, scales = mm.quantize(w, group_size, scale_dtype)
+    return packed, scales, to_np(mm.dequantize(packed, scales, group_size))
+
+
+def reference(x, wd, bias=None, act=None):
+    y = to_np(x) @ wd.T
+    if bias is not None:
+        y = y + to_np(bias)
+    return activation(y, act)
+
+
+# Shapes off every CPU tile size (64 columns, Kc=128, 6-row blocks, 16 lanes) by 1..7,
+# and the GPU tiles (32/64/128) likewise.
+SHAPES = [(1, 1, 32), (1, 65, 256), (3, 7, 64), (16, 63, 128), (67, 129, 384), (5, 200, 96), (9, 71, 160)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_matches_float64_reference(rng, stream, dtype, m, n, k):
+    group_size = 32 if k % 64 else (64 if k % 128 else 128)
+    packed, scales, wd = make_weight(rng, n, k, group_size)
+    x = mx.array(rng.standard_normal((m, k)).astype(np.float32)).astype(dtype)
+    y = mm.fp4_gemm(x, packed, scales, group_size=group_size, stream=stream)
+    assert y.dtype == dtype and y.shape == (m, n)
+    assert rel_err(y, reference(x, wd)) < TOL[dtype]
+
+
+@pytest.mark.parametrize("m", [1, 3, 16, 67])
+@pytest.mark.parametrize("group_size", [32, 64, 128])
+@pytest.mark.parametrize("scale_dtype", [mx.float16, mx.bfloat16], ids=str)
+def test_rows_group_sizes_scale_dtypes(rng, stream, m, group_size, scale_dtype):
+    n, k = 100, 512
+    packed, scales, wd = make_weight(rng, n, k, group_size, scale_dtype)
+    x = mx.array(rng.standard_normal((m, k)).astype(np.float32))
+    y = mm.fp4_gemm(x, packed, scales, group_size=group_size, stream=stream)
+    assert rel_err(y, reference(x, wd)) < TOL[mx.float32]
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("m", [2, 33])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bias_and_activation(rng, stream, act, with_bias, m, dtype):
+    n, k, g = 70, 128, 64
+    packed, scales, wd = make_weight(rng, n, k, g)
+    x = mx.array(rng.standard_normal((m, k)).astype(np.float32)).astype(dtype)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32)).astype(dtype) if with_bias else None
+    y = mm.fp4_gemm(x, packed, scales, bias, group_size=g, activation=act, stream=stream)
+    assert rel_err(y, reference(x, wd, bias, act)) < TOL[dtype]
+
+
+def test_leading_batch_dims_and_1d(rng, stream):
+    n, k, g = 40, 64, 32
+    packed, scales, wd = make_weight(rng, n, k, g)
+    x = mx.array(rng.standard_normal((2, 3, 5, k)).astype(np.float32))
+    y = mm.fp4_gemm(x, packed, scales, group_size=g, stream=stream)
+    assert y.shape == (2, 3, 5, n)
+    assert rel_err(y, to_np(x) @ wd.T) < TOL[mx.float32]
+    x1 = x[0, 0, 0]
+    y1 = mm.fp4_gemm(x1, packed, scales, group_size=g, stream=stream)
+    assert y1.shape == (n,)
+    assert rel_err(y1, to_np(x1) @ wd.T) < TOL[mx.float32]
+    empty = mm.fp4_gemm(mx.zeros((0, k)), packed, scales, group_size=g, stream=stream)
+    assert empty.shape == (0, n)
+
+
+def test_non_contiguous_and_broadcast_inputs(rng, stream):
+    n, k, g = 48, 128, 64
+    packed, scales, wd = make_weight(rng, n, k, g)
+    base = mx.array(rng.standard_normal((k, 9)).astype(np.float32))
+    xt = base.T  # transposed view
+    xs = mx.array(rng.standard_normal((12, 2 * k)).astype(np.float32))[::3, ::2]  # strided slice
+    xb = mx.broadcast_to(mx.array(rng.standard_normal((1, k)).astype(np.float32)), (5, k))
+    for x in (xt, xs, xb):
+        y = mm.fp4_gemm(x, packed, scales, group_size=g, stream=stream)
+        assert rel_err(y, to_np(x) @ wd.T) < TOL[mx.float32]
+    # Weights given as views too (the op copies what the kernels cannot read directly).
+    pw = mx.concatenate([packed, packed], axis=1)[:, :n]
+    y = mm.fp4_gemm(xt, pw, scales, group_size=g, stream=stream)
+    assert rel_err(y, to_np(xt) @ wd.T) < TOL[mx.float32]
+
+
+def test_lazy_graph_and_compile(rng, stream):
+    n, k, g = 64, 128, 32
+    packed, scales, wd = make_weight(rng, n, k, g)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32))
+    x = mx.array(rng.standard_normal((4, k)).astype(np.float32))
+
+    def layer(x):
+        return mm.fp4_gemm(x * 2.0, packed, scales, bias, group_size=g, activation="silu", stream=stream) + 1.0
+
+    ref = activation(2 * to_np(x) @ wd.T + to_np(bias), "silu") + 1.0
+    assert rel_err(layer(x), ref) < TOL[mx.float32]
+    compiled = mx.compile(layer)
+    assert rel_err(compiled(x), ref) < TOL[mx.float32]
+    assert rel_err(compiled(x), ref) < TOL[mx.float32]  # cached trace
+
+
+def act_grad(y, name):
+    h = 1e-6
+    return (activation(y + h, name) - activation(y - h, name)) / (2 * h)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=str)
+def test_vjp_wrt_x_and_bias(rng, stream, act, dtype):
+    m, n, k, g = 5, 72, 128, 64
+    packed, scales, wd = make_weight(rng, n, k, g)
+    x = mx.array(rng.standard_normal((m, k)).astype(np.float32)).astype(dtype)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32))
+    cot = rng.standard_normal((m, n))
+
+    def loss(x, b):
+        y = mm.fp4_gemm(x, packed, scales, b, group_size=g, activation=act, stream=stream)
+        return mx.sum(y.astype(mx.float32) * mx.array(cot.astype(np.float32)))
+
+    gx, gb = mx.grad(loss, argnums=(0, 1))(x, bias)
+    pre = to_np(x) @ wd.T + to_np(bias)
+    gpre = cot * act_grad(pre, act)
+    assert gx.dtype == dtype and gx.shape == x.shape
+    tol = 1e-4 if dtype == mx.float32 else 3e-2
+    assert rel_err(gx, gpre @ wd) < tol
+    assert rel_err(gb, gpre.sum(0)) < tol
+
+
+def test_vjp_batched_and_lora_style_training(rng, stream):
+    # A LoRA adapter trained on top of a frozen FP4 base: gradients flow through x.
+    n, k, g, r = 32, 64, 32, 4
+    packed, scales, wd = make_weight(rng, n, k, g)
+    a = mx.array(rng.standard_normal((k, r)).astype(np.float32) * 0.1)
+    x = mx.array(rng.standard_normal((2, 3, k)).astype(np.float32))
+
+    def loss(a):
+        h = x + (x @ a) @ a.T
+        return mx.sum(mm.fp4_gemm(h, packed, scales, group_size=g, stream=stream) ** 2)
+
+    ga = mx.grad(loss)(a)
+    wdense = mx.array(wd.astype(np.float32))
+
+    def dense_loss(a):
+        h = x + (x @ a) @ a.T
+        return mx.sum((h @ wdense.T) ** 2)
+
+    assert rel_err(ga, to_np(mx.grad(dense_loss)(a))) < 1e-4
+
+
+def test_grad_wrt_weights_is_refused(rng, stream):
+    packed, scales, _ = make_weight(rng, 16, 64, 32)
+    x = mx.ones((2, 64))
+    with pytest.raises(ValueError, match="frozen"):
+        mx.grad(lambda s: mm.fp4_gemm(x, packed, s, group_size=32, stream=stream).sum())(scales)
+
+
+def test_large_k_accumulates_in_fp32(rng, stream):
+    n, k, g = 16, 32768, 128
+    packed, scales, wd = make_weight(rng, n, k, g)
+    x = mx.array(rng.standard_normal((2, k)).astype(np.float32)).astype(mx.float16)
+    y = mm.fp4_gemm(x, packed, scales, group_size=g, stream=stream)
+    assert rel_err(y, reference(x, wd)) < TOL[mx.float16]
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("x_int", "x must be float16, bfloat16 or float32"),
+        ("x_scalar", "at least 1 dimension"),
+        ("x_k", r"x must have shape \[\.\.\., K\] with K = 8 \* w.shape\[0\] = 64"),
+        ("w_dtype", "w must have dtype uint32"),
+        ("w_rank", r"w must have 2 dimensions \[K/8, N\]"),
+        ("s_dtype", "scales must be float16 or bfloat16"),
+        ("s_shape", r"scales must have shape \[K/group_size, N\] = \(2, 16\)"),
+        ("bias_shape", r"bias must have shape \[N\] = \(16,\)"),
+        ("bias_dtype", "bias must be float16, bfloat16 or float32"),
+        ("group", "group_size must be 32, 64 or 128"),
+        ("k_group", "must be a multiple of group_size"),
+        ("act", "activation must be"),
+    ],
+)
+def test_bad_input(rng, stream, case, match):
+    packed, scales, _ = make_weight(rng, 16, 64, 32)
+    x = mx.ones((3, 64))
+    args = dict(x=x, w=packed, scales=scales, bias=None, group_size=32, activation=None)
+    if case == "x_int":
+        args["x"] = x.astype(mx.int32)
+    elif case == "x_scalar":
+        args["x"] = mx.array(1.0)
+    elif case == "x_k":
+        args["x"] = mx.ones((3, 65))
+    elif case == "w_dtype":
+        args["w"] = packed.astype(mx.int32)
+    elif case == "w_rank":
+        args["w"] = packed.reshape(1, 8, 16)
+    elif case == "s_dtype":
+        args["scales"] = scales.astype(mx.float32)
+    elif case == "s_shape":
+        args["scales"] = scales[:1]
+    elif case == "bias_shape":
+        args["bias"] = mx.ones((15,))
+    elif case == "bias_dtype":
+        args["bias"] = mx.ones((16,), dtype=mx.int32)
+    elif case == "group":
+        args["group_size"] = 16
+    elif case == "k_group":
+        args["w"] = packed[:5]
+        args["scales"] = scales[:1]
+        args["x"] = mx.ones((3, 40))
+    elif case == "act":
+        args["activation"] = "tanh"
+    with pytest.raises(ValueError, match=match):
+        mm.fp4_gemm(args.pop("x"), args.pop("w"), args.pop("scales"), args.pop("bias"), stream=stream, **args)
+
+
+ISA_CHECK = r"""
+import mlx.core as mx, numpy as np, mlx_marlin as mm, sys
+from mlx_marlin import _ext
+assert _ext._cpu_isa() == sys.argv[1], _ext._cpu_isa()
+rng = np.random.default_rng(7)
+for m, n, k, g in [(1, 77, 256, 64), (3, 33, 128, 32), (8, 16, 128, 128), (9, 129, 384, 128), (70, 65, 160, 32)]:
+    w = mx.array(rng.standard_normal((n, k)).astype(np.float32))
+    p, s = mm.quantize(w, g, mx.bfloat16 if m % 2 else mx.float16)
+    wd = np.array(mm.dequantize(p, s, g)).astype(np.float64)
+    for dt in (mx.float32, mx.float16, mx.bfloat16):
+        x = mx.array(rng.standard_normal((m, k)).astype(np.float32)).astype(dt)
+        b = mx.array(rng.standard_normal(n).astype(np.float32))
+        y = np.array(mm.fp4_gemm(x, p, s, b, group_size=g, activation="relu", stream=mx.cpu).astype(mx.float32))
+        ref = np.maximum(np.array(x.astype(mx.float32)).astype(np.float64) @ wd.T + np.array(b), 0)
+        err = np.abs(y - ref).max() / np.abs(ref).max()
+        assert err < {mx.float32: 2e-5, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}[dt], (m, n, k, dt, err)
+        g_ = mx.grad(lambda x: mm.fp4_gemm(x, p, s, group_size=g, stream=mx.cpu).astype(mx.float32).sum())(x.astype(mx.float32))
+        ref_g = np.ones((m, n)) @ wd
+        assert np.abs(np.array(g_) - ref_g).max() / np.abs(ref_g).max() < 1e-4
+print("ok")
+"""
+
+
+def _cpu_has(flag):
+    try:
+        return flag in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
+def test_every_cpu_kernel_build(isa):
+    """Each instruction-set build of the CPU kernels is correct (one process per ISA,
+    since the choice is made once per process)."""
+    import mlx_marlin._ext as ext
+
+    if isa != "generic":
+        if "x86" not in ext._cpu_isa() and ext._cpu_isa() not in ("avx2", "avx512"):
+            pytest.skip("x86 kernel builds only")
+        if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
+            pytest.skip(f"CPU lacks {isa}")
+    env = dict(os.environ, MLX_MARLIN_CPU_ISA=isa)
+    r = subprocess.run([sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -269,5 +269,10 @@ def test_every_cpu_kernel_build(isa):
         if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
             pytest.skip(f"CPU lacks {isa}")
     env = dict(os.environ, MLX_MARLIN_CPU_ISA=isa)
-    r = subprocess.run([sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True, timeout=300)
+    # Run from the package's parent so the child imports the same mlx_marlin as this process.
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")])
+    r = subprocess.run(
+        [sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True, timeout=300, cwd=pkg_parent
+    )
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]

@@ -1,4 +1,5 @@
 import os
+import zlib
 
 import mlx.core as mx
 import numpy as np
@@ -17,7 +18,15 @@ def stream():
 
 @pytest.fixture
 def rng(request):
-    # A fresh, reproducible generator per test: the seed derives from the test id, and
-    # is printed on failure through the id itself.
-    seed = abs(hash(request.node.nodeid)) % (2**32)
+    # A reproducible generator per test, seeded from the test id (stable across runs,
+    # unlike hash()); MLX_MARLIN_TEST_SEED shifts every seed to draw fresh inputs.
+    seed = (zlib.crc32(request.node.nodeid.encode()) + int(os.environ.get("MLX_MARLIN_TEST_SEED", "0"))) % (2**32)
+    request.node.user_properties.append(("seed", seed))
     return np.random.default_rng(seed)
+
+
+def pytest_runtest_makereport(item, call):
+    if call.excinfo is not None:
+        for name, value in item.user_properties:
+            if name == "seed":
+                print(f"\n[{item.nodeid}] rng seed = {value}")

@@ -1,0 +1,273 @@
+"""mlx-lm integration: quantize a model in place, save it, load it back with its tokenizer.
+
+A converted model directory holds mlx-lm's usual files (``config.json``, ``model*.safetensors``,
+tokenizer files); ``config.json`` carries a ``"quantization"`` entry naming this format::
+
+    {"method": "mlx_marlin_fp4", "mode": "mlx_marlin_fp4", "bits": 4, "format_version": 1,
+     "group_size": 64, "scale_dtype": "float16", "layers": ["model.layers.0.self_attn.q_proj", ...]}
+
+``layers`` lists the module paths that hold FP4 weights, so loading rebuilds exactly the
+saved structure.  mlx-lm's own ``load`` cannot read such a directory (it does not know the
+mode); use :func:`load`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Dict, Optional, Tuple, Union
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
+from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
+
+FORMAT_NAME = "mlx_marlin_fp4"
+FORMAT_VERSION = 1
+_SCALE_DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16}
+
+Predicate = Callable[[str, nn.Module], bool]
+
+
+def _switch_classes():
+    try:
+        from mlx_lm.models.switch_layers import SwitchGLU, SwitchLinear, SwiGLU
+    except ImportError:  # mlx-lm not installed: only dense layers to convert
+        return None, None, None
+    return SwitchGLU, SwitchLinear, SwiGLU
+
+
+def default_predicate(path: str, module: nn.Module) -> bool:
+    """Quantize every Linear / expert layer except the output head and MoE routers
+    (small, and their rounding changes which experts run)."""
+    last = path.rsplit(".", 1)[-1]
+    return last not in ("lm_head", "gate", "router")
+
+
+def _input_dims(module) -> Optional[int]:
+    w = getattr(module, "weight", None)
+    return None if w is None else w.shape[-1]
+
+
+def _convert(path: str, module: nn.Module, group_size: int, scale_dtype, scale_search: bool):
+    """The FP4 replacement for `module`, or None if it is not a convertible layer."""
+    SwitchGLU, SwitchLinear, SwiGLU = _switch_classes()
+    if SwitchGLU is not None and isinstance(module, SwitchGLU):
+        if isinstance(module.activation, SwiGLU) and module.gate_proj.weight.shape[-1] % group_size == 0 and \
+                module.down_proj.weight.shape[-1] % group_size == 0:
+            return MarlinSwitchGLU.from_switch_glu(module, group_size, scale_dtype, scale_search)
+        return None
+    if SwitchLinear is not None and isinstance(module, SwitchLinear):
+        if _input_dims(module) % group_size == 0:
+            return MarlinSwitchLinear.from_switch_linear(module, group_size, scale_dtype, scale_search)
+        return None
+    if isinstance(module, nn.QuantizedLinear) and getattr(module, "mode", "affine") in ("mxfp4", "nvfp4"):
+        return MarlinLinear.from_quantized(module, group_size)
+    if type(module) is nn.Linear and _input_dims(module) % group_size == 0:
+        return MarlinLinear.from_linear(module, group_size, scale_dtype, scale_search)
+    return None
+
+
+def quantize_model(
+    model: nn.Module,
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    scale_dtype: mx.Dtype = mx.float16,
+    scale_search: bool = False,
+    predicate: Optional[Predicate] = None,
+    progress: bool = False,
+) -> Tuple[nn.Module, dict]:
+    """Replace the model's linear and expert layers by FP4 layers, in place.
+
+    Converts ``nn.Linear`` (input dims a multiple of ``group_size``), ``nn.QuantizedLinear``
+    in mxfp4/nvfp4 mode (through :func:`mlx_marlin.from_mlx`), and mlx-lm's ``SwitchGLU``
+    (SwiGLU) / ``SwitchLinear``. Embeddings stay as they are; by default so do the output
+    head and MoE routers (see :func:`default_predicate`).
+
+    Args:
+        model: An ``nn.Module`` (e.g. from ``mlx_lm.load``).
+        group_size: 32, 64 or 128.
+        scale_dtype: ``mx.float16`` or ``mx.bfloat16``.
+        scale_search: Search per-group scales for lower error (slower).
+        predicate: ``(path, module) -> bool`` choosing which layers to convert.
+        progress: Show a progress bar over layers.
+
+    Returns:
+        ``(model, quantization_config)``; the config is what :func:`save` writes.
+    """
+    if group_size not in GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size!r}.")
+    if scale_dtype not in _SCALE_DTYPES.values():
+        raise ValueError(f"scale_dtype must be mx.float16 or mx.bfloat16, got {scale_dtype}.")
+    predicate = predicate or default_predicate
+    SwitchGLU, SwitchLinear, _ = _switch_classes()
+    convertible = (nn.Linear, nn.QuantizedLinear) + tuple(c for c in (SwitchGLU, SwitchLinear) if c is not None)
+    candidates = [(path, m) for path, m in model.named_modules() if isinstance(m, convertible) and predicate(path, m)]
+    # A SwitchGLU's projections are converted together with it.
+    glu_paths = [p for p, m in candidates if SwitchGLU is not None and isinstance(m, SwitchGLU)]
+    candidates = sorted(((p, m) for p, m in candidates if not any(p.startswith(g + ".") for g in glu_paths)), key=lambda pm: pm[0])
+
+    iterator = candidates
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            iterator = tqdm(candidates, desc="quantizing", unit="layer")
+        except ImportError:
+            pass
+    replaced = []
+    converted_paths = []
+    for path, module in iterator:
+        new = _convert(path, module, group_size, scale_dtype, scale_search)
+        if new is None:
+            continue
+        mx.eval(new.parameters())
+        replaced.append((path, new))
+        converted_paths.append(path)
+    if replaced:
+        model.update_modules(_unflatten_modules(replaced))
+    config = {
+        "method": FORMAT_NAME,
+        "mode": FORMAT_NAME,
+        "bits": 4,
+        "format_version": FORMAT_VERSION,
+        "group_size": group_size,
+        "scale_dtype": "bfloat16" if scale_dtype == mx.bfloat16 else "float16",
+        "layers": sorted(converted_paths),
+    }
+    return model, config
+
+
+def _unflatten_modules(pairs):
+    from mlx.utils import tree_unflatten
+
+    return tree_unflatten(list(pairs))
+
+
+def _build_structure(model: nn.Module, qconfig: dict) -> None:
+    """Swap in empty FP4 layers at the saved paths so the weights load strictly."""
+    group_size = qconfig["group_size"]
+    scale_dtype = _SCALE_DTYPES[qconfig.get("scale_dtype", "float16")]
+    SwitchGLU, SwitchLinear, _ = _switch_classes()
+    modules = dict(model.named_modules())
+    replaced = []
+    for path in qconfig["layers"]:
+        if path not in modules:
+            raise ValueError(f"the saved quantized layer {path!r} does not exist in this model architecture.")
+        m = modules[path]
+        if SwitchGLU is not None and isinstance(m, SwitchGLU):
+            e, hidden, d = m.gate_proj.weight.shape
+            new = MarlinSwitchGLU(d, hidden, e, "bias" in m.gate_proj, group_size, scale_dtype)
+        elif SwitchLinear is not None and isinstance(m, SwitchLinear):
+            e, n, k = m.weight.shape
+            new = MarlinSwitchLinear(k, n, e, "bias" in m, group_size, scale_dtype)
+        elif isinstance(m, (nn.Linear, nn.QuantizedLinear)):
+            n = m.weight.shape[0]
+            k = m.weight.shape[1] * (32 // m.bits if isinstance(m, nn.QuantizedLinear) else 1)
+            new = MarlinLinear(k, n, "bias" in m, group_size, scale_dtype)
+        else:
+            raise ValueError(f"cannot rebuild saved quantized layer {path!r} of type {type(m).__name__}.")
+        replaced.append((path, new))
+    model.update_modules(_unflatten_modules(replaced))
+
+
+def check_quantization_config(config: dict) -> dict:
+    """The ``quantization`` entry of a config.json, validated as this format."""
+    q = config.get("quantization") or config.get("quantization_config")
+    if not q:
+        raise ValueError("config.json has no 'quantization' entry: this is not an mlx-marlin FP4 model "
+                         "(convert it with `python -m mlx_marlin.convert`).")
+    method = q.get("method", q.get("quant_method", q.get("mode", "affine")))
+    if method != FORMAT_NAME:
+        raise ValueError(f"config.json names quantization method {method!r}; mlx_marlin.load reads only "
+                         f"{FORMAT_NAME!r} models (use mlx_lm.load for MLX's own formats).")
+    if q.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"model format version {q['format_version']} is newer than this mlx-marlin "
+                         f"({FORMAT_VERSION}); upgrade mlx-marlin.")
+    return q
+
+
+def save(path: Union[str, Path], model: nn.Module, config: dict, quantization: dict,
+         tokenizer_dir: Optional[Union[str, Path]] = None) -> Path:
+    """Write ``model`` (already quantized) to ``path`` in mlx-lm's layout."""
+    from mlx_lm.utils import save_config, save_model
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(path, model)
+    config = dict(config)
+    config.pop("quantization_config", None)
+    config["quantization"] = quantization
+    save_config(config, path / "config.json")
+    if tokenizer_dir is not None:
+        copy_tokenizer_files(tokenizer_dir, path)
+    return path
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                    "vocab.json", "merges.txt", "added_tokens.json", "generation_config.json", "chat_template.jinja")
+
+
+def copy_tokenizer_files(src: Union[str, Path], dst: Union[str, Path]) -> None:
+    for name in _TOKENIZER_FILES:
+        f = Path(src) / name
+        if f.exists():
+            shutil.copy2(f, Path(dst) / name)
+
+
+def load(path: Union[str, Path], *, lazy: bool = False, return_config: bool = False):
+    """Load an mlx-marlin FP4 model directory -> ``(model, tokenizer)`` usable with
+    ``mlx_lm.generate`` / ``mlx_lm.stream_generate``.
+
+    Raises ``ValueError`` for directories quantized with another method, and
+    ``FileNotFoundError`` for missing files.  Nothing is downloaded: ``path`` is a local
+    directory.
+    """
+    from mlx_lm.utils import _get_classes, load_config, load_model, load_tokenizer
+
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path} has no config.json (mlx_marlin.load reads local model directories).")
+    config = load_config(path)
+    qconfig = check_quantization_config(config)
+
+    def get_classes(config: dict):
+        model_class, args_class = _get_classes(config)
+
+        def build(args):
+            model = model_class(args)
+            _build_structure(model, qconfig)
+            return model
+
+        return build, args_class
+
+    model, config = load_model(path, lazy, model_config={"quantization": None, "quantization_config": None},
+                               get_model_classes=get_classes)
+    config["quantization"] = qconfig
+    config.pop("quantization_config", None)
+    tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id", None))
+    if return_config:
+        return model, tokenizer, config
+    return model, tokenizer
+
+
+def parameter_bytes(model: nn.Module) -> Dict[str, int]:
+    """Bytes held by the model's FP4 layers and by everything else."""
+    fp4, other = 0, 0
+    marlin_paths = {p for p, m in model.named_modules()
+                    if isinstance(m, (MarlinLinear, MarlinSwitchLinear))}
+    for name, v in tree_flatten(model.parameters()):
+        owner = name.rsplit(".", 1)[0]
+        if owner in marlin_paths:
+            fp4 += v.nbytes
+        else:
+            other += v.nbytes
+    return {"fp4": fp4, "other": other}
+
+
+def read_config(path: Union[str, Path]) -> dict:
+    with open(Path(path) / "config.json") as f:
+        return json.load(f)

@@ -1,0 +1,252 @@
+"""MLX ``nn`` layers backed by the mlx-marlin FP4 ops.
+
+``MarlinLinear`` replaces ``nn.Linear`` / ``nn.QuantizedLinear``; ``MarlinSwitchLinear``
+and ``MarlinSwitchGLU`` replace mlx-lm's ``SwitchLinear`` / ``SwitchGLU`` (same call
+signature ``(x, indices)``).  Packed weights and scales are frozen parameters, so LoRA-style
+adapters train on top of them like on ``nn.QuantizedLinear``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from . import _ext
+from .quant import CODES_PER_WORD, DEFAULT_GROUP_SIZE, from_mlx, quantize
+
+
+def op_stream():
+    """Stream for the ops: the default device where this build has kernels for it, else
+    the CPU (so a Metal or CUDA MLX still runs the layers, through unified or host memory)."""
+    if mx.default_device() == mx.cpu or _ext_has_gpu_kernels():
+        return None
+    return mx.cpu
+
+
+def _ext_has_gpu_kernels() -> bool:
+    return bool(getattr(_ext, "_has_gpu_kernels", lambda: False)())
+
+
+class MarlinLinear(nn.Module):
+    """``y = x @ W.T + b`` with ``W`` stored in the mlx-marlin FP4 layout.
+
+    Args:
+        input_dims: K (a multiple of ``group_size``).
+        output_dims: N.
+        bias: Whether the layer has a bias.
+        group_size: 32, 64 or 128.
+        scale_dtype: ``mx.float16`` or ``mx.bfloat16``.
+
+    The parameters are ``weight`` (``[K/8, N]`` uint32), ``scales`` (``[K/g, N]``) and
+    optionally ``bias`` (``[N]``). Use :meth:`from_linear` or :meth:`from_quantized` to
+    build one from an existing layer.
+    """
+
+    def __init__(
+        self,
+        input_dims: int,
+        output_dims: int,
+        bias: bool = True,
+        group_size: int = DEFAULT_GROUP_SIZE,
+        scale_dtype: mx.Dtype = mx.float16,
+    ):
+        super().__init__()
+        if input_dims % group_size:
+            raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
+        self.group_size = group_size
+        self.weight = mx.zeros((input_dims // CODES_PER_WORD, output_dims), dtype=mx.uint32)
+        self.scales = mx.zeros((input_dims // group_size, output_dims), dtype=scale_dtype)
+        if bias:
+            self.bias = mx.zeros((output_dims,))
+        self.freeze()
+
+    def unfreeze(self, *args, **kwargs):
+        # The packed weight and scales stay frozen: fp4_gemm has no gradient for them.
+        super().unfreeze(*args, **kwargs)
+        self.freeze(recurse=False, keys=["weight", "scales"])
+        return self
+
+    @property
+    def input_dims(self) -> int:
+        return self.weight.shape[0] * CODES_PER_WORD
+
+    @property
+    def output_dims(self) -> int:
+        return self.weight.shape[1]
+
+    def _extra_repr(self) -> str:
+        return (
+            f"input_dims={self.input_dims}, output_dims={self.output_dims}, bias={'bias' in self}, "
+            f"group_size={self.group_size}, format=fp4_e2m1"
+        )
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _ext.fp4_gemm(
+            x, self["weight"], self["scales"], self.get("bias"), group_size=self.group_size, stream=op_stream()
+        )
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        group_size: int = DEFAULT_GROUP_SIZE,
+        scale_dtype: mx.Dtype = mx.float16,
+        scale_search: bool = False,
+    ) -> "MarlinLinear":
+        """Quantize an ``nn.Linear`` (weight ``[N, K]``)."""
+        out_dims, in_dims = linear.weight.shape
+        layer = cls(in_dims, out_dims, "bias" in linear, group_size, scale_dtype)
+        layer.weight, layer.scales = quantize(linear.weight, group_size, scale_dtype, scale_search=scale_search)
+        if "bias" in linear:
+            layer.bias = linear.bias
+        return layer
+
+    @classmethod
+    def from_quantized(
+        cls, qlinear: nn.QuantizedLinear, group_size: Optional[int] = None, strict: bool = False
+    ) -> "MarlinLinear":
+        """Convert an ``nn.QuantizedLinear`` in ``mxfp4`` or ``nvfp4`` mode (see
+        :func:`mlx_marlin.from_mlx` for when the conversion is exact)."""
+        mode = getattr(qlinear, "mode", "affine")
+        if mode not in ("mxfp4", "nvfp4"):
+            raise ValueError(f"qlinear must use mode 'mxfp4' or 'nvfp4', got {mode!r}.")
+        group_size = group_size or 32
+        packed, scales = from_mlx(qlinear.weight, qlinear.scales, mode, group_size, strict=strict)
+        out_dims = packed.shape[1]
+        layer = cls(packed.shape[0] * CODES_PER_WORD, out_dims, "bias" in qlinear, group_size, scales.dtype)
+        layer.weight, layer.scales = packed, scales
+        if "bias" in qlinear:
+            layer.bias = qlinear.bias
+        return layer
+
+
+def _squeeze_expert_input(x: mx.array, indices: mx.array) -> mx.array:
+    """Accept mlx-lm's expanded SwitchLinear input ``[..., 1|k, 1, K]`` as well as
+    ``[..., K]`` (shared by every selected expert) and ``[..., k, K]``."""
+    if x.ndim == indices.ndim + 2 and x.shape[-2] == 1:
+        x = x.squeeze(-2)
+    if x.ndim == indices.ndim + 1 and x.shape[-2] == 1:
+        x = x.squeeze(-2)
+    return x
+
+
+def _flatten_tokens(x: mx.array, indices: mx.array):
+    """[..., (k,) K], [..., k] -> [T, (k,) K], [T, k] plus the leading shape."""
+    lead = indices.shape[:-1]
+    k = indices.shape[-1]
+    t = 1
+    for d in lead:
+        t *= d
+    per_slot = x.ndim == indices.ndim + 1
+    xf = x.reshape(t, k, x.shape[-1]) if per_slot else x.reshape(t, x.shape[-1])
+    return xf, indices.reshape(t, k), lead
+
+
+class MarlinSwitchLinear(nn.Module):
+    """Drop-in for mlx-lm's ``SwitchLinear``: ``E`` experts ``[N, K]`` in FP4, applied
+    to each token's selected experts with :func:`mlx_marlin.moe_gemm`.
+
+    ``__call__(x, indices, sorted_indices=False)`` returns ``[..., k, 1, N]`` for mlx-lm's
+    expanded input ``[..., 1|k, 1, K]`` (as ``SwitchLinear`` does) and ``[..., k, N]`` for
+    ``[..., K]`` or ``[..., k, K]``.  ``sorted_indices`` is accepted for compatibility; the
+    op groups tokens by expert itself.
+    """
+
+    def __init__(
+        self,
+        input_dims: int,
+        output_dims: int,
+        num_experts: int,
+        bias: bool = False,
+        group_size: int = DEFAULT_GROUP_SIZE,
+        scale_dtype: mx.Dtype = mx.float16,
+    ):
+        super().__init__()
+        if input_dims % group_size:
+            raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
+        self.group_size = group_size
+        self.weight = mx.zeros((num_experts, input_dims // CODES_PER_WORD, output_dims), dtype=mx.uint32)
+        self.scales = mx.zeros((num_experts, input_dims // group_size, output_dims), dtype=scale_dtype)
+        if bias:
+            self.bias = mx.zeros((num_experts, output_dims))
+        self.freeze()
+
+    @property
+    def input_dims(self) -> int:
+        return self.weight.shape[1] * CODES_PER_WORD
+
+    @property
+    def output_dims(self) -> int:
+        return self.weight.shape[2]
+
+    @property
+    def num_experts(self) -> int:
+        return self.weight.shape[0]
+
+    def __call__(self, x: mx.array, indices: mx.array, sorted_indices: bool = False) -> mx.array:
+        expanded = x.ndim == indices.ndim + 2
+        y = self.apply_experts(_squeeze_expert_input(x, indices), indices)
+        return mx.expand_dims(y, -2) if expanded else y
+
+    def apply_experts(self, x: mx.array, indices: mx.array, activation: Optional[str] = None) -> mx.array:
+        from . import moe_gemm
+
+        xf, idx, lead = _flatten_tokens(x, indices)
+        y = moe_gemm(xf, self["weight"], self["scales"], idx, group_size=self.group_size,
+                     activation=activation, stream=op_stream())
+        if "bias" in self:
+            y = y + self["bias"][idx]
+        return y.reshape(*lead, indices.shape[-1], self.output_dims)
+
+    @classmethod
+    def from_switch_linear(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,
+                           scale_search: bool = False) -> "MarlinSwitchLinear":
+        """Quantize an mlx-lm ``SwitchLinear`` (weight ``[E, N, K]``)."""
+        e, n, k = layer.weight.shape
+        new = cls(k, n, e, "bias" in layer, group_size, scale_dtype)
+        new.weight, new.scales = quantize(layer.weight, group_size, scale_dtype, scale_search=scale_search)
+        if "bias" in layer:
+            new.bias = layer.bias
+        return new
+
+
+class MarlinSwitchGLU(nn.Module):
+    """Drop-in for mlx-lm's ``SwitchGLU`` with the SwiGLU activation:
+    ``down(silu(gate(x)) * up(x))`` per selected expert, returning ``[..., k, D]``."""
+
+    def __init__(
+        self,
+        input_dims: int,
+        hidden_dims: int,
+        num_experts: int,
+        bias: bool = False,
+        group_size: int = DEFAULT_GROUP_SIZE,
+        scale_dtype: mx.Dtype = mx.float16,
+    ):
+        super().__init__()
+        self.gate_proj = MarlinSwitchLinear(input_dims, hidden_dims, num_experts, bias, group_size, scale_dtype)
+        self.up_proj = MarlinSwitchLinear(input_dims, hidden_dims, num_experts, bias, group_size, scale_dtype)
+        self.down_proj = MarlinSwitchLinear(hidden_dims, input_dims, num_experts, bias, group_size, scale_dtype)
+
+    def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
+        # The gate's activation is fused into its GEMM's epilogue.
+        gate = self.gate_proj.apply_experts(x, indices, activation="silu")
+        up = self.up_proj.apply_experts(x, indices)
+        return self.down_proj.apply_experts(gate * up, indices)
+
+    @classmethod
+    def from_switch_glu(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,
+                        scale_search: bool = False) -> "MarlinSwitchGLU":
+        """Quantize an mlx-lm ``SwitchGLU`` whose activation is SwiGLU."""
+        act = type(getattr(layer, "activation", None)).__name__
+        if act not in ("SwiGLU", "NoneType"):
+            raise ValueError(f"MarlinSwitchGLU implements the SwiGLU activation only, got {act}.")
+        g = layer.gate_proj
+        e, hidden, d = g.weight.shape
+        new = cls(d, hidden, e, "bias" in g, group_size, scale_dtype)
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            setattr(new, name, MarlinSwitchLinear.from_switch_linear(getattr(layer, name), group_size, scale_dtype,
+                                                                     scale_search))
+        return new

@@ -6,6 +6,20 @@ import mlx.core as _mx  # noqa: F401
 
 from ._ext import fp4_gemm
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
+from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
+from .lm import load, quantize_model, save
 
-__all__ = ["fp4_gemm", "quantize", "dequantize", "from_mlx", "E2M1_VALUES"]
+__all__ = [
+    "fp4_gemm",
+    "quantize",
+    "dequantize",
+    "from_mlx",
+    "E2M1_VALUES",
+    "MarlinLinear",
+    "MarlinSwitchLinear",
+    "MarlinSwitchGLU",
+    "quantize_model",
+    "load",
+    "save",
+]
 __version__ = "0.1.0"

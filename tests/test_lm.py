@@ -1,0 +1,114 @@
+import json
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+import numpy as np
+import pytest
+
+import mlx_marlin as mm
+import mlx_marlin.convert
+from reference import to_np
+
+mlx_lm = pytest.importorskip("mlx_lm")
+from lm_fixtures import llama_config, make_model_dir  # noqa: E402
+
+
+def test_marlin_linear_matches_dequantized_dense(rng):
+    lin = nn.Linear(128, 72, bias=True)
+    layer = mm.MarlinLinear.from_linear(lin, group_size=32)
+    dense = nn.Linear(128, 72, bias=True)
+    dense.weight = mm.dequantize(layer.weight, layer.scales, 32)
+    dense.bias = lin.bias
+    x = mx.array(rng.standard_normal((3, 5, 128)).astype(np.float32))
+    np.testing.assert_allclose(to_np(layer(x)), to_np(dense(x)), rtol=1e-5, atol=1e-5)
+    # Packed weights stay frozen; the bias can train.
+    layer.unfreeze()
+    assert set(k for k, _ in tree_flatten(layer.trainable_parameters())) == {"bias"}
+
+
+def test_marlin_linear_from_quantized_mxfp4(rng):
+    lin = nn.Linear(64, 40, bias=False)
+    ql = nn.QuantizedLinear.from_linear(lin, group_size=32, bits=4, mode="mxfp4")
+    layer = mm.MarlinLinear.from_quantized(ql, strict=True)
+    x = mx.array(rng.standard_normal((4, 64)).astype(np.float32))
+    np.testing.assert_allclose(to_np(layer(x)), to_np(ql(x)), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="mxfp4"):
+        mm.MarlinLinear.from_quantized(nn.QuantizedLinear.from_linear(lin, group_size=32, bits=4))
+
+
+def _dequantized_copy(model):
+    """The same architecture with every FP4 layer replaced by its exact dense equivalent."""
+    layers = []
+    for path, m in model.named_modules():
+        if isinstance(m, mm.MarlinLinear):
+            d = nn.Linear(m.input_dims, m.output_dims, bias="bias" in m)
+            d.weight = mm.dequantize(m.weight, m.scales, m.group_size)
+            if "bias" in m:
+                d.bias = m.bias
+            layers.append((path, d))
+    from mlx.utils import tree_unflatten
+
+    model.update_modules(tree_unflatten(layers))
+    return model
+
+
+def test_quantize_model_convert_load_generate_round_trip(tmp_path):
+    src = make_model_dir(tmp_path / "src", llama_config())
+    model, tokenizer = mlx_lm.load(str(src))
+    tokens = mx.array([[5, 17, 33, 2, 90, 41]])
+    ref_logits = model(tokens)
+
+    out, qmodel, qconfig = mm.convert.convert(src, tmp_path / "fp4", group_size=32, progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["quantization"]["method"] == "mlx_marlin_fp4" and cfg["quantization"]["group_size"] == 32
+    assert len(cfg["quantization"]["layers"]) == 14  # 7 linears x 2 layers; lm_head kept
+    assert (out / "tokenizer.json").exists()
+
+    loaded, tok = mm.load(out)
+    assert isinstance(loaded.model.layers[0].self_attn.q_proj, mm.MarlinLinear)
+    assert type(loaded.lm_head) is nn.Linear
+    # Bit-exact save/load round trip of every parameter.
+    from mlx.utils import tree_flatten
+
+    saved = dict(tree_flatten(qmodel.parameters()))
+    for k, v in tree_flatten(loaded.parameters()):
+        assert v.dtype == saved[k].dtype and mx.array_equal(v, saved[k]).item(), k
+
+    q_logits = loaded(tokens)
+    # FP4 model == its dequantized-dense twin (same function, up to fp32 rounding) ...
+    deq_logits = _dequantized_copy(mm.load(out)[0])(tokens)
+    np.testing.assert_allclose(to_np(q_logits), to_np(deq_logits), rtol=1e-4, atol=1e-4)
+    # ... and as close to the original as MLX's own FP4 (mxfp4, group 32) of the same layers.
+    def rel(logits):
+        return np.linalg.norm(to_np(logits) - to_np(ref_logits)) / np.linalg.norm(to_np(ref_logits))
+
+    mx_model, _ = mlx_lm.load(str(src))
+    nn.quantize(mx_model, group_size=32, bits=4, mode="mxfp4", class_predicate=lambda p, m: isinstance(m, nn.Linear) and p != "lm_head")
+    assert rel(q_logits) < 1.25 * rel(mx_model(tokens))
+
+    text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=8, verbose=False)
+    assert isinstance(text, str) and len(tok.encode(text)) > 0
+
+
+def test_load_refuses_other_quantization(tmp_path):
+    src = make_model_dir(tmp_path / "src", llama_config())
+    cfg = json.loads((src / "config.json").read_text())
+    with pytest.raises(ValueError, match="no 'quantization' entry"):
+        mm.load(src)
+    cfg["quantization"] = {"group_size": 64, "bits": 4, "mode": "affine"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="quantization method 'affine'"):
+        mm.load(src)
+    with pytest.raises(FileNotFoundError):
+        mm.load(tmp_path / "missing")
+
+
+def test_quantize_model_predicate_and_bad_args():
+    from mlx_lm.models import llama
+
+    model = llama.Model(llama.ModelArgs.from_dict(llama_config()))
+    _, q = mm.quantize_model(model, group_size=64, predicate=lambda p, m: p.endswith("q_proj"))
+    assert q["layers"] == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
+    with pytest.raises(ValueError, match="group_size"):
+        mm.quantize_model(model, group_size=48)

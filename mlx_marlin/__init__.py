@@ -5,7 +5,8 @@
 import mlx.core as _mx  # noqa: F401
 
 from ._ext import fp4_gemm
+from ._ext import moe_gemm, moe_mlp, moe_route
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
 
-__all__ = ["fp4_gemm", "quantize", "dequantize", "from_mlx", "E2M1_VALUES"]
+__all__ = ["fp4_gemm", "moe_route", "moe_gemm", "moe_mlp", "quantize", "dequantize", "from_mlx", "E2M1_VALUES"]
 __version__ = "0.1.0"

@@ -437,3 +437,36 @@ def test_primitive_graph_is_lazy_and_compilable(mlp_args):
     f = mx.compile(lambda x: _call_mlp(mlp_args, x=x))
     x = mlp_args["x"]
     np.testing.assert_array_equal(np.array(f(x)), np.array(_call_mlp(mlp_args)))
+
+
+# ----------------------------------------------------------------- property test
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        seed=st.integers(0, 2**31 - 1),
+        T=st.integers(1, 40),
+        E=st.integers(1, 20),
+        k_frac=st.floats(0, 1),
+        n=st.integers(1, 90),
+        kg=st.integers(1, 3),
+        g=st.sampled_from([32, 64, 128]),
+        per_slot=st.booleans(),
+        weighted=st.booleans(),
+    )
+    def test_moe_gemm_property(seed, T, E, k_frac, n, kg, g, per_slot, weighted):
+        """Random shapes and routings (duplicates allowed) against the numpy reference."""
+        rng = np.random.default_rng(seed)
+        k = 1 + int(k_frac * (E - 1))
+        K = kg * g
+        packed, scales, dense = make_experts(rng, E, n, K, g)
+        idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
+        x = rand(rng, (T, k, K) if per_slot else (T, K))
+        w = rand(rng, (T, k)) if weighted else None
+        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+        assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w) if weighted else None), "float32")

@@ -5,12 +5,16 @@
 import mlx.core as _mx  # noqa: F401
 
 from ._ext import fp4_gemm
+from ._ext import moe_gemm, moe_mlp, moe_route
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
 from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
 from .lm import load, quantize_model, save
 
 __all__ = [
     "fp4_gemm",
+    "moe_route",
+    "moe_gemm",
+    "moe_mlp",
     "quantize",
     "dequantize",
     "from_mlx",

@@ -1,5 +1,7 @@
 """Type stubs for the mlx-marlin C++ extension."""
 
+from __future__ import annotations
+
 from typing import Optional, Sequence, Union
 
 import mlx.core
@@ -20,3 +22,51 @@ def fp4_gemm(
     activation: Optional[str] = None,
     stream: Union[None, mlx.core.Stream, mlx.core.Device] = None,
 ) -> mlx.core.array: ...
+
+# --- moe
+# Fused Mixture-of-Experts ops (cpp/ops/moe.h, cpp/bindings_moe.cpp).
+
+def moe_route(
+    logits: mlx.core.array,
+    top_k: int,
+    *,
+    normalize: bool = True,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> tuple[mlx.core.array, mlx.core.array]:
+    """Top-k routing: ``(indices [..., k] uint32, weights [..., k] logits.dtype)``."""
+    ...
+
+def moe_gemm(
+    x: mlx.core.array,
+    w: mlx.core.array,
+    scales: mlx.core.array,
+    indices: mlx.core.array,
+    *,
+    group_size: int,
+    weights: mlx.core.array | None = None,
+    activation: str | None = None,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> mlx.core.array:
+    """Grouped FP4 expert GEMM: ``[T, k, N]``, or ``[T, N]`` combined with ``weights``."""
+    ...
+
+def moe_mlp(
+    x: mlx.core.array,
+    router_logits: mlx.core.array,
+    w_gate: mlx.core.array,
+    s_gate: mlx.core.array,
+    w_up: mlx.core.array | None,
+    s_up: mlx.core.array | None,
+    w_down: mlx.core.array,
+    s_down: mlx.core.array,
+    *,
+    top_k: int,
+    group_size: int,
+    activation: str | None = "silu",
+    normalize: bool = True,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> mlx.core.array:
+    """Whole gated expert MLP (route, gate/up, act(gate)*up, down, combine): ``[..., N_out]``."""
+    ...
+
+# --- end moe

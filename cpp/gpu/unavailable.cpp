@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ops/fp4_gemm.h"
+#include "ops/moe.h"
 
 namespace marlin {
 
@@ -16,6 +17,18 @@ namespace marlin {
 
 void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("fp4_gemm");
+}
+
+void MoeRoute::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
+  gpu_backend_unavailable("moe_route");
+}
+
+void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("moe_gemm");
+}
+
+void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("moe_mlp");
 }
 
 } // namespace marlin

@@ -1,0 +1,130 @@
+// Mixture-of-Experts planning shared by every backend: routing semantics (softmax +
+// top-k with deterministic ties), expert grouping (counting sort over (token, slot)
+// pairs) and the CPU scheduling decision.  Pure C++ with no backend headers, so the
+// CPU backend runs exactly these functions and the Metal/CUDA host code (and their
+// tests) can use them as the reference for the plans their kernels build on device.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include "gemm_plan.h"
+
+namespace marlin {
+
+// ------------------------------------------------------------------ routing
+// Routing of one token over E experts:
+//   * ranking: experts sorted by descending logit, ties broken by lower expert id
+//     (softmax is monotone, so this is the order of the softmax probabilities; ranking
+//     on the logits keeps two distinct logits distinct even where their fp32
+//     probabilities would round to the same value).  NaN logits rank last.
+//   * weights: softmax over all E experts in fp32 (max-subtracted), taken at the
+//     top-k experts; with `normalize` the k weights are divided by their sum.
+// Writes idx[0..k) (descending weight) and weight[0..k).  `scratch` holds E ints.
+inline void route_token(const float* logits, int E, int k, bool normalize, uint32_t* idx, float* weight,
+                        std::vector<int>& scratch) {
+  scratch.resize(E);
+  for (int e = 0; e < E; ++e) scratch[e] = e;
+  auto key = [&](int e) {
+    float v = logits[e];
+    return std::isnan(v) ? -std::numeric_limits<float>::infinity() : v;
+  };
+  auto before = [&](int a, int b) {
+    float ka = key(a), kb = key(b);
+    if (ka != kb) return ka > kb;
+    // Equal keys: NaN after -inf, then lower id first.
+    bool na = std::isnan(logits[a]), nb = std::isnan(logits[b]);
+    if (na != nb) return nb;
+    return a < b;
+  };
+  std::partial_sort(scratch.begin(), scratch.begin() + k, scratch.end(), before);
+  float m = -std::numeric_limits<float>::infinity();
+  for (int e = 0; e < E; ++e) m = std::max(m, logits[e]);  // NaN-ignoring max
+  if (!std::isfinite(m)) m = 0.f;  // all -inf / +inf: let the arithmetic produce NaN/0 honestly
+  float total = 0.f;
+  for (int e = 0; e < E; ++e) total += std::exp(logits[e] - m);
+  float selected = 0.f;
+  for (int j = 0; j < k; ++j) {
+    idx[j] = static_cast<uint32_t>(scratch[j]);
+    weight[j] = std::exp(logits[scratch[j]] - m);
+    selected += weight[j];
+  }
+  const float denom = normalize ? selected : total;
+  for (int j = 0; j < k; ++j) weight[j] /= denom;
+}
+
+// ------------------------------------------------------------------ grouping
+// The (token, slot) pairs p = t * k + j of a [T, k] index matrix, grouped by expert
+// with a stable counting sort:
+//   offsets[e] .. offsets[e + 1]   the positions (in grouped order) of expert e's pairs
+//   pairs[i]                       the pair at grouped position i (ascending p within
+//                                  an expert, so the grouping is deterministic)
+//   position[p]                    the grouped position of pair p (inverse of pairs)
+// Count, exclusive prefix sum, scatter: no atomics and no comparison sort, the same
+// three passes a GPU backend runs (histogram, scan, scatter).
+struct ExpertGroups {
+  int num_experts = 0;
+  std::vector<int64_t> offsets;   // [E + 1]
+  std::vector<int64_t> pairs;     // [T * k]
+  std::vector<int64_t> position;  // [T * k]
+  int active_experts = 0;         // experts with at least one pair
+  int64_t max_rows = 0;           // largest group
+
+  int64_t count(int e) const { return offsets[e + 1] - offsets[e]; }
+};
+
+// `expert_of(p)` returns pair p's expert id as int64.  Returns -1 on success, or the
+// first pair whose expert id lies outside [0, E) (nothing is written past the
+// checks, so an invalid id never indexes memory).
+template <class ExpertOf>
+int64_t build_expert_groups(int64_t num_pairs, int E, ExpertOf expert_of, ExpertGroups& g) {
+  g.num_experts = E;
+  g.offsets.assign(static_cast<size_t>(E) + 1, 0);
+  for (int64_t p = 0; p < num_pairs; ++p) {
+    int64_t e = expert_of(p);
+    if (e < 0 || e >= E) return p;
+    ++g.offsets[e + 1];
+  }
+  g.active_experts = 0;
+  g.max_rows = 0;
+  for (int e = 0; e < E; ++e) {
+    g.active_experts += g.offsets[e + 1] > 0;
+    g.max_rows = std::max(g.max_rows, g.offsets[e + 1]);
+    g.offsets[e + 1] += g.offsets[e];
+  }
+  g.pairs.resize(num_pairs);
+  g.position.resize(num_pairs);
+  std::vector<int64_t> cursor(g.offsets.begin(), g.offsets.end() - 1);
+  for (int64_t p = 0; p < num_pairs; ++p) {
+    int64_t i = cursor[expert_of(p)]++;
+    g.pairs[i] = p;
+    g.position[p] = i;
+  }
+  return -1;
+}
+
+// ------------------------------------------------------------------ CPU schedule
+// How the CPU backend spreads one grouped GEMM (one GEMM per active expert) over its
+// threads.  The GEMM kernel parallelizes internally over column (and row) blocks;
+// when every expert's GEMM is too small to occupy the threads that way (few column
+// blocks, e.g. many experts with a narrow N), the experts themselves become the
+// parallel tasks instead and each GEMM runs on one thread.  Either way each active
+// expert's weights are streamed once per call.
+struct CpuMoePlan {
+  bool parallel_over_experts;
+};
+
+inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, int threads) {
+  CpuMoePlan p{};
+  const CpuGemmPlan gemm = plan_cpu_gemm(std::max<int64_t>(1, max_rows), N);
+  // Tasks one expert's GEMM offers; the tiled kernel also splits rows.
+  int64_t tasks = gemm.num_col_blocks;
+  if (!gemm.streaming) tasks *= std::max<int64_t>(1, max_rows / (8 * CpuGemmPlan::kMr));
+  p.parallel_over_experts = threads > 1 && active_experts >= 2 * threads && tasks < 2 * threads;
+  return p;
+}
+
+} // namespace marlin

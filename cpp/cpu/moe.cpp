@@ -1,0 +1,189 @@
+// CPU evaluation of the MoE primitives.  Every op follows the same plan:
+//   1. group the (token, slot) pairs by expert (counting sort, common/moe_plan.h);
+//   2. gather each expert's input rows into one contiguous fp32 panel;
+//   3. one call of the CPU FP4 GEMM kernel per active expert (its weights are read
+//      once per call, however many tokens chose it);
+//   4. scatter back to (token, slot) order, or combine with the routing weights.
+// Work is spread over the thread pool by the GEMM kernel itself or, for many small
+// expert GEMMs, across experts (plan_cpu_moe).
+#include <vector>
+
+#include "common/fp4_format.h"
+#include "common/moe_plan.h"
+#include "cpu/expert_grouping.h"
+#include "cpu/tensor_view.h"
+#include "mlx/backend/cpu/encoder.h"
+#include "ops/moe.h"
+
+namespace marlin {
+
+namespace {
+
+// Views of every expert of an [E, K/8, N] weight.
+std::vector<cpu::PackedWeight> expert_views(const mx::array& words, const mx::array& scales, int group_size) {
+  std::vector<cpu::PackedWeight> v;
+  const int E = words.shape(0);
+  v.reserve(E);
+  for (int e = 0; e < E; ++e) v.push_back(cpu::packed_weight_view(words, scales, group_size, e));
+  return v;
+}
+
+// Routes T tokens (logits [T, E] fp32) in parallel: idx/weight [T, k].
+void route_tokens(const float* logits, int64_t T, int E, int k, bool normalize, uint32_t* idx, float* weight) {
+  constexpr int64_t kPerTask = 8;
+  cpu::parallel_for(static_cast<int>((T + kPerTask - 1) / kPerTask), [&](int task) {
+    std::vector<int> scratch;
+    const int64_t end = std::min<int64_t>(T, (task + 1) * kPerTask);
+    for (int64_t t = task * kPerTask; t < end; ++t)
+      route_token(logits + t * E, E, k, normalize, idx + t * k, weight + t * k, scratch);
+  });
+}
+
+void begin_eval(mx::Stream s, const std::vector<mx::array>& inputs, std::vector<mx::array*> outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(s);
+  for (auto& in : inputs) encoder.set_input_array(in);
+  for (auto* out : outputs) {
+    out->set_data(mx::allocator::malloc(out->nbytes()));
+    encoder.set_output_array(*out);
+  }
+}
+
+} // namespace
+
+// ------------------------------------------------------------------ MoeRoute
+void MoeRoute::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+  begin_eval(stream(), inputs, {&outputs[0], &outputs[1]});
+  const auto& logits = inputs[0];
+  const int64_t T = logits.shape(0);
+  const int E = logits.shape(1);
+  const int k = top_k_;
+  const bool normalize = normalize_;
+  const mx::Dtype in_type = logits.dtype();
+  const void* in_ptr = logits.data<void>();
+  uint32_t* idx_ptr = outputs[0].data<uint32_t>();
+  void* w_ptr = outputs[1].data<void>();
+  const cpu::ElemType w_type = cpu::elem_type(outputs[1].dtype());
+
+  mx::cpu::get_command_encoder(stream()).dispatch([=]() {
+    std::vector<float> l_storage;
+    const float* l32 = cpu::as_float32(in_ptr, in_type, T * E, l_storage);
+    std::vector<float> w32(T * k);
+    route_tokens(l32, T, E, k, normalize, idx_ptr, w32.data());
+    cpu::store_from_float32(w32.data(), w_ptr, w_type, T * k);
+  });
+}
+
+// ------------------------------------------------------------------ MoeGemm
+void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  begin_eval(stream(), inputs, {&out});
+  const auto& x = inputs[0];
+  const auto& indices = inputs[3];
+  const int64_t T = indices.shape(0);
+  const int64_t k = indices.shape(1);
+  const int E = inputs[1].shape(0);
+  const int64_t K = int64_t(inputs[1].shape(1)) * kCodesPerWord;
+  const int64_t N = inputs[1].shape(2);
+  const bool shared_x = x.ndim() == 2;
+  const mx::Dtype x_type = x.dtype();
+  const void* x_ptr = x.data<void>();
+  const mx::Dtype idx_type = indices.dtype();
+  const void* idx_ptr = indices.data<void>();
+  const float* weight_ptr = has_weights_ ? inputs[4].data<float>() : nullptr;
+  auto views = expert_views(inputs[1], inputs[2], group_size_);
+  void* out_ptr = out.data<void>();
+  const cpu::ElemType out_type = cpu::elem_type(out.dtype());
+  const Activation act = activation_;
+
+  mx::cpu::get_command_encoder(stream()).dispatch([=, views = std::move(views)]() {
+    const int64_t pairs = T * k;
+    if (pairs == 0) {
+      if (weight_ptr) {
+        std::vector<float> zeros(N, 0.f);
+        for (int64_t t = 0; t < T; ++t) cpu::store_row(zeros.data(), out_ptr, out_type, t, N);
+      }
+      return;
+    }
+    ExpertGroups groups;
+    cpu::group_pairs_or_throw("moe_gemm", pairs, k, E,
+                              [&](int64_t p) { return cpu::read_index(idx_ptr, idx_type, p); }, groups);
+    std::vector<float> x_storage;
+    const float* x32 = cpu::as_float32(x_ptr, x_type, (shared_x ? T : pairs) * K, x_storage);
+    std::vector<float> panel(pairs * K);
+    cpu::gather_rows(x32, K, pairs, [&](int64_t i) { return shared_x ? groups.pairs[i] / k : groups.pairs[i]; },
+                     panel.data());
+    std::vector<float> y(pairs * N);
+    cpu::for_each_active_expert(groups, N, [&](int e) {
+      cpu::expert_gemm(groups, e, panel.data(), K, views[e], act, y.data(), N);
+    });
+    if (weight_ptr)
+      cpu::combine_pairs(groups, y.data(), N, weight_ptr, T, k, out_ptr, out_type);
+    else
+      cpu::scatter_pairs(groups, y.data(), N, out_ptr, out_type);
+  });
+}
+
+// ------------------------------------------------------------------ MoeMlp
+void MoeMlp::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  begin_eval(stream(), inputs, {&out});
+  const auto& x = inputs[0];
+  const auto& logits = inputs[1];
+  const int64_t T = x.shape(0);
+  const int64_t K = x.shape(1);
+  const int E = logits.shape(1);
+  const int k = top_k_;
+  const bool fused = fused_gate_up_;
+  const int64_t I = fused ? inputs[2].shape(2) / 2 : inputs[2].shape(2);
+  const int64_t N_out = out.shape(1);
+  auto gate = expert_views(inputs[2], inputs[3], group_size_);
+  auto up = fused ? std::vector<cpu::PackedWeight>{} : expert_views(inputs[4], inputs[5], group_size_);
+  auto down = expert_views(inputs[inputs.size() - 2], inputs[inputs.size() - 1], group_size_);
+  const mx::Dtype x_type = x.dtype();
+  const void* x_ptr = x.data<void>();
+  const mx::Dtype l_type = logits.dtype();
+  const void* l_ptr = logits.data<void>();
+  void* out_ptr = out.data<void>();
+  const cpu::ElemType out_type = cpu::elem_type(out.dtype());
+  const Activation act = activation_;
+  const bool normalize = normalize_;
+
+  mx::cpu::get_command_encoder(stream()).dispatch(
+      [=, gate = std::move(gate), up = std::move(up), down = std::move(down)]() {
+        const int64_t pairs = T * k;
+        if (pairs == 0) return;
+        // 1. routing (fp32 weights, never rounded to x's dtype)
+        std::vector<float> l_storage;
+        const float* l32 = cpu::as_float32(l_ptr, l_type, T * E, l_storage);
+        std::vector<uint32_t> idx(pairs);
+        std::vector<float> weight(pairs);
+        route_tokens(l32, T, E, k, normalize, idx.data(), weight.data());
+        // 2. grouping + gather of x rows (each token's row once per chosen expert)
+        ExpertGroups groups;
+        build_expert_groups(pairs, E, [&](int64_t p) { return int64_t(idx[p]); }, groups);
+        std::vector<float> x_storage;
+        const float* x32 = cpu::as_float32(x_ptr, x_type, T * K, x_storage);
+        std::vector<float> panel(pairs * K);
+        cpu::gather_rows(x32, K, pairs, [&](int64_t i) { return groups.pairs[i] / k; }, panel.data());
+        // 3. per expert: [gate | up] = x @ [W_gate | W_up] (fp32, rows 2I apart), then
+        //    h = act(gate) * up in place of the gate half, then down = h @ W_down.
+        const int64_t gu_stride = 2 * I;
+        std::vector<float> gu(pairs * gu_stride);
+        std::vector<float> y(pairs * N_out);
+        cpu::for_each_active_expert(groups, std::max<int64_t>(2 * I, N_out), [&](int e) {
+          if (fused) {
+            cpu::expert_gemm(groups, e, panel.data(), K, gate[e], Activation::None, gu.data(), gu_stride);
+          } else {
+            cpu::expert_gemm(groups, e, panel.data(), K, gate[e], Activation::None, gu.data(), gu_stride);
+            cpu::expert_gemm(groups, e, panel.data(), K, up[e], Activation::None, gu.data() + I, gu_stride);
+          }
+          for (int64_t r = groups.offsets[e]; r < groups.offsets[e + 1]; ++r) {
+            float* row = gu.data() + r * gu_stride;
+            for (int64_t c = 0; c < I; ++c) row[c] = cpu::apply_activation(row[c], act) * row[I + c];
+          }
+          cpu::expert_gemm(groups, e, gu.data(), gu_stride, down[e], Activation::None, y.data(), N_out);
+        });
+        // 4. weighted combine in slot order
+        cpu::combine_pairs(groups, y.data(), N_out, weight.data(), T, k, out_ptr, out_type);
+      });
+}
+
+} // namespace marlin

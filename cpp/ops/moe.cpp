@@ -1,0 +1,192 @@
+#include "ops/moe.h"
+
+#include "common/fp4_format.h"
+#include "ops/fp4_gemm.h"
+#include "ops/validate.h"
+
+namespace marlin {
+
+namespace {
+
+bool is_integer_dtype(mx::Dtype t) {
+  switch (t) {
+    case mx::uint8: case mx::uint16: case mx::uint32: case mx::uint64:
+    case mx::int8: case mx::int16: case mx::int32: case mx::int64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+void check_top_k(const std::string& op, int top_k, int E) {
+  if (top_k < 1 || top_k > E)
+    invalid_argument(op, "top_k must be in [1, E] = [1, " + num(E) + "], got " + num(top_k) + ".");
+}
+
+mx::array flat_rows(const mx::array& a, int rows, int cols, mx::Stream s) {
+  return mx::contiguous(mx::reshape(a, {rows, cols}, s), false, s);
+}
+
+} // namespace
+
+// ------------------------------------------------------------------ moe_route
+std::pair<mx::array, mx::array> moe_route(const mx::array& logits, int top_k, bool normalize, mx::StreamOrDevice s) {
+  const std::string op = "moe_route";
+  check_float_input(op, "logits", logits);
+  if (logits.ndim() < 1 || logits.shape(-1) < 1)
+    invalid_argument(op, "logits must have shape [..., E] with E >= 1, got " + shape_str(logits.shape()) + ".");
+  const int E = logits.shape(-1);
+  check_top_k(op, top_k, E);
+  auto stream = mx::to_stream(s);
+  const int T = static_cast<int>(logits.size() / E);
+  auto l2 = flat_rows(logits, T, E, stream);
+  auto outs = mx::array::make_arrays({{T, top_k}, {T, top_k}}, {mx::uint32, logits.dtype()},
+                                     std::make_shared<MoeRoute>(stream, top_k, normalize), {l2});
+  mx::Shape out_shape = logits.shape();
+  out_shape.back() = top_k;
+  return {mx::reshape(outs[0], out_shape, stream), mx::reshape(outs[1], out_shape, stream)};
+}
+
+std::vector<mx::Shape> MoeRoute::output_shapes(const std::vector<mx::array>& inputs) {
+  mx::Shape s{inputs[0].shape(0), top_k_};
+  return {s, s};
+}
+
+bool MoeRoute::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const MoeRoute&>(other);
+  return top_k_ == o.top_k_ && normalize_ == o.normalize_;
+}
+
+// ------------------------------------------------------------------ moe_gemm
+mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& indices,
+                   int group_size, const std::optional<mx::array>& weights,
+                   const std::optional<std::string>& activation, mx::StreamOrDevice s) {
+  const std::string op = "moe_gemm";
+  check_float_input(op, "x", x);
+  if (x.ndim() != 2 && x.ndim() != 3)
+    invalid_argument(op, "x must have shape [T, K] or [T, k, K], got " + shape_str(x.shape()) + ".");
+  const int K = check_packed_weight(op, "w", w, "scales", scales, group_size, 1);
+  const int E = w.shape(0);
+  const int N = w.shape(2);
+  if (E < 1) invalid_argument(op, "w must hold at least one expert, got shape " + shape_str(w.shape()) + ".");
+  if (x.shape(-1) != K)
+    invalid_argument(op, "x must have shape [T, K] or [T, k, K] with K = 8 * w.shape[1] = " + num(K) + ", got " +
+                             shape_str(x.shape()) + ".");
+  if (!is_integer_dtype(indices.dtype()))
+    invalid_argument(op, "indices must have an integer dtype, got " + dtype_name(indices.dtype()) + ".");
+  const int T = x.shape(0);
+  if (indices.ndim() != 2 || indices.shape(0) != T)
+    invalid_argument(op, "indices must have shape [T, k] with T = x.shape[0] = " + num(T) + ", got " +
+                             shape_str(indices.shape()) + ".");
+  const int k = indices.shape(1);
+  if (x.ndim() == 3 && x.shape(1) != k)
+    invalid_argument(op, "x of shape [T, k, K] must have k = indices.shape[1] = " + num(k) + ", got " +
+                             shape_str(x.shape()) + ".");
+  if (weights) {
+    check_float_input(op, "weights", *weights);
+    if (weights->shape() != indices.shape())
+      invalid_argument(op, "weights must have shape [T, k] = " + shape_str(indices.shape()) + " like indices, got " +
+                               shape_str(weights->shape()) + ".");
+  }
+  const Activation act = parse_activation(op, activation);
+  auto stream = mx::to_stream(s);
+
+  std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream),
+                                    mx::contiguous(scales, false, stream), mx::contiguous(indices, false, stream)};
+  if (weights) inputs.push_back(mx::contiguous(mx::astype(*weights, mx::float32, stream), false, stream));
+  mx::Shape out_shape = weights ? mx::Shape{T, N} : mx::Shape{T, k, N};
+  return mx::array(out_shape, x.dtype(), std::make_shared<MoeGemm>(stream, group_size, act, weights.has_value()),
+                   std::move(inputs));
+}
+
+std::vector<mx::Shape> MoeGemm::output_shapes(const std::vector<mx::array>& inputs) {
+  const int T = inputs[0].shape(0);
+  const int N = inputs[1].shape(2);
+  if (has_weights_) return {{T, N}};
+  return {{T, inputs[3].shape(1), N}};
+}
+
+bool MoeGemm::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const MoeGemm&>(other);
+  return group_size_ == o.group_size_ && activation_ == o.activation_ && has_weights_ == o.has_weights_;
+}
+
+// ------------------------------------------------------------------ moe_mlp
+mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::array& w_gate,
+                  const mx::array& s_gate, const std::optional<mx::array>& w_up,
+                  const std::optional<mx::array>& s_up, const mx::array& w_down, const mx::array& s_down,
+                  int top_k, int group_size, const std::optional<std::string>& activation, bool normalize,
+                  mx::StreamOrDevice s) {
+  const std::string op = "moe_mlp";
+  check_float_input(op, "x", x);
+  if (x.ndim() < 1) invalid_argument(op, "x must have shape [..., K], got a scalar.");
+  check_float_input(op, "router_logits", router_logits);
+  if (w_up.has_value() != s_up.has_value())
+    invalid_argument(op, "w_up and s_up must be given together (or both None for a concatenated "
+                         "w_gate [E, K/8, 2*I] holding [gate | up] along N).");
+  const bool fused = !w_up.has_value();
+  const int K = check_packed_weight(op, "w_gate", w_gate, "s_gate", s_gate, group_size, 1);
+  const int E = w_gate.shape(0);
+  if (E < 1) invalid_argument(op, "w_gate must hold at least one expert, got shape " + shape_str(w_gate.shape()) + ".");
+  int I = w_gate.shape(2);
+  if (fused) {
+    if (I % 2 != 0)
+      invalid_argument(op, "w_gate without w_up must have shape [E, K/8, 2*I] ([gate | up] along N), got an odd N in " +
+                               shape_str(w_gate.shape()) + ".");
+    I /= 2;
+  } else {
+    const int K_up = check_packed_weight(op, "w_up", *w_up, "s_up", *s_up, group_size, 1);
+    if (w_up->shape(0) != E || K_up != K || w_up->shape(2) != I)
+      invalid_argument(op, "w_up must have the shape of w_gate [E, K/8, I] = " + shape_str(w_gate.shape()) + ", got " +
+                               shape_str(w_up->shape()) + ".");
+  }
+  const int K_down = check_packed_weight(op, "w_down", w_down, "s_down", s_down, group_size, 1);
+  if (w_down.shape(0) != E)
+    invalid_argument(op, "w_down must have E = w_gate.shape[0] = " + num(E) + " experts [E, I/8, N_out], got " +
+                             shape_str(w_down.shape()) + ".");
+  if (K_down != I)
+    invalid_argument(op, "w_down must have shape [E, I/8, N_out] with I = " + num(I) + " (the gate/up width), so " +
+                             "w_down.shape[1] = " + num(I / kCodesPerWord) + ", got " + shape_str(w_down.shape()) + ".");
+  const int N_out = w_down.shape(2);
+  if (x.shape(-1) != K)
+    invalid_argument(op, "x must have shape [..., K] with K = 8 * w_gate.shape[1] = " + num(K) + ", got " +
+                             shape_str(x.shape()) + ".");
+  mx::Shape lead(x.shape().begin(), x.shape().end() - 1);
+  mx::Shape expected_logits = lead;
+  expected_logits.push_back(E);
+  if (router_logits.shape() != expected_logits)
+    invalid_argument(op, "router_logits must have shape [..., E] = " + shape_str(expected_logits) +
+                             " (x's leading dims, E = w_gate.shape[0]), got " + shape_str(router_logits.shape()) + ".");
+  check_top_k(op, top_k, E);
+  const Activation act = parse_activation(op, activation);
+  auto stream = mx::to_stream(s);
+
+  const int T = static_cast<int>(x.size() / K);
+  std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),
+                                   mx::contiguous(w_gate, false, stream), mx::contiguous(s_gate, false, stream)};
+  if (!fused) {
+    inputs.push_back(mx::contiguous(*w_up, false, stream));
+    inputs.push_back(mx::contiguous(*s_up, false, stream));
+  }
+  inputs.push_back(mx::contiguous(w_down, false, stream));
+  inputs.push_back(mx::contiguous(s_down, false, stream));
+  auto y = mx::array({T, N_out}, x.dtype(),
+                     std::make_shared<MoeMlp>(stream, top_k, group_size, act, normalize, fused), std::move(inputs));
+  mx::Shape out_shape = lead;
+  out_shape.push_back(N_out);
+  return mx::reshape(y, out_shape, stream);
+}
+
+std::vector<mx::Shape> MoeMlp::output_shapes(const std::vector<mx::array>& inputs) {
+  return {{inputs[0].shape(0), inputs.back().shape(2)}};
+}
+
+bool MoeMlp::is_equivalent(const mx::Primitive& other) const {
+  const auto& o = static_cast<const MoeMlp&>(other);
+  return top_k_ == o.top_k_ && group_size_ == o.group_size_ && activation_ == o.activation_ &&
+      normalize_ == o.normalize_ && fused_gate_up_ == o.fused_gate_up_;
+}
+
+} // namespace marlin

@@ -1,0 +1,472 @@
+"""Tests of the fused MoE ops (moe_route, moe_gemm, moe_mlp) against float64 numpy
+references built from mlx_marlin.dequantize."""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+import mlx_marlin as mm
+
+DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
+# Relative tolerance (against the largest reference magnitude) per output dtype: the
+# kernels accumulate in fp32, the result is rounded once to the output dtype.
+TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def np_act(v: np.ndarray, name) -> np.ndarray:
+    if name in (None, "none"):
+        return v
+    if name == "relu":
+        return np.maximum(v, 0.0)
+    if name == "silu":
+        return v / (1.0 + np.exp(-v))
+    if name == "gelu":
+        return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
+    if name == "gelu_approx":
+        return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+    raise AssertionError(name)
+
+
+def to_np(a: mx.array) -> np.ndarray:
+    return np.array(a.astype(mx.float32) if a.dtype in (mx.float16, mx.bfloat16) else a).astype(np.float64)
+
+
+def rand(rng, shape, dtype="float32", scale=1.0) -> mx.array:
+    return mx.array((rng.standard_normal(shape) * scale).astype(np.float32)).astype(DTYPES[dtype])
+
+
+def make_experts(rng, E, N, K, group_size, scale_dtype=mx.float16):
+    """Random expert weights [E, N, K] -> (packed [E, K/8, N], scales, dense float64 [E, N, K])."""
+    w = mx.array((rng.standard_normal((E, N, K)) / math.sqrt(K)).astype(np.float32))
+    packed, scales = mm.quantize(w, group_size, scale_dtype)
+    dense = to_np(mm.dequantize(packed, scales, group_size))
+    return packed, scales, dense
+
+
+def assert_close(out: mx.array, ref: np.ndarray, dtype: str, factor: float = 1.0):
+    got = to_np(out)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert np.all(np.isfinite(got)), "non-finite values in the output"
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    assert err <= TOL[dtype] * factor * scale, f"max abs err {err} > {TOL[dtype] * factor * scale}"
+
+
+# ----------------------------------------------------------------- references
+def ref_route(logits: np.ndarray, k: int, normalize: bool):
+    """Softmax (float64) + stable ranking by descending logit (ties -> lower id)."""
+    order = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
+    m = logits.max(axis=-1, keepdims=True)
+    p = np.exp(logits - m)
+    p /= p.sum(axis=-1, keepdims=True)
+    w = np.take_along_axis(p, order, axis=-1)
+    if normalize:
+        w = w / w.sum(axis=-1, keepdims=True)
+    return order, w
+
+
+def ref_moe_gemm(x: np.ndarray, dense: np.ndarray, idx: np.ndarray, weights=None, act=None):
+    T, k = idx.shape
+    rows = x if x.ndim == 3 else np.repeat(x[:, None, :], k, axis=1)
+    y = np.einsum("tjk,tjnk->tjn", rows, dense[idx])
+    y = np_act(y, act)
+    if weights is not None:
+        y = np.einsum("tj,tjn->tn", weights, y)
+    return y
+
+
+def ref_moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
+    idx, w = ref_route(logits, k, normalize)
+    h = np_act(ref_moe_gemm(x, gate, idx), act) * ref_moe_gemm(x, up, idx)
+    y = np.einsum("tjk,tjnk->tjn", h, down[idx])
+    return np.einsum("tj,tjn->tn", w, y)
+
+
+# ----------------------------------------------------------------- moe_route
+@pytest.mark.parametrize(
+    "seed,T,E,k,normalize,dtype",
+    [
+        (0, 1, 8, 2, True, "float32"),
+        (1, 37, 64, 8, True, "float32"),
+        (2, 37, 64, 8, False, "float16"),
+        (3, 300, 16, 1, True, "bfloat16"),
+        (4, 5, 256, 256, True, "float32"),
+        (5, 5, 256, 7, False, "float32"),
+        (6, 9, 3, 3, False, "bfloat16"),
+    ],
+)
+def test_route_matches_numpy(seed, T, E, k, normalize, dtype):
+    rng = np.random.default_rng(seed)
+    logits = rand(rng, (T, E), dtype, scale=3.0)
+    idx, w = mm.moe_route(logits, k, normalize=normalize, stream=mx.cpu)
+    assert idx.dtype == mx.uint32 and idx.shape == (T, k)
+    assert w.dtype == logits.dtype and w.shape == (T, k)
+    ref_idx, ref_w = ref_route(to_np(logits), k, normalize)
+    np.testing.assert_array_equal(np.array(idx), ref_idx)
+    assert_close(w, ref_w, dtype, factor=2)
+    if normalize:
+        np.testing.assert_allclose(to_np(w).sum(-1), 1.0, rtol=4 * TOL[dtype])
+
+
+@pytest.mark.parametrize("seed", [10, 11, 12])
+def test_route_ties_lower_id_first(seed):
+    rng = np.random.default_rng(seed)
+    T, E = 50, 12
+    # Few distinct values: many ties within each row.
+    logits = rng.integers(-2, 3, size=(T, E)).astype(np.float32)
+    logits[0] = 1.0  # a row of all-equal logits
+    for k in (1, 3, E):
+        idx, w = mm.moe_route(mx.array(logits), k, stream=mx.cpu)
+        ref_idx, ref_w = ref_route(logits.astype(np.float64), k, True)
+        np.testing.assert_array_equal(np.array(idx), ref_idx)
+        np.testing.assert_allclose(np.array(w), ref_w, rtol=1e-5, atol=1e-6)
+    idx, _ = mm.moe_route(mx.array(logits), 4, stream=mx.cpu)
+    np.testing.assert_array_equal(np.array(idx)[0], [0, 1, 2, 3])
+
+
+def test_route_leading_dims():
+    rng = np.random.default_rng(20)
+    logits = rand(rng, (2, 3, 10))
+    idx, w = mm.moe_route(logits, 4, stream=mx.cpu)
+    assert idx.shape == (2, 3, 4) and w.shape == (2, 3, 4)
+    flat_idx, flat_w = mm.moe_route(logits.reshape(6, 10), 4, stream=mx.cpu)
+    np.testing.assert_array_equal(np.array(idx).reshape(6, 4), np.array(flat_idx))
+    np.testing.assert_array_equal(np.array(w).reshape(6, 4), np.array(flat_w))
+
+
+# ----------------------------------------------------------------- moe_gemm
+GEMM_CASES = [
+    # seed, T, E, k, N, K, group, dtype, act, form, weighted
+    (100, 1, 8, 2, 40, 64, 32, "float32", None, "shared", False),
+    (101, 1, 8, 2, 72, 128, 64, "float16", "silu", "shared", True),
+    (102, 17, 16, 4, 100, 256, 128, "bfloat16", "gelu", "shared", True),
+    (103, 300, 8, 2, 72, 128, 32, "float32", "relu", "shared", False),
+    (104, 300, 8, 2, 40, 128, 64, "float16", "gelu_approx", "per_slot", True),
+    (105, 23, 4, 4, 130, 64, 64, "float32", None, "per_slot", False),
+    (106, 9, 6, 3, 100, 384, 128, "bfloat16", "silu", "per_slot", False),
+    (107, 64, 32, 8, 72, 64, 32, "float32", None, "shared", True),
+]
+
+
+@pytest.mark.parametrize("seed,T,E,k,N,K,g,dtype,act,form,weighted", GEMM_CASES)
+def test_moe_gemm_matches_numpy(seed, T, E, k, N, K, g, dtype, act, form, weighted):
+    rng = np.random.default_rng(seed)
+    packed, scales, dense = make_experts(rng, E, N, K, g, mx.bfloat16 if dtype == "bfloat16" else mx.float16)
+    x = rand(rng, (T, K) if form == "shared" else (T, k, K), dtype)
+    idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)]).astype(np.int32)
+    weights = rand(rng, (T, k), "float32") if weighted else None
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=weights, activation=act, stream=mx.cpu)
+    assert out.dtype == x.dtype
+    assert out.shape == ((T, N) if weighted else (T, k, N))
+    ref = ref_moe_gemm(to_np(x), dense, idx, to_np(weights) if weighted else None, act)
+    assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("seed,pattern", [(200, "one_expert"), (201, "few_experts"), (202, "repeated_slots")])
+def test_moe_gemm_skewed_routing(seed, pattern):
+    rng = np.random.default_rng(seed)
+    T, E, k, N, K, g = 70, 16, 3, 72, 128, 64
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    if pattern == "one_expert":
+        idx = np.full((T, k), 5, dtype=np.int32)
+    elif pattern == "few_experts":  # most experts get no token
+        idx = rng.choice([3, 11], size=(T, k)).astype(np.int32)
+    else:  # the same expert twice for one token
+        idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
+        idx[:, 1] = idx[:, 0]
+    x = rand(rng, (T, K))
+    w = rand(rng, (T, k))
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, stream=mx.cpu)
+    assert_close(out, ref_moe_gemm(to_np(x), dense, idx), "float32")
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w)), "float32")
+
+
+@pytest.mark.parametrize("seed,T,k", [(210, 1, 8), (211, 40, 2), (212, 300, 1)])
+def test_moe_gemm_many_experts(seed, T, k):
+    """E = 256 with a small N and K: many tiny expert GEMMs (parallel over experts)."""
+    rng = np.random.default_rng(seed)
+    E, N, K, g = 256, 40, 64, 32
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)]).astype(np.uint32)
+    x = rand(rng, (T, K))
+    w = rand(rng, (T, k))
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    assert_close(out, ref_moe_gemm(to_np(x), dense, idx.astype(np.int64), to_np(w)), "float32")
+
+
+@pytest.mark.parametrize("idx_dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
+def test_moe_gemm_index_dtypes(idx_dtype):
+    rng = np.random.default_rng(220)
+    T, E, k, N, K, g = 5, 6, 2, 40, 64, 64
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)])
+    x = rand(rng, (T, K))
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx.astype(idx_dtype)), group_size=g, stream=mx.cpu)
+    assert_close(out, ref_moe_gemm(to_np(x), dense, idx), "float32")
+
+
+def test_moe_gemm_top_k_equals_E_and_deterministic():
+    rng = np.random.default_rng(230)
+    T, E, N, K, g = 33, 5, 100, 128, 32
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    idx = np.stack([rng.permutation(E) for _ in range(T)]).astype(np.int32)
+    x = rand(rng, (T, K))
+    w = rand(rng, (T, E))
+    a = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    b = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    assert_close(a, ref_moe_gemm(to_np(x), dense, idx, to_np(w)), "float32")
+    np.testing.assert_array_equal(np.array(a), np.array(b))
+
+
+@pytest.mark.parametrize("bad", [-1, 6, 1000])
+def test_moe_gemm_out_of_range_indices_raise(bad):
+    rng = np.random.default_rng(240)
+    packed, scales, _ = make_experts(rng, 6, 40, 64, 64)
+    idx = np.zeros((4, 2), dtype=np.int32)
+    idx[2, 1] = bad
+    out = mm.moe_gemm(rand(rng, (4, 64)), packed, scales, mx.array(idx), group_size=64, stream=mx.cpu)
+    with pytest.raises((ValueError, RuntimeError), match=r"indices.*\[0, 6\).*indices\[2, 1\]"):
+        mx.eval(out)
+    # The stream is still usable afterwards.
+    ok = mm.moe_gemm(rand(rng, (4, 64)), packed, scales, mx.zeros((4, 2), mx.int32), group_size=64, stream=mx.cpu)
+    assert np.all(np.isfinite(np.array(ok)))
+
+
+def test_moe_gemm_empty_tokens():
+    rng = np.random.default_rng(250)
+    packed, scales, _ = make_experts(rng, 4, 40, 64, 64)
+    out = mm.moe_gemm(mx.zeros((0, 64)), packed, scales, mx.zeros((0, 2), mx.int32), group_size=64, stream=mx.cpu)
+    assert out.shape == (0, 2, 40)
+    mx.eval(out)
+
+
+# ----------------------------------------------------------------- moe_mlp
+MLP_CASES = [
+    # seed, T, E, k, K, I, N_out, group, dtype, act, form, normalize
+    (300, 1, 8, 2, 64, 96, 40, 32, "float32", "silu", "separate", True),
+    (301, 1, 8, 2, 128, 64, 100, 64, "float16", "silu", "fused", True),
+    (302, 19, 16, 4, 128, 128, 72, 128, "bfloat16", "gelu", "separate", False),
+    (303, 300, 8, 2, 64, 64, 40, 64, "float32", "silu", "fused", True),
+    (304, 300, 4, 1, 64, 96, 100, 32, "float16", "relu", "separate", True),
+    (305, 12, 6, 6, 128, 64, 72, 32, "float32", "gelu_approx", "fused", False),
+    (306, 40, 256, 8, 64, 64, 40, 32, "float32", "silu", "separate", True),
+    (307, 7, 5, 3, 64, 32, 40, 32, "float32", None, "separate", True),
+]
+
+
+@pytest.mark.parametrize("seed,T,E,k,K,I,N_out,g,dtype,act,form,normalize", MLP_CASES)
+def test_moe_mlp_matches_dense_reference(seed, T, E, k, K, I, N_out, g, dtype, act, form, normalize):
+    rng = np.random.default_rng(seed)
+    sdt = mx.bfloat16 if dtype == "bfloat16" else mx.float16
+    pg, sg, gate = make_experts(rng, E, I, K, g, sdt)
+    pu, su, up = make_experts(rng, E, I, K, g, sdt)
+    pd, sd, down = make_experts(rng, E, N_out, I, g, sdt)
+    x = rand(rng, (T, K), dtype)
+    logits = rand(rng, (T, E), dtype)
+    if form == "fused":
+        # [gate | up] along N: quantize the [E, 2I, K] concatenation (per-column scales, so
+        # this is exactly the two separate quantizations side by side).
+        pgu = mx.concatenate([pg, pu], axis=2)
+        sgu = mx.concatenate([sg, su], axis=2)
+        out = mm.moe_mlp(x, logits, pgu, sgu, None, None, pd, sd, top_k=k, group_size=g, activation=act,
+                         normalize=normalize, stream=mx.cpu)
+    else:
+        out = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, activation=act,
+                         normalize=normalize, stream=mx.cpu)
+    assert out.dtype == x.dtype and out.shape == (T, N_out)
+    ref = ref_moe_mlp(to_np(x), to_np(logits), gate, up, down, k, act, normalize)
+    assert_close(out, ref, dtype, factor=2)
+
+
+def test_moe_mlp_fused_equals_separate_and_composition():
+    rng = np.random.default_rng(310)
+    T, E, k, K, I, N_out, g = 21, 8, 2, 128, 64, 72, 64
+    pg, sg, _ = make_experts(rng, E, I, K, g)
+    pu, su, _ = make_experts(rng, E, I, K, g)
+    pd, sd, _ = make_experts(rng, E, N_out, I, g)
+    x = rand(rng, (T, K))
+    logits = rand(rng, (T, E))
+    sep = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=mx.cpu)
+    fused = mm.moe_mlp(x, logits, mx.concatenate([pg, pu], 2), mx.concatenate([sg, su], 2), None, None, pd, sd,
+                       top_k=k, group_size=g, stream=mx.cpu)
+    np.testing.assert_allclose(np.array(sep), np.array(fused), rtol=1e-6, atol=1e-6)
+    # The same computation spelled with the building-block ops.
+    idx, w = mm.moe_route(logits, k, stream=mx.cpu)
+    gate = mm.moe_gemm(x, pg, sg, idx, group_size=g, activation="silu", stream=mx.cpu)
+    upv = mm.moe_gemm(x, pu, su, idx, group_size=g, stream=mx.cpu)
+    comp = mm.moe_gemm(gate * upv, pd, sd, idx, group_size=g, weights=w, stream=mx.cpu)
+    np.testing.assert_allclose(np.array(sep), np.array(comp), rtol=1e-5, atol=1e-5)
+
+
+def test_moe_mlp_leading_dims():
+    rng = np.random.default_rng(320)
+    E, K, I, N_out, g = 4, 64, 32, 40, 32
+    pg, sg, _ = make_experts(rng, E, 2 * I, K, g)
+    pd, sd, _ = make_experts(rng, E, N_out, I, g)
+    x = rand(rng, (2, 3, K))
+    logits = rand(rng, (2, 3, E))
+    out = mm.moe_mlp(x, logits, pg, sg, None, None, pd, sd, top_k=2, group_size=g, stream=mx.cpu)
+    flat = mm.moe_mlp(x.reshape(6, K), logits.reshape(6, E), pg, sg, None, None, pd, sd, top_k=2, group_size=g,
+                      stream=mx.cpu)
+    assert out.shape == (2, 3, N_out)
+    np.testing.assert_array_equal(np.array(out).reshape(6, N_out), np.array(flat))
+
+
+# ----------------------------------------------------------------- bad inputs
+@pytest.fixture(scope="module")
+def gemm_args():
+    rng = np.random.default_rng(400)
+    packed, scales, _ = make_experts(rng, 4, 40, 64, 32)
+    return dict(x=rand(rng, (3, 64)), w=packed, scales=scales, indices=mx.zeros((3, 2), mx.int32))
+
+
+def _call_gemm(args, **over):
+    a = {**args, **over}
+    kw = {k: a[k] for k in ("weights", "activation") if k in a}
+    return mm.moe_gemm(a["x"], a["w"], a["scales"], a["indices"], group_size=a.get("group_size", 32), **kw,
+                       stream=mx.cpu)
+
+
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        (dict(x=mx.zeros((3, 64), mx.int32)), "x must be float16"),
+        (dict(x=mx.zeros((64,))), r"x must have shape \[T, K\]"),
+        (dict(x=mx.zeros((3, 32))), "K = 8 \\* w.shape\\[1\\] = 64"),
+        (dict(x=mx.zeros((3, 3, 64))), r"k = indices.shape\[1\] = 2"),
+        (dict(w=mx.zeros((4, 8, 40), mx.int32)), "w must have dtype uint32"),
+        (dict(w=mx.zeros((8, 40), mx.uint32)), r"w must have 3 dimensions \[E, K/8, N\]"),
+        (dict(scales=mx.zeros((4, 2, 40), mx.float32)), "scales must be float16 or bfloat16"),
+        (dict(scales=mx.zeros((4, 2, 41), mx.float16)), r"scales must have shape \[E, K/group_size, N\]"),
+        (dict(scales=mx.zeros((3, 2, 40), mx.float16)), r"scales must have shape"),
+        (dict(group_size=48), "group_size must be 32, 64 or 128"),
+        (dict(group_size=128), "multiple of group_size"),
+        (dict(indices=mx.zeros((3, 2), mx.float32)), "indices must have an integer dtype"),
+        (dict(indices=mx.zeros((3, 2), mx.bool_)), "indices must have an integer dtype"),
+        (dict(indices=mx.zeros((4, 2), mx.int32)), r"indices must have shape \[T, k\] with T = x.shape\[0\] = 3"),
+        (dict(indices=mx.zeros((3,), mx.int32)), r"indices must have shape \[T, k\]"),
+        (dict(weights=mx.zeros((3, 3))), r"weights must have shape \[T, k\]"),
+        (dict(weights=mx.zeros((3, 2), mx.int32)), "weights must be float16"),
+        (dict(activation="swish"), "activation must be"),
+    ],
+)
+def test_moe_gemm_bad_inputs(gemm_args, over, match):
+    with pytest.raises(ValueError, match=match):
+        _call_gemm(gemm_args, **over)
+
+
+def test_moe_route_bad_inputs():
+    with pytest.raises(ValueError, match="logits must be float16"):
+        mm.moe_route(mx.zeros((2, 4), mx.int32), 1)
+    with pytest.raises(ValueError, match=r"logits must have shape \[\.\.\., E\]"):
+        mm.moe_route(mx.array(1.0), 1)
+    with pytest.raises(ValueError, match=r"logits must have shape \[\.\.\., E\] with E >= 1"):
+        mm.moe_route(mx.zeros((2, 0)), 1)
+    for k in (0, 5, -1):
+        with pytest.raises(ValueError, match=r"top_k must be in \[1, E\] = \[1, 4\]"):
+            mm.moe_route(mx.zeros((2, 4)), k)
+
+
+@pytest.fixture(scope="module")
+def mlp_args():
+    rng = np.random.default_rng(410)
+    E, K, I, N_out, g = 4, 64, 32, 40, 32
+    pg, sg, _ = make_experts(rng, E, I, K, g)
+    pu, su, _ = make_experts(rng, E, I, K, g)
+    pd, sd, _ = make_experts(rng, E, N_out, I, g)
+    return dict(x=rand(rng, (3, K)), router_logits=rand(rng, (3, E)), w_gate=pg, s_gate=sg, w_up=pu, s_up=su,
+                w_down=pd, s_down=sd, top_k=2, group_size=g)
+
+
+def _call_mlp(args, **over):
+    a = {**args, **over}
+    pos = [a[n] for n in ("x", "router_logits", "w_gate", "s_gate", "w_up", "s_up", "w_down", "s_down")]
+    kw = {k: a[k] for k in ("top_k", "group_size", "activation", "normalize") if k in a}
+    return mm.moe_mlp(*pos, **kw, stream=mx.cpu)
+
+
+def test_moe_mlp_good_args_work(mlp_args):
+    assert _call_mlp(mlp_args).shape == (3, 40)
+
+
+@pytest.mark.parametrize(
+    "over,match",
+    [
+        (dict(x=mx.zeros((3, 64), mx.int32)), "x must be float16"),
+        (dict(x=mx.zeros((3, 32))), r"x must have shape \[\.\.\., K\] with K = 8 \* w_gate.shape\[1\] = 64"),
+        (dict(router_logits=mx.zeros((3, 5))), r"router_logits must have shape \[\.\.\., E\] = \(3, 4\)"),
+        (dict(router_logits=mx.zeros((2, 4))), r"router_logits must have shape"),
+        (dict(router_logits=mx.zeros((3, 4), mx.int32)), "router_logits must be float16"),
+        (dict(w_gate=mx.zeros((4, 8, 32), mx.int32)), "w_gate must have dtype uint32"),
+        (dict(s_gate=mx.zeros((4, 2, 33), mx.float16)), r"s_gate must have shape"),
+        (dict(w_up=mx.zeros((4, 8, 64), mx.uint32), s_up=mx.zeros((4, 2, 64), mx.float16)), "w_up must have the shape of w_gate"),
+        (dict(w_up=mx.zeros((5, 8, 32), mx.uint32), s_up=mx.zeros((5, 2, 32), mx.float16)), "w_up must have the shape of w_gate"),
+        (dict(s_up=mx.zeros((4, 2, 32), mx.float32)), "s_up must be float16 or bfloat16"),
+        (dict(s_up=None), "w_up and s_up must be given together"),
+        (dict(w_up=None), "w_up and s_up must be given together"),
+        (dict(w_down=mx.zeros((3, 4, 40), mx.uint32), s_down=mx.zeros((3, 1, 40), mx.float16)), r"w_down must have E = w_gate.shape\[0\] = 4"),
+        (dict(w_down=mx.zeros((4, 8, 40), mx.uint32), s_down=mx.zeros((4, 2, 40), mx.float16)), r"w_down must have shape \[E, I/8, N_out\] with I = 32"),
+        (dict(s_down=mx.zeros((4, 1, 41), mx.float16)), r"s_down must have shape"),
+        (dict(top_k=0), r"top_k must be in \[1, E\] = \[1, 4\]"),
+        (dict(top_k=5), r"top_k must be in \[1, E\]"),
+        (dict(group_size=16), "group_size must be 32, 64 or 128"),
+        (dict(group_size=64), "group_size 64|multiple of group_size"),
+        (dict(activation="swiglu"), "activation must be"),
+    ],
+)
+def test_moe_mlp_bad_inputs(mlp_args, over, match):
+    with pytest.raises(ValueError, match=match):
+        _call_mlp(mlp_args, **over)
+
+
+def test_moe_mlp_concatenated_needs_even_width(mlp_args):
+    w = mx.zeros((4, 8, 33), mx.uint32)
+    s = mx.zeros((4, 2, 33), mx.float16)
+    with pytest.raises(ValueError, match=r"w_gate without w_up must have shape \[E, K/8, 2\*I\]"):
+        _call_mlp(mlp_args, w_gate=w, s_gate=s, w_up=None, s_up=None)
+
+
+def test_primitive_graph_is_lazy_and_compilable(mlp_args):
+    f = mx.compile(lambda x: _call_mlp(mlp_args, x=x))
+    x = mlp_args["x"]
+    np.testing.assert_array_equal(np.array(f(x)), np.array(_call_mlp(mlp_args)))
+
+
+# ----------------------------------------------------------------- property test
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        seed=st.integers(0, 2**31 - 1),
+        T=st.integers(1, 40),
+        E=st.integers(1, 20),
+        k_frac=st.floats(0, 1),
+        n=st.integers(1, 90),
+        kg=st.integers(1, 3),
+        g=st.sampled_from([32, 64, 128]),
+        per_slot=st.booleans(),
+        weighted=st.booleans(),
+    )
+    def test_moe_gemm_property(seed, T, E, k_frac, n, kg, g, per_slot, weighted):
+        """Random shapes and routings (duplicates allowed) against the numpy reference."""
+        rng = np.random.default_rng(seed)
+        k = 1 + int(k_frac * (E - 1))
+        K = kg * g
+        packed, scales, dense = make_experts(rng, E, n, K, g)
+        idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
+        x = rand(rng, (T, k, K) if per_slot else (T, K))
+        w = rand(rng, (T, k)) if weighted else None
+        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+        assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w) if weighted else None), "float32")

@@ -112,3 +112,46 @@ def test_quantize_model_predicate_and_bad_args():
     assert q["layers"] == ["model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.q_proj"]
     with pytest.raises(ValueError, match="group_size"):
         mm.quantize_model(model, group_size=48)
+
+
+def test_marlin_switch_glu_matches_mlx_lm_switch_glu(rng):
+    from mlx_lm.models.switch_layers import SwitchGLU
+
+    d, hidden, e, k = 64, 96, 6, 2
+    glu = SwitchGLU(d, hidden, e)
+    marlin = mm.MarlinSwitchGLU.from_switch_glu(glu, group_size=32)
+    # mlx-lm's layer on the exactly dequantized weights computes the same function.
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        q = getattr(marlin, name)
+        getattr(glu, name).weight = mm.dequantize(q.weight, q.scales, 32)
+    for lead in ((5,), (2, 3), (70,)):  # 70*2 >= 64 takes mlx-lm's sorted path
+        x = mx.array(rng.standard_normal((*lead, d)).astype(np.float32))
+        idx = mx.array(rng.integers(0, e, size=(*lead, k)).astype(np.uint32))
+        ours, ref = marlin(x, idx), glu(x, idx)
+        assert ours.shape == ref.shape == (*lead, k, d)
+        np.testing.assert_allclose(to_np(ours), to_np(ref), rtol=1e-4, atol=1e-4)
+
+
+def test_moe_model_convert_load_generate(tmp_path):
+    from lm_fixtures import mixtral_config
+
+    src = make_model_dir(tmp_path / "src", mixtral_config())
+    model, _ = mlx_lm.load(str(src))
+    tokens = mx.array([[3, 8, 21, 55, 13, 2, 7]])
+    ref = model(tokens)
+    out, qmodel, qconfig = mm.convert.convert(src, tmp_path / "fp4", group_size=32, progress=False)
+    assert any(p.endswith("switch_mlp") for p in qconfig["layers"])
+    assert not any(p.endswith(".gate") for p in qconfig["layers"])  # routers stay unquantized
+    loaded, tok = mm.load(out)
+    assert isinstance(loaded.model.layers[0].block_sparse_moe.switch_mlp, mm.MarlinSwitchGLU)
+    q_logits = loaded(tokens)
+    mx_model, _ = mlx_lm.load(str(src))
+    nn.quantize(mx_model, group_size=32, bits=4, mode="mxfp4",
+                class_predicate=lambda p, m: hasattr(m, "to_quantized") and p != "lm_head" and not p.endswith(".gate"))
+
+    def rel(logits):
+        return np.linalg.norm(to_np(logits) - to_np(ref)) / np.linalg.norm(to_np(ref))
+
+    assert rel(q_logits) < 1.25 * rel(mx_model(tokens))
+    text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=6, verbose=False)
+    assert isinstance(text, str)

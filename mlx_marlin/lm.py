@@ -271,3 +271,44 @@ def parameter_bytes(model: nn.Module) -> Dict[str, int]:
 def read_config(path: Union[str, Path]) -> dict:
     with open(Path(path) / "config.json") as f:
         return json.load(f)
+
+
+# ------------------------------------------------------------------ attention opt-in
+_original_sdpa = None
+
+
+def _marlin_sdpa(queries, keys, values, cache, scale, mask, sinks=None):
+    """mlx-lm's attention entry point, through mlx_marlin.attention where it applies
+    (unquantized KV cache, no attention sinks, a supported head dim and dtype)."""
+    from . import _ext
+    from .nn import op_stream
+
+    usable = (
+        not hasattr(cache, "bits")
+        and sinks is None
+        and queries.shape[-1] in (64, 80, 96, 128, 256)
+        and queries.dtype == keys.dtype == values.dtype
+        and (mask is None or isinstance(mask, str) or isinstance(mask, mx.array))
+    )
+    if not usable:
+        return _original_sdpa(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
+    return _ext.attention(queries, keys, values, scale=scale, mask=mask, stream=op_stream())
+
+
+def use_marlin_attention(enable: bool = True) -> None:
+    """Route mlx-lm's ``scaled_dot_product_attention`` through :func:`mlx_marlin.attention`
+    (falling back to MLX's for quantized KV caches and attention sinks); ``False`` restores
+    mlx-lm's own.  Patches ``mlx_lm.models.base`` and every loaded ``mlx_lm.models`` module
+    that imported the function by name."""
+    global _original_sdpa
+    import sys
+
+    import mlx_lm.models.base as base
+
+    if _original_sdpa is None:
+        _original_sdpa = base.scaled_dot_product_attention
+    target = _marlin_sdpa if enable else _original_sdpa
+    current = {_marlin_sdpa, _original_sdpa}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("mlx_lm.models") and getattr(module, "scaled_dot_product_attention", None) in current:
+            module.scaled_dot_product_attention = target

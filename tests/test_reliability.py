@@ -1,0 +1,137 @@
+"""Reliability: property-based shapes, memory stability over many calls, concurrent streams."""
+
+import gc
+import os
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import mlx_marlin as mm
+from reference import TOL, activation, rel_err, to_np
+
+# CI runs the default profile; MLX_MARLIN_HYPOTHESIS_PROFILE=thorough runs many more examples.
+settings.register_profile("ci", max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("MLX_MARLIN_HYPOTHESIS_PROFILE", "ci"))
+
+DTYPES = [mx.float32, mx.float16, mx.bfloat16]
+ACTS = [None, "relu", "gelu", "gelu_approx", "silu"]
+# 1, primes and near-multiples of every tile size (16 lanes, 64-column blocks, 6-row blocks, GPU tiles).
+DIMS = st.sampled_from([1, 2, 3, 5, 7, 13, 15, 17, 31, 33, 63, 65, 97, 127, 129, 191])
+
+
+@given(
+    m=DIMS,
+    n=DIMS,
+    k_groups=st.integers(1, 6),
+    group_size=st.sampled_from([32, 64, 128]),
+    dtype=st.sampled_from(DTYPES),
+    act=st.sampled_from(ACTS),
+    with_bias=st.booleans(),
+    lead=st.sampled_from([(), (2,), (0,), (1, 3)]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_fp4_gemm_property(m, n, k_groups, group_size, dtype, act, with_bias, lead, seed):
+    rng = np.random.default_rng(seed)
+    k = k_groups * group_size
+    w = mx.array(rng.standard_normal((n, k)).astype(np.float32))
+    packed, scales = mm.quantize(w, group_size, mx.bfloat16 if seed % 2 else mx.float16)
+    wd = to_np(mm.dequantize(packed, scales, group_size))
+    x = mx.array(rng.standard_normal((*lead, m, k)).astype(np.float32)).astype(dtype)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32)) if with_bias else None
+    y = mm.fp4_gemm(x, packed, scales, bias, group_size=group_size, activation=act, stream=mx.cpu)
+    assert y.shape == (*lead, m, n) and y.dtype == dtype
+    if y.size == 0:
+        return
+    ref = to_np(x) @ wd.T + (to_np(bias) if with_bias else 0)
+    assert rel_err(y, activation(ref, act)) < TOL[dtype], f"seed={seed}"
+
+
+def test_nan_and_inf_propagate_without_hanging(rng):
+    packed, scales = mm.quantize(mx.array(rng.standard_normal((16, 64)).astype(np.float32)), 32)
+    x = mx.array(rng.standard_normal((3, 64)).astype(np.float32))
+    x = x.at[1, 5].add(float("nan")).at[2, 7].add(float("inf"))
+    y = np.array(mm.fp4_gemm(x, packed, scales, group_size=32, stream=mx.cpu))
+    assert np.all(np.isfinite(y[0]))
+    assert np.all(np.isnan(y[1]))
+    w_col = to_np(mm.dequantize(packed, scales, 32))[:, 7]
+    # inf * w is +-inf where w != 0 and NaN where the weight is exactly zero.
+    assert np.all(np.isinf(y[2][w_col != 0]) | np.isnan(y[2][w_col != 0]))
+
+
+def _rss_bytes():
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        pytest.skip("no /proc/self/statm")
+
+
+def _assert_flat_memory(fn, calls=10_000):
+    for _ in range(200):  # warm caches, pools and thread-local buffers
+        mx.eval(fn())
+    gc.collect()
+    active0, rss0 = mx.get_active_memory(), _rss_bytes()
+    for i in range(calls):
+        out = fn()
+        mx.eval(out)
+        del out
+    gc.collect()
+    assert mx.get_active_memory() <= active0, (active0, mx.get_active_memory())
+    assert _rss_bytes() - rss0 < 16 << 20, (rss0, _rss_bytes())
+
+
+def test_fp4_gemm_memory_is_flat_over_10000_calls(rng):
+    packed, scales = mm.quantize(mx.array(rng.standard_normal((96, 128)).astype(np.float32)), 64)
+    x = mx.array(rng.standard_normal((3, 128)).astype(np.float32)).astype(mx.float16)
+    b = mx.zeros((96,))
+    _assert_flat_memory(lambda: mm.fp4_gemm(x, packed, scales, b, group_size=64, activation="gelu", stream=mx.cpu))
+    xb = mx.array(rng.standard_normal((20, 128)).astype(np.float32))
+    _assert_flat_memory(lambda: mm.fp4_gemm(xb, packed, scales, group_size=64, stream=mx.cpu), calls=2000)
+
+
+def test_moe_memory_is_flat_over_10000_calls(rng):
+    e, n, k, t, top = 8, 40, 64, 5, 2
+    w, s = mm.quantize(mx.array(rng.standard_normal((e, n, k)).astype(np.float32)), 32)
+    x = mx.array(rng.standard_normal((t, k)).astype(np.float32))
+    logits = mx.array(rng.standard_normal((t, e)).astype(np.float32))
+
+    def step():
+        idx, wts = mm.moe_route(logits, top, stream=mx.cpu)
+        return mm.moe_gemm(x, w, s, idx, group_size=32, weights=wts, stream=mx.cpu)
+
+    _assert_flat_memory(step)
+
+
+def test_concurrent_streams_from_threads(rng):
+    """Ops issued from several Python threads, each on its own CPU stream, stay correct."""
+    cases = []
+    for i in range(4):
+        n, k = 48 + 8 * i, 128
+        packed, scales = mm.quantize(mx.array(rng.standard_normal((n, k)).astype(np.float32)), 64)
+        x = mx.array(rng.standard_normal((1 + 7 * i, k)).astype(np.float32))
+        ref = to_np(x) @ to_np(mm.dequantize(packed, scales, 64)).T
+        cases.append((x, packed, scales, ref))
+    errors = []
+
+    def worker(i):
+        try:
+            s = mx.new_stream(mx.cpu)
+            x, packed, scales, ref = cases[i]
+            for _ in range(50):
+                y = mm.fp4_gemm(x, packed, scales, group_size=64, stream=s)
+                mx.eval(y)
+                assert rel_err(y, ref) < TOL[mx.float32]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a worker hung"
+    assert not errors, errors

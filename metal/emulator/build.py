@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Compile .metal sources into an emulator kernel module (.so).
+
+    python metal/emulator/build.py kernels.metal [more.metal] -o kernels.so \
+        [-I dir] [-D NAME=VALUE] [--fast] [--build-dir DIR]
+
+Pipeline per source:  mtlpp.py (MSL -> C++)  ->  clang++-19
+  checked (default):  C++ -> LLVM IR at -O1 -> instrument.py -> object at -O2
+  --fast:             C++ -> object at -O2 (no bounds/race checks)
+The runtime (runtime/runtime.cpp) is compiled once per mode and cached in the
+build directory; objects are cached by content hash.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import instrument as _instrument  # noqa: E402
+import mtlpp  # noqa: E402
+
+INCLUDE = HERE / "include"
+RUNTIME = HERE / "runtime" / "runtime.cpp"
+
+
+class BuildError(Exception):
+    pass
+
+
+def find_clang() -> str:
+    for name in (os.environ.get("MTLEMU_CXX"), "clang++-19", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    raise BuildError("clang++-19 not found (set MTLEMU_CXX)")
+
+
+def common_flags(checked: bool) -> list[str]:
+    flags = [
+        "-std=c++20", "-fPIC", "-fvisibility=hidden", "-fno-exceptions", "-fno-rtti",
+        # MSL semantics: each half/bfloat operation rounds to its type.
+        "-Xclang", "-ffloat16-excess-precision=none", "-Xclang", "-fbfloat16-excess-precision=none",
+        # Bitwise reproducible against numpy references; kernels type-pun freely.
+        "-ffp-contract=off", "-fno-strict-aliasing",
+        "-Wno-unknown-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes",
+        f"-I{INCLUDE}",
+    ]
+    if checked:
+        flags.append("-DMTLEMU_CHECKED=1")
+    return flags
+
+
+def _run(cmd: list[str], what: str) -> None:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise BuildError(f"{what} failed:\n$ {' '.join(cmd)}\n{p.stdout}{p.stderr}")
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p if isinstance(p, bytes) else str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:20]
+
+
+def _headers_digest() -> str:
+    parts = []
+    for p in sorted(INCLUDE.rglob("*")) + [RUNTIME, HERE / "runtime" / "fiber.h"]:
+        if p.is_file():
+            parts.append(p.read_bytes())
+    return _digest(*parts)
+
+
+def runtime_object(build_dir: Path, checked: bool, cxx: str) -> Path:
+    tag = _digest(_headers_digest(), checked, cxx)
+    obj = build_dir / f"mtlemu_runtime_{'checked' if checked else 'fast'}_{tag}.o"
+    if not obj.exists():
+        tmp = obj.with_suffix(".tmp.o")
+        _run([cxx, *common_flags(checked), "-O2", "-c", str(RUNTIME), "-o", str(tmp)], "runtime compile")
+        tmp.replace(obj)
+    return obj
+
+
+def compile_metal(src: Path, build_dir: Path, checked: bool, cxx: str, include_dirs, defines, opt: str) -> Path:
+    text = src.read_text()
+    try:
+        cpp, _info = mtlpp.preprocess(text, str(src))
+    except mtlpp.PrepassError as e:
+        raise BuildError(f"mtlpp: {e}") from None
+    extra = [f"-I{d}" for d in include_dirs] + [f"-I{src.parent}"] + [f"-D{d}" for d in defines]
+    flags = common_flags(checked) + extra
+    # Included headers are not hashed individually; hash their directory listing mtimes.
+    inc_state = []
+    for d in list(include_dirs) + [src.parent]:
+        for p in sorted(Path(d).glob("*")):
+            if p.is_file() and p.suffix in (".h", ".metal", ".hpp", ""):
+                inc_state.append((p.name, p.stat().st_mtime_ns))
+    tag = _digest(cpp, flags, opt, _headers_digest(), inc_state, cxx)
+    stem = src.stem
+    obj = build_dir / f"{stem}_{'checked' if checked else 'fast'}_{tag}.o"
+    if obj.exists():
+        return obj
+    cpp_path = build_dir / f"{stem}_{tag}.cpp"
+    cpp_path.write_text(cpp)
+    if checked:
+        ll = build_dir / f"{stem}_{tag}.ll"
+        _run([cxx, *flags, "-O1", "-S", "-emit-llvm", str(cpp_path), "-o", str(ll)], f"compile {src}")
+        try:
+            inst, _ = _instrument.instrument(ll.read_text())
+        except _instrument.InstrumentError as e:
+            raise BuildError(f"instrument {src}: {e}") from None
+        ill = build_dir / f"{stem}_{tag}.inst.ll"
+        ill.write_text(inst)
+        _run([cxx, opt, "-fPIC", "-c", "-x", "ir", str(ill), "-o", str(obj)], f"codegen {src}")
+    else:
+        _run([cxx, *flags, opt, "-c", str(cpp_path), "-o", str(obj)], f"compile {src}")
+    return obj
+
+
+def build(sources, output, include_dirs=(), defines=(), checked=True, build_dir=None, opt="-O2") -> Path:
+    """Build a kernel module; returns the path of the .so. Raises BuildError
+    with the compiler output on failure."""
+    cxx = find_clang()
+    output = Path(output).resolve()
+    bdir = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "mtlemu-build"
+    bdir.mkdir(parents=True, exist_ok=True)
+    objs = [compile_metal(Path(s).resolve(), bdir, checked, cxx, include_dirs, defines, opt) for s in sources]
+    objs.append(runtime_object(bdir, checked, cxx))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
+    _run([cxx, "-shared", "-fPIC", "-o", str(tmp), *map(str, objs), "-Wl,-Bsymbolic", "-lm"], "link")
+    tmp.replace(output)  # atomic: a loaded module is never overwritten in place
+    return output
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sources", nargs="+")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("-I", dest="include", action="append", default=[])
+    ap.add_argument("-D", dest="define", action="append", default=[])
+    ap.add_argument("--fast", action="store_true", help="no bounds/race instrumentation")
+    ap.add_argument("--build-dir")
+    ap.add_argument("-O", dest="opt", default="2", help="optimisation level for the final code (default 2)")
+    args = ap.parse_args(argv)
+    try:
+        out = build(args.sources, args.output, args.include, args.define, not args.fast, args.build_dir,
+                    f"-O{args.opt}")
+    except BuildError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

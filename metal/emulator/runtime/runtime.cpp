@@ -676,3 +676,21 @@ const mtlemu_registry kRegistry = {MTLEMU_ABI_VERSION, kChecked ? 1 : 0, reg_cou
 }  // namespace
 
 MTLEMU_API const mtlemu_registry* mtlemu_get_registry(void) { return &kRegistry; }
+
+// ---------------------------------------------------------------- bfloat
+// clang lowers float->__bf16 conversions to these compiler-rt helpers, which
+// the system libgcc (GCC 12) lacks. Round to nearest even; NaNs stay quiet NaNs.
+extern "C" MTLEMU_HIDDEN __bf16 __truncsfbf2(float x) {
+  uint32_t bits = __builtin_bit_cast(uint32_t, x);
+  uint16_t out;
+  if ((bits & 0x7fffffffu) > 0x7f800000u) {
+    out = static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  } else {
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    out = static_cast<uint16_t>(bits >> 16);
+  }
+  return __builtin_bit_cast(__bf16, out);
+}
+// double -> bfloat goes through float; the double rounding only matters for
+// doubles within 2^-24 relative of a bfloat rounding midpoint.
+extern "C" MTLEMU_HIDDEN __bf16 __truncdfbf2(double x) { return __truncsfbf2(static_cast<float>(x)); }

@@ -8,13 +8,17 @@ Pipeline per source:  mtlpp.py (MSL -> C++)  ->  clang++-19
   checked (default):  C++ -> LLVM IR at -O1 -> instrument.py -> object at -O2
   --fast:             C++ -> object at -O2 (no bounds/race checks)
 The runtime (runtime/runtime.cpp) is compiled once per mode and cached in the
-build directory; objects are cached by content hash.
+build directory; objects are cached by content hash. Headers included from
+the source's directory or -I directories are pre-passed too (into a mirror
+tree), so MSL code may live in headers. MTLEMU_KEEP=1 keeps the generated
+C++/IR under the build directory for inspection.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -89,39 +93,79 @@ def runtime_object(build_dir: Path, checked: bool, cxx: str) -> Path:
     return obj
 
 
+INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*([<"])([^>"]+)[>"]', re.M)
+
+
+def prepass_tree(src: Path, include_dirs, out_root: Path) -> tuple[Path, list[Path], str]:
+    """Pre-pass `src` and every header it includes from its own directory or
+    the -I directories, mirroring each include root under out_root so that
+    relative #includes resolve to pre-passed copies. Returns the main file,
+    the mirrored include dirs (same order as include_dirs) and a digest of
+    all pre-passed text."""
+    roots = [src.parent.resolve()] + [Path(d).resolve() for d in include_dirs]
+    mirrors = [out_root / f"r{i}" for i in range(len(roots))]
+    done: dict[Path, Path] = {}
+    texts = []
+
+    def visit(path: Path, mirror_path: Path):
+        if mirror_path in done:
+            return
+        done[mirror_path] = path
+        text = path.read_text()
+        try:
+            cpp, _ = mtlpp.preprocess(text, str(path))
+        except mtlpp.PrepassError as e:
+            raise BuildError(f"mtlpp: {e}") from None
+        mirror_path.parent.mkdir(parents=True, exist_ok=True)
+        mirror_path.write_text(cpp)
+        texts.append(cpp)
+        for m in INCLUDE_RE.finditer(text):
+            name = m.group(2)
+            # Search order of the compiler: the includer's directory (quoted
+            # form only), then the -I directories; mirror into the same place.
+            cands = [(path.parent / name, mirror_path.parent / name)] if m.group(1) == '"' else []
+            cands += [(r / name, mr / name) for r, mr in zip(roots[1:], mirrors[1:])]
+            for c, target in cands:
+                if c.is_file():
+                    visit(c.resolve(), target)
+                    break
+
+    main = mirrors[0] / src.name
+    visit(src.resolve(), main)
+    return main, mirrors[1:], _digest(*texts)
+
+
 def compile_metal(src: Path, build_dir: Path, checked: bool, cxx: str, include_dirs, defines, opt: str) -> Path:
-    text = src.read_text()
-    try:
-        cpp, _info = mtlpp.preprocess(text, str(src))
-    except mtlpp.PrepassError as e:
-        raise BuildError(f"mtlpp: {e}") from None
-    extra = [f"-I{d}" for d in include_dirs] + [f"-I{src.parent}"] + [f"-D{d}" for d in defines]
-    flags = common_flags(checked) + extra
-    # Included headers are not hashed individually; hash their directory listing mtimes.
-    inc_state = []
-    for d in list(include_dirs) + [src.parent]:
-        for p in sorted(Path(d).glob("*")):
-            if p.is_file() and p.suffix in (".h", ".metal", ".hpp", ""):
-                inc_state.append((p.name, p.stat().st_mtime_ns))
-    tag = _digest(cpp, flags, opt, _headers_digest(), inc_state, cxx)
     stem = src.stem
+    pp_root = build_dir / f"pp_{stem}_{os.getpid()}_{abs(hash(str(src))) % 10**8}"
+    if pp_root.exists():
+        shutil.rmtree(pp_root)
+    main, mirrors, pp_digest = prepass_tree(src, include_dirs, pp_root)
+    extra = [f"-I{d}" for d in mirrors] + [f"-D{d}" for d in defines]
+    flags = common_flags(checked) + extra
+    tag = _digest(pp_digest, common_flags(checked), list(defines), opt, _headers_digest(), cxx)
     obj = build_dir / f"{stem}_{'checked' if checked else 'fast'}_{tag}.o"
     if obj.exists():
+        shutil.rmtree(pp_root, ignore_errors=True)
         return obj
-    cpp_path = build_dir / f"{stem}_{tag}.cpp"
-    cpp_path.write_text(cpp)
-    if checked:
-        ll = build_dir / f"{stem}_{tag}.ll"
-        _run([cxx, *flags, "-O1", "-S", "-emit-llvm", str(cpp_path), "-o", str(ll)], f"compile {src}")
-        try:
-            inst, _ = _instrument.instrument(ll.read_text())
-        except _instrument.InstrumentError as e:
-            raise BuildError(f"instrument {src}: {e}") from None
-        ill = build_dir / f"{stem}_{tag}.inst.ll"
-        ill.write_text(inst)
-        _run([cxx, opt, "-fPIC", "-c", "-x", "ir", str(ill), "-o", str(obj)], f"codegen {src}")
-    else:
-        _run([cxx, *flags, opt, "-c", str(cpp_path), "-o", str(obj)], f"compile {src}")
+    tmp_obj = obj.with_name(obj.name + f".{os.getpid()}.tmp")
+    try:
+        if checked:
+            ll = pp_root / f"{stem}.ll"
+            _run([cxx, *flags, "-O1", "-S", "-emit-llvm", "-x", "c++", str(main), "-o", str(ll)], f"compile {src}")
+            try:
+                inst, _ = _instrument.instrument(ll.read_text())
+            except _instrument.InstrumentError as e:
+                raise BuildError(f"instrument {src}: {e}") from None
+            ill = pp_root / f"{stem}.inst.ll"
+            ill.write_text(inst)
+            _run([cxx, opt, "-fPIC", "-c", "-x", "ir", str(ill), "-o", str(tmp_obj)], f"codegen {src}")
+        else:
+            _run([cxx, *flags, opt, "-x", "c++", "-c", str(main), "-o", str(tmp_obj)], f"compile {src}")
+        tmp_obj.replace(obj)
+    finally:
+        if not os.environ.get("MTLEMU_KEEP"):
+            shutil.rmtree(pp_root, ignore_errors=True)
     return obj
 
 

@@ -25,6 +25,7 @@ import argparse
 import json
 import re
 import sys
+import zlib
 
 VEC_BASES = ["float", "half", "bfloat", "int", "uint", "short", "ushort", "char", "uchar", "long", "ulong", "bool"]
 VEC_NAMES = {f"{b}{n}" for b in VEC_BASES for n in (2, 3, 4, 8, 16)}
@@ -177,6 +178,7 @@ class Prepass:
         self.kernels: list[dict] = []
         self.instances: list[dict] = []
         self.site = 0
+        self.tag = format(zlib.crc32(filename.encode()), "x")  # site names unique across headers
 
     def line_of(self, i: int) -> int:
         return self.src.count("\n", 0, i) + 1
@@ -318,7 +320,7 @@ class Prepass:
             ty_src = " ".join(self.src[mt.end():mt.end() + len(head)].split())
             ty_src = ty_src[: ty_src.rfind(name)].strip()
             self.site += 1
-            site = f"mtlemu_tg_site_{self.site}"
+            site = f"mtlemu_tg_site_{self.tag}_{self.site}"
             fname = self.filename.replace("\\", "/").replace('"', "")
             if dims:
                 decl = (f"threadgroup {ty_src} (&{name}){dims} = *(threadgroup {ty_src} (*){dims})"
@@ -387,6 +389,9 @@ class Prepass:
         for mt in re.finditer(r"\[\[(.*?)\]\]", self.m, re.S):
             if STD_ATTR.match(mt.group(1)):
                 continue
+            if re.match(r"\s*function_constant\b", mt.group(1)):
+                raise PrepassError(f"{self.filename}:{self.line_of(mt.start())}: [[function_constant]] is not "
+                                   "supported by the emulator (use a template parameter or #define)")
             self.edits.add(mt.start(), mt.end(), "")
 
     def do_literals(self):

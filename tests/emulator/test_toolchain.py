@@ -72,3 +72,21 @@ def test_prepass_keeps_lines_and_skips_comments():
 def test_prepass_rejects_unsupported_attributes():
     with pytest.raises(mtlpp.PrepassError, match="function_constant"):
         mtlpp.preprocess("kernel void k(device float* o [[buffer(0)]], bool b [[function_constant(0)]]) {}\n")
+
+
+def test_headers_are_prepassed_and_sources_combine(tmp_path):
+    import numpy as np
+    so = mtlemu.build([KERNELS / "uses_header.metal", KERNELS / "second_source.metal"], tmp_path / "multi.so",
+                      include_dirs=[KERNELS / "include"], build_dir=BUILD_DIR)
+    m = mtlemu.load(so)
+    assert sorted(m.kernels()) == ["scale4_f16", "scale4_f32"]
+    for name, dt in (("scale4_f16", np.float16), ("scale4_f32", np.float32)):
+        x = np.arange(256, dtype=dt).reshape(64, 4)
+        out = np.zeros((64, 4), np.float32)
+        m.launch(name, grid=1, tg=64, buffers=[x, out])
+        np.testing.assert_array_equal(out, 2 * x[::-1].astype(np.float32))
+
+
+def test_function_constants_are_rejected():
+    with pytest.raises(mtlpp.PrepassError, match="function_constant"):
+        mtlpp.preprocess("constant bool has_bias [[function_constant(0)]];\n")

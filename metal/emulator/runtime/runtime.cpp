@@ -657,6 +657,9 @@ void* mtlemu_check_atomic(void* p, uint64_t bytes, int space) {
 void mtlemu_report(const char* msg) { add_error(msg, fmt("kernel '%s': %s", kname().c_str(), msg)); }
 
 void mtlemu_register_kernel(const char* name, void (*shim)(void), const ArgRole* roles, int nargs) {
+  // A non-template kernel in a header included by several sources registers once.
+  for (const auto& k : kernel_table())
+    if (k.name == name) return;
   kernel_table().push_back({name, shim, roles, nargs});
 }
 

@@ -322,7 +322,9 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
     li.thread_index_in_simdgroup = i % kSimdWidth;
     li.simdgroup_index_in_threadgroup = i / kSimdWidth;
     li.simdgroups_per_threadgroup = nsg;
-    l.sp = fiber_init_stack(l.stack + kStackBytes, fiber_entry);
+    // Stagger stack tops: stacks are kStackBytes apart, so unstaggered tops
+    // would all map to the same L1 cache sets and evict each other.
+    l.sp = fiber_init_stack(l.stack + kStackBytes - (i % 64) * 64 - (i / 64 % 8) * 4096, fiber_entry);
     l.state = LaneState::Runnable;
     l.wait = WaitKind::None;
   }

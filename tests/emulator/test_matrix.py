@@ -91,11 +91,14 @@ def test_gemm_timing_128x128x256(build):
     for checked in (False, True):
         m = build_module("gemm", checked=checked)
         run_gemm(m, "gemm_f32_64x64", 128, 128, 256, np.float32)  # warm-up (stacks, arena)
-        t = time.perf_counter()
-        A, B, C = run_gemm(m, "gemm_f32_64x64", 128, 128, 256, np.float32)
-        dt = time.perf_counter() - t
+        dt = float("inf")
+        for _ in range(5):  # best of 5: the machine is shared
+            t = time.perf_counter()
+            A, B, C = run_gemm(m, "gemm_f32_64x64", 128, 128, 256, np.float32)
+            dt = min(dt, time.perf_counter() - t)
         np.testing.assert_allclose(C, A.astype(np.float64) @ B, rtol=1e-4, atol=1e-3)
-        print(f"\n128x128x256 simdgroup_matrix GEMM ({'checked' if checked else 'fast'} build): {dt * 1e3:.1f} ms")
+        print(f"\n128x128x256 simdgroup_matrix GEMM ({'checked' if checked else 'fast'} build): {dt * 1e3:.1f} ms "
+              "(best of 5, includes numpy input generation)")
 
 
 @pytest.mark.parametrize("kernel,dtype", [("softmax_float32", np.float32), ("softmax_float16", np.float16)])

@@ -126,3 +126,24 @@ def test_unknown_kernel_and_bad_sizes(sync):
         sync.launch("nope", grid=1, tg=1)
     with pytest.raises(mtlemu.EmulatorError, match="bad launch size"):
         sync.launch("tg_reduce", grid=1, tg=2048, buffers=[np.zeros(1, np.float32)] * 2)
+
+
+def test_divergent_collectives_are_reported(sync):
+    with pytest.raises(mtlemu.EmulatorError, match=r"different simd collectives"):
+        sync.launch("divergent_collectives", grid=1, tg=32, buffers=[np.zeros(32, np.float32)])
+
+
+def test_collective_vs_barrier_deadlock(sync):
+    with pytest.raises(mtlemu.EmulatorError, match=r"deadlock.*threads \[16-31\] wait at threadgroup_barrier.*threads \[0-15\] wait in a simd collective"):
+        sync.launch("collective_vs_barrier", grid=1, tg=32, buffers=[np.zeros(32, np.float32)])
+
+
+def test_returned_lanes_leave_collectives(sync):
+    out = np.zeros(32, np.float32)
+    sync.launch("collective_after_return", grid=1, tg=32, buffers=[out])
+    np.testing.assert_array_equal(out[:8], np.full(8, sum(range(8))))
+
+
+def test_threadgroup_memory_limit(sync):
+    with pytest.raises(mtlemu.EmulatorError, match=r"36000 bytes of threadgroup memory; Metal allows 32768"):
+        sync.launch("too_much_tg_memory", grid=1, tg=32, buffers=[np.zeros(32, np.float32)])

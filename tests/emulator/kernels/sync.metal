@@ -138,3 +138,32 @@ kernel void dequant_fp4(device const uchar* packed [[buffer(0)]],
   out[2 * gid] = half(kLut[b & 0xf] * local_scale[0]);
   out[2 * gid + 1] = half(kLut[b >> 4] * local_scale[0]);
 }
+
+// Planted bug: lanes of one simdgroup call different collectives.
+kernel void divergent_collectives(device float* out [[buffer(0)]], uint lane [[thread_index_in_simdgroup]]) {
+  float v = float(lane);
+  out[lane] = lane < 16 ? simd_sum(v) : simd_max(v);
+}
+
+// Planted bug: half of a simdgroup waits in simd_sum while the other half
+// waits at a threadgroup barrier.
+kernel void collective_vs_barrier(device float* out [[buffer(0)]], uint lane [[thread_index_in_simdgroup]]) {
+  float v = float(lane);
+  if (lane < 16) v = simd_sum(v);
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[lane] = v;
+}
+
+// Lanes that skip a collective by returning are inactive: the rest proceed.
+kernel void collective_after_return(device float* out [[buffer(0)]], uint lane [[thread_index_in_simdgroup]]) {
+  if (lane >= 8) return;
+  out[lane] = simd_sum(float(lane));
+}
+
+// Too much threadgroup memory for an Apple GPU.
+kernel void too_much_tg_memory(device float* out [[buffer(0)]], uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float big[9000];
+  big[lid] = 1.0f;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[lid] = big[lid];
+}

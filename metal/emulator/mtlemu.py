@@ -11,6 +11,7 @@
 buffers[i] binds [[buffer(i)]]: numpy arrays are used in place (they must be
 C-contiguous); bytes/bytearray/ctypes objects are copied to a temporary
 buffer (use them for constant parameter structs).
+function_constants={index: value} sets [[function_constant(index)]] values.
 """
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ class _Buffer(ctypes.Structure):
     _fields_ = [("ptr", ctypes.c_void_p), ("size", ctypes.c_size_t)]
 
 
+class _FunctionConstant(ctypes.Structure):
+    _fields_ = [("index", ctypes.c_int), ("value", ctypes.c_double)]
+
+
 class _LaunchDesc(ctypes.Structure):
     _fields_ = [
         ("kernel", ctypes.c_char_p),
@@ -48,6 +53,8 @@ class _LaunchDesc(ctypes.Structure):
         ("threadgroup_bytes", ctypes.POINTER(ctypes.c_size_t)),
         ("n_threadgroup", ctypes.c_int),
         ("flags", ctypes.c_int),
+        ("function_constants", ctypes.POINTER(_FunctionConstant)),
+        ("n_function_constants", ctypes.c_int),
     ]
 
 
@@ -100,7 +107,7 @@ class Module:
     def kernels(self) -> list[str]:
         return [self._reg.kernel_name(i).decode() for i in range(self._reg.kernel_count())]
 
-    def launch(self, name, grid, tg, buffers=(), threadgroup_mem=(), check_races=True):
+    def launch(self, name, grid, tg, buffers=(), threadgroup_mem=(), check_races=True, function_constants=None):
         arrays = [None if b is None else _as_array(b) for b in buffers]
         raw = (_Buffer * max(1, len(arrays)))()
         for i, a in enumerate(arrays):
@@ -116,6 +123,10 @@ class Module:
         d.threadgroup_bytes = tgm
         d.n_threadgroup = len(threadgroup_mem)
         d.flags = 0 if check_races else MTLEMU_NO_RACE_CHECK
+        fcs = sorted((function_constants or {}).items())
+        fc = (_FunctionConstant * max(1, len(fcs)))(*[(int(i), float(v)) for i, v in fcs])
+        d.function_constants = fc
+        d.n_function_constants = len(fcs)
         if self._reg.launch(ctypes.byref(d)) != 0:
             raise EmulatorError(self._reg.last_error().decode())
         return arrays

@@ -17,6 +17,8 @@ so compiler diagnostics point at the original .metal lines.
   * vector constructors `float4(...)`, `vec<T,N>(...)`, vector typedefs,
     `static_cast<float4>(...)` and C-style `(float4)x` casts use
     mtlemu::vctor / mtlemu::vcast with MSL conversion semantics.
+  * `constant T x [[function_constant(i)]];` reads the launch's value; program
+    scope `constant` values computed from function constants are re-evaluated.
   * `1.0h` half literals become `1.0f16`.
 """
 from __future__ import annotations
@@ -344,6 +346,33 @@ class Prepass:
                 continue
             self.edits.add(i, i, "static ")
 
+    # -------------------------------------------------------------- function constants
+    def do_function_constants(self):
+        m = self.m
+        names: set[str] = set()
+        decl = re.compile(r"(?<![\w:])(?:static\s+)?constant\s+(?:const\s+)?([\w:]+(?:\s*<[^;]*?>)?)\s+(\w+)\s*"
+                          r"\[\[\s*function_constant\s*\((.*?)\)\s*\]\]\s*;", re.S)
+        derived = re.compile(r"(?<![\w:])(?:static\s+)?constant\s+(?:constexpr\s+)?(?:const\s+)?"
+                             r"([\w:]+(?:\s*<[^;]*?>)?)\s+(\w+)\s*=([^;]*);", re.S)
+        events = [(mt.start(), "decl", mt) for mt in decl.finditer(m)]
+        events += [(mt.start(), "derived", mt) for mt in derived.finditer(m)]
+        for _, kind, mt in sorted(events, key=lambda e: e[0]):
+            a, b = mt.start(), mt.end()
+            ty, name = self.src[mt.start(1):mt.end(1)], mt.group(2)
+            if kind == "decl":
+                idx = self.src[mt.start(3):mt.end(3)]
+                text = f"static const ::mtlemu::FunctionConstant<{ty}> {name}{{int({idx})}};"
+            else:
+                expr_m = mt.group(3)
+                uses = set(re.findall(r"\w+", expr_m))
+                if not (uses & names or "is_function_constant_defined" in uses):
+                    continue
+                expr = self.src[mt.start(3):mt.end(3)]
+                text = (f"static const auto {name} = ::mtlemu::derived_constant<{ty}>("
+                        f"[]() -> {ty} {{ return {expr.strip()}; }});")
+            if self.edits.add(a, b, keep_lines(self.src[a:b], text)):
+                names.add(name)
+
     # -------------------------------------------------------------- vectors
     def do_vectors(self):
         m = self.m
@@ -389,9 +418,11 @@ class Prepass:
         for mt in re.finditer(r"\[\[(.*?)\]\]", self.m, re.S):
             if STD_ATTR.match(mt.group(1)):
                 continue
+            if self.edits.overlaps(mt.start(), mt.end()):
+                continue  # inside a construct already rewritten
             if re.match(r"\s*function_constant\b", mt.group(1)):
-                raise PrepassError(f"{self.filename}:{self.line_of(mt.start())}: [[function_constant]] is not "
-                                   "supported by the emulator (use a template parameter or #define)")
+                raise PrepassError(f"{self.filename}:{self.line_of(mt.start())}: unsupported use of "
+                                   "[[function_constant]] (only `constant T name [[function_constant(i)]];`)")
             self.edits.add(mt.start(), mt.end(), "")
 
     def do_literals(self):
@@ -405,6 +436,7 @@ class Prepass:
         depths = brace_depths(self.m)
         self.do_instantiations()
         self.do_kernels()
+        self.do_function_constants()
         self.do_threadgroup_locals(depths)
         self.do_local_constants(depths)
         self.do_attributes()

@@ -87,6 +87,21 @@ def test_headers_are_prepassed_and_sources_combine(tmp_path):
         np.testing.assert_array_equal(out, 2 * x[::-1].astype(np.float32))
 
 
-def test_function_constants_are_rejected():
+def test_unsupported_function_constant_use_is_rejected():
     with pytest.raises(mtlpp.PrepassError, match="function_constant"):
-        mtlpp.preprocess("constant bool has_bias [[function_constant(0)]];\n")
+        mtlpp.preprocess("void f(bool b [[function_constant(0)]]);\n")
+
+
+def test_function_constants(build):
+    import numpy as np
+    m = build("fconst")
+    x0 = np.arange(64, dtype=np.float32)
+    bias = np.full(64, 0.5, np.float32)
+    x, flags = x0.copy(), np.zeros(3, np.int32)
+    m.launch("apply", grid=1, tg=64, buffers=[x, bias, flags], function_constants={0: True, 1: 2, 2: 1.5})
+    np.testing.assert_array_equal(x, (x0 * 1.5 + 0.5) * 4)
+    np.testing.assert_array_equal(flags, [1, 1, 2])
+    x, flags = x0.copy(), np.zeros(3, np.int32)
+    m.launch("apply", grid=1, tg=64, buffers=[x, bias, flags], function_constants={2: 2.0})
+    np.testing.assert_array_equal(x, x0 * 2.0 * 2)
+    np.testing.assert_array_equal(flags, [0, 0, 1])

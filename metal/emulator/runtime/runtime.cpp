@@ -656,6 +656,16 @@ void* mtlemu_check_atomic(void* p, uint64_t bytes, int space) {
   return check_device(p, bytes, 1, space, "atomic");
 }
 
+int mtlemu_function_constant(int index, double* value) {
+  for (int i = 0; i < g.desc.n_function_constants; ++i)
+    if (g.desc.function_constants[i].index == index) {
+      *value = g.desc.function_constants[i].value;
+      return 1;
+    }
+  *value = 0;
+  return 0;
+}
+
 void mtlemu_report(const char* msg) { add_error(msg, fmt("kernel '%s': %s", kname().c_str(), msg)); }
 
 void mtlemu_register_kernel(const char* name, void (*shim)(void), const ArgRole* roles, int nargs) {

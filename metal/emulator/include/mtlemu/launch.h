@@ -22,6 +22,13 @@ enum mtlemu_launch_flags {
   MTLEMU_NO_RACE_CHECK = 1,
 };
 
+// Value of a [[function_constant(index)]] for one launch. Every MSL function
+// constant type (bool, integers up to 32 bits, half, float) is exact in a double.
+struct mtlemu_function_constant {
+  int index;
+  double value;
+};
+
 struct mtlemu_launch_desc {
   const char* kernel;               // host name of the kernel
   uint32_t grid[3];                 // threadgroups per grid
@@ -31,6 +38,8 @@ struct mtlemu_launch_desc {
   const size_t* threadgroup_bytes;  // sizes for [[threadgroup(i)]] arguments
   int n_threadgroup;
   int flags;                        // mtlemu_launch_flags
+  const mtlemu_function_constant* function_constants;  // unset ones are undefined
+  int n_function_constants;
 };
 
 struct mtlemu_registry {
@@ -108,7 +117,8 @@ class Module {
   // Throws mtlemu::Error with the collected diagnostics on any failure.
   void launch(const std::string& kernel, Dim3 grid, Dim3 threads,
               const std::vector<Buffer>& buffers,
-              const std::vector<size_t>& threadgroup_bytes = {}, int flags = 0) const {
+              const std::vector<size_t>& threadgroup_bytes = {}, int flags = 0,
+              const std::vector<mtlemu_function_constant>& function_constants = {}) const {
     std::vector<mtlemu_buffer> raw;
     for (const Buffer& b : buffers) raw.push_back({b.ptr, b.size});
     mtlemu_launch_desc d{};
@@ -120,6 +130,8 @@ class Module {
     d.threadgroup_bytes = threadgroup_bytes.data();
     d.n_threadgroup = static_cast<int>(threadgroup_bytes.size());
     d.flags = flags;
+    d.function_constants = function_constants.data();
+    d.n_function_constants = static_cast<int>(function_constants.size());
     if (reg_->launch(&d) != 0) throw Error(reg_->last_error());
   }
 

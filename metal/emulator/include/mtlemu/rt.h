@@ -101,6 +101,9 @@ MTLEMU_HIDDEN void* mtlemu_check_tg(void* p, uint64_t bytes, int is_write);
 MTLEMU_HIDDEN void* mtlemu_check_dev(void* p, uint64_t bytes, int is_write, int space);
 // Bounds check without race tracking, used by atomics.
 MTLEMU_HIDDEN void* mtlemu_check_atomic(void* p, uint64_t bytes, int space);
+// Current launch's value of [[function_constant(index)]]; returns 0 when the
+// launch did not define it.
+MTLEMU_HIDDEN int mtlemu_function_constant(int index, double* value);
 // Record an error for the running launch.
 MTLEMU_HIDDEN void mtlemu_report(const char* msg);
 // Register a kernel (called from static constructors of generated code).

@@ -1,27 +1,26 @@
 #!/usr/bin/env python3
 """LLVM IR instrumentation for checked emulator builds.
 
-MSL address spaces are clang address spaces in the emulator (device=1,
-constant=2, threadgroup=3), so after clang has lowered a kernel to IR every
-access to device, constant or threadgroup memory is a load/store (or memory
-intrinsic) on a `ptr addrspace(N)`. This pass routes each such pointer
-through the runtime before use:
+Every load, store and memcpy/memmove/memset in the kernel module is routed
+through the runtime before it touches memory:
 
-    %p' = mtlemu_check_dev(%p, size, is_write, space)   ; bounds
-    %p' = mtlemu_check_tg(%p, size, is_write)           ; bounds + races
+    %p' = call ptr @mtlemu_check(ptr %p, i64 size, i32 is_write)
 
-The runtime returns the pointer itself, or a scratch block after reporting an
-out-of-bounds access so execution can continue safely. Any memory
-instruction on those address spaces that this pass does not understand is
-an error: silently skipping it would leave a hole in the checking.
+The runtime decides from the address what is being accessed: threadgroup
+memory (bounds + race checks), the checked heap holding the launch's
+buffers (bounds checks, writes to constant buffers), or anything else
+(thread-private memory; passes). It returns the pointer itself, or a scratch
+block after reporting an out-of-bounds access so execution continues
+safely. Accesses that provably hit the stack frame (allocas) or program
+globals are skipped. Atomic instructions are left alone (the MSL atomics
+check bounds themselves and are not races). Memory intrinsics this pass does
+not understand are an error: silently skipping them would leave a hole.
 """
 from __future__ import annotations
 
 import re
 import sys
 
-MEM_SPACES = ("1", "2", "3")
-PTR_ATTRS = {"align", "noalias", "nocapture", "writeonly", "readonly", "noundef", "nonnull", "captures(none)"}
 
 
 class InstrumentError(Exception):
@@ -70,92 +69,121 @@ def size_of(ty: str) -> str:
     return f"ptrtoint (ptr getelementptr ({ty}, ptr null, i32 1) to i64)"
 
 
+def split_top(s: str) -> list[str]:
+    parts, i = [], 0
+    while i <= len(s):
+        j = scan_operand(s, i)
+        parts.append(s[i:j])
+        i = j + 1
+    return parts
+
+
+PTR_ATTR_RE = re.compile(r"(align \d+|dereferenceable(?:_or_null)?\(\d+\)|noalias|nocapture|writeonly|readonly|"
+                         r"noundef|nonnull|captures\([^)]*\))\s+")
+
+
 class Instrumenter:
     def __init__(self):
         self.n = 0
-        self.counts = {"load": 0, "store": 0, "intrinsic": 0}
+        self.counts = {"load": 0, "store": 0, "intrinsic": 0, "skipped": 0}
+        self.allocas: set[str] = set()
 
     def fresh(self) -> str:
         self.n += 1
         return f"%mtlemu.{self.n}"
 
-    def check(self, space: str, operand: str, size: str, is_write: int, out: list[str], indent: str) -> str:
-        gen, chk, back = self.fresh(), self.fresh(), self.fresh()
-        out.append(f"{indent}{gen} = addrspacecast ptr addrspace({space}) {operand} to ptr")
-        if space == "3":
-            out.append(f"{indent}{chk} = call ptr @mtlemu_check_tg(ptr {gen}, i64 {size}, i32 {is_write})")
-        else:
-            out.append(f"{indent}{chk} = call ptr @mtlemu_check_dev(ptr {gen}, i64 {size}, i32 {is_write}, i32 {space})")
-        out.append(f"{indent}{back} = addrspacecast ptr {chk} to ptr addrspace({space})")
-        return back
+    def static_ok(self, operand: str) -> bool:
+        """Pointers that cannot reach device or threadgroup memory."""
+        op = operand.strip()
+        return op in self.allocas or op.startswith("@") or (op.startswith("getelementptr") and "@" in op
+                                                              and "%" not in op)
+
+    def check(self, operand: str, size: str, is_write: int, out: list[str], indent: str) -> str:
+        chk = self.fresh()
+        out.append(f"{indent}{chk} = call ptr @mtlemu_check(ptr {operand}, i64 {size}, i32 {is_write})")
+        return chk
 
     def do_line(self, line: str, out: list[str]) -> None:
-        indent = line[: len(line) - len(line.lstrip())]
         body = line.strip()
-        if "addrspace(" not in body or body.startswith(";") or not line.startswith(" "):
+        indent = line[: len(line) - len(line.lstrip())]
+        if body.startswith("define "):
+            self.allocas = set()
+        if not line.startswith(" ") or body.startswith(";"):
             out.append(line)
             return
+        am = re.match(r"(%[\w.$\"-]+) = alloca\b", body)
+        if am:
+            self.allocas.add(am.group(1))
+            out.append(line)
+            return
+        if "addrspace(" in body and re.search(r"\b(load|store|call)\b", body):
+            raise InstrumentError(f"unexpected address space in: {body}")
         lm = re.match(r"(%[\w.$\"-]+ = load (?:volatile )?)(.*)$", body)
-        if lm:
-            rest = lm.group(2)
-            pm = re.search(r", ptr addrspace\((\d+)\) ", rest)
-            if pm and pm.group(1) in MEM_SPACES and not rest.startswith("atomic"):
-                ty = rest[: pm.start()]
-                op_start = pm.end()
-                op_end = scan_operand(rest, op_start)
-                ptr = self.check(pm.group(1), rest[op_start:op_end], size_of(ty), 0, out, indent)
-                out.append(f"{indent}{lm.group(1)}{ty}, ptr addrspace({pm.group(1)}) {ptr}{rest[op_end:]}")
-                self.counts["load"] += 1
+        if lm and not lm.group(2).startswith("atomic"):
+            parts = split_top(lm.group(2))
+            ty, ptr_part = parts[0].strip(), parts[1].strip()
+            if not ptr_part.startswith("ptr "):
+                raise InstrumentError(f"cannot parse load: {body}")
+            operand = ptr_part[4:]
+            if self.static_ok(operand):
+                self.counts["skipped"] += 1
+                out.append(line)
                 return
+            chk = self.check(operand, size_of(ty), 0, out, indent)
+            out.append(f"{indent}{lm.group(1)}{ty}, ptr {chk}," + ",".join(parts[2:]))
+            self.counts["load"] += 1
+            return
         sm = re.match(r"(store (?:volatile )?)(.*)$", body)
-        if sm:
-            rest = sm.group(2)
-            pm = re.search(r", ptr addrspace\((\d+)\) ", rest)
-            if pm and pm.group(1) in MEM_SPACES and not rest.startswith("atomic"):
-                ty, _ = split_type(rest[: pm.start()])
-                op_start = pm.end()
-                op_end = scan_operand(rest, op_start)
-                ptr = self.check(pm.group(1), rest[op_start:op_end], size_of(ty), 1, out, indent)
-                out.append(f"{indent}{sm.group(1)}{rest[: pm.start()]}, ptr addrspace({pm.group(1)}) {ptr}{rest[op_end:]}")
-                self.counts["store"] += 1
+        if sm and not sm.group(2).startswith("atomic"):
+            parts = split_top(sm.group(2))
+            value, ptr_part = parts[0].strip(), parts[1].strip()
+            if not ptr_part.startswith("ptr "):
+                raise InstrumentError(f"cannot parse store: {body}")
+            operand = ptr_part[4:]
+            if self.static_ok(operand):
+                self.counts["skipped"] += 1
+                out.append(line)
                 return
+            ty, _ = split_type(value)
+            chk = self.check(operand, size_of(ty), 1, out, indent)
+            out.append(f"{indent}{sm.group(1)}{value}, ptr {chk}," + ",".join(parts[2:]))
+            self.counts["store"] += 1
+            return
         im = re.search(r"call void @llvm\.(memcpy|memmove|memset)(?:\.inline)?\.[\w.]+\(", body)
         if im:
-            self.do_mem_intrinsic(line, body, im, out, indent)
+            self.do_mem_intrinsic(body, im, out, indent)
             return
-        if re.search(r"\b(load|store|atomicrmw|cmpxchg)\b.*ptr addrspace\([123]\)", body) or re.search(
-            r"call .*@llvm\.(masked|vp|experimental)\.[\w.]*\(.*ptr addrspace\([123]\)", body
-        ):
-            raise InstrumentError(f"unhandled memory instruction on device/threadgroup memory: {body}")
+        if re.search(r"@llvm\.(masked|vp|experimental\.vp|matrix)\.", body) or re.search(
+                r"@llvm\.experimental\.(gather|scatter|load|store)", body):
+            raise InstrumentError(f"unhandled memory intrinsic: {body}")
         out.append(line)
 
-    def do_mem_intrinsic(self, line, body, im, out, indent):
+    def do_mem_intrinsic(self, body, im, out, indent):
         kind = im.group(1)
         args_start = im.end()
-        args_end = len(body) - body[::-1].index(")") - 1
-        args = body[args_start:args_end]
-        spans, i = [], 0
-        while i < len(args):
-            j = scan_operand(args, i)
-            spans.append((i, j))
-            i = j + 1
-        texts = [args[a:b].strip() for a, b in spans]
+        args_end = args_start
+        while True:  # the call's closing parenthesis: skip top-level commas
+            args_end = scan_operand(body, args_end)
+            if args_end >= len(body) or body[args_end] == ")":
+                break
+            args_end += 1
+        texts = [t.strip() for t in split_top(body[args_start:args_end])]
         length = split_type(texts[2])[1]
         new = list(texts)
         for idx, is_write in ((0, 1), (1, 0)) if kind != "memset" else ((0, 1),):
-            pm = re.match(r"ptr addrspace\((\d+)\)\s+(.*)$", texts[idx])
-            if not pm or pm.group(1) not in MEM_SPACES:
-                continue
-            toks = pm.group(2)
-            attrs = []
+            if not texts[idx].startswith("ptr "):
+                raise InstrumentError(f"cannot parse memory intrinsic: {body}")
+            toks, attrs = texts[idx][4:], []
             while True:
-                am = re.match(r"(align \d+|dereferenceable\(\d+\)|noalias|nocapture|writeonly|readonly|noundef|nonnull)\s+", toks)
+                am = PTR_ATTR_RE.match(toks)
                 if not am:
                     break
                 attrs.append(am.group(1))
                 toks = toks[am.end():]
-            ptr = self.check(pm.group(1), toks, length, is_write, out, indent)
-            new[idx] = f"ptr addrspace({pm.group(1)}) {' '.join(attrs + [ptr])}"
+            if self.static_ok(toks):
+                continue
+            chk = self.check(toks, length, is_write, out, indent)
+            new[idx] = "ptr " + " ".join(attrs + [chk])
         out.append(indent + body[:args_start] + ", ".join(new) + body[args_end:])
         self.counts["intrinsic"] += 1
 
@@ -166,11 +194,8 @@ def instrument(ir: str) -> tuple[str, dict]:
     for line in ir.split("\n"):
         ins.do_line(line, out)
     text = "\n".join(out)
-    if ins.n:
-        if not re.search(r"^declare .*@mtlemu_check_tg\(", text, re.M):
-            text += "\ndeclare ptr @mtlemu_check_tg(ptr, i64, i32)\n"
-        if not re.search(r"^declare .*@mtlemu_check_dev\(", text, re.M):
-            text += "\ndeclare ptr @mtlemu_check_dev(ptr, i64, i32, i32)\n"
+    if ins.n and not re.search(r"^declare .*@mtlemu_check\(", text, re.M):
+        text += "\ndeclare ptr @mtlemu_check(ptr, i64, i32)\n"
     return text, ins.counts
 
 

@@ -231,9 +231,7 @@ class Prepass:
             self.instances.append({"host_name": host_expr, "function": fn, "line": self.line_of(mt.start())})
 
     def param_roles(self, params: str, name: str, line: int) -> list[str]:
-        roles, auto = [], []
-        used = set()
-        parsed = []
+        roles, used, parsed, spaces = [], set(), [], []
         for a, b in split_top(mask_code(params)):
             p = params[a:b]
             attrs = re.findall(r"\[\[\s*(.*?)\s*\]\]", p, re.S)
@@ -256,15 +254,19 @@ class Prepass:
                     raise PrepassError(f"{self.filename}:{line}: kernel '{name}': parameter '{p.strip()}' "
                                        "has no [[buffer]]/[[threadgroup]]/builtin attribute")
             parsed.append(role)
+            words = set(re.findall(r"\w+", re.sub(r"\[\[.*?\]\]", "", p, flags=re.S)))
+            spaces.append(2 if "constant" in words else 3 if "threadgroup" in words else 1)
         nxt = 0
-        for kind, idx in parsed:
+        for (kind, idx), space in zip(parsed, spaces):
             if kind == "auto":
                 while nxt in used:
                     nxt += 1
                 used.add(nxt)
                 kind, idx = "kArgBuffer", str(nxt)
-            roles.append(f"{{::mtlemu::{kind}, int({idx})}}" if not kind.startswith("kArgBuiltin")
-                         else f"{{::mtlemu::kArgBuiltin, {idx}}}")
+            if kind == "kArgBuiltin":
+                roles.append(f"{{::mtlemu::kArgBuiltin, {idx}, 0}}")
+            else:
+                roles.append(f"{{::mtlemu::{kind}, int({idx}), {space}}}")
         return roles
 
     def do_kernels(self):
@@ -292,7 +294,7 @@ class Prepass:
             is_template = re.search(r"template\s*<[^;{}]*>\s*$", m[max(0, a - 2000):a]) is not None
             line = self.line_of(a)
             roles = self.param_roles(self.src[popen + 1:pclose], name, line)
-            table = ", ".join(roles) if roles else "{::mtlemu::kArgBuffer, -1}"
+            table = ", ".join(roles) if roles else "{::mtlemu::kArgBuffer, -1, 0}"
             text = f" static constexpr ::mtlemu::ArgRole __mtlemu_roles_{name}[] = {{{table}}};"
             if not is_template:
                 text += f' MTLEMU_REGISTER("{name}", __mtlemu_roles_{name}, {name});'

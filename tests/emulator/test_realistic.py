@@ -58,3 +58,16 @@ def test_fp4_gemv(real, kernel, dtype):
     wdq = (lut[codes] * np.repeat(scales, 32, axis=1)).astype(np.float16)
     ref = wdq.astype(np.float64) @ x.astype(np.float64)
     np.testing.assert_allclose(y.astype(np.float64), ref, rtol=1e-3 if dtype == np.float16 else 1e-5, atol=1e-2)
+
+
+def test_struct_copies(real):
+    src = np.arange(128, dtype=np.float32)
+    dst = np.zeros(32, np.float32)
+    pairs = np.zeros(32, dtype=[("a", "f4"), ("b", "i4")])
+    pairs["a"] = np.arange(32)
+    pairs["b"] = np.arange(32) * 10
+    orig = pairs.copy()
+    real.launch("struct_copies", grid=1, tg=32, buffers=[src, dst, pairs])
+    np.testing.assert_array_equal(dst, src[3::4])
+    np.testing.assert_array_equal(pairs["b"], orig["b"][::-1])
+    np.testing.assert_array_equal(pairs["a"], orig["a"][::-1] + src[127 - np.arange(32)])

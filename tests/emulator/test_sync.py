@@ -147,3 +147,8 @@ def test_returned_lanes_leave_collectives(sync):
 def test_threadgroup_memory_limit(sync):
     with pytest.raises(mtlemu.EmulatorError, match=r"36000 bytes of threadgroup memory; Metal allows 32768"):
         sync.launch("too_much_tg_memory", grid=1, tg=32, buffers=[np.zeros(32, np.float32)])
+
+
+def test_write_to_constant_buffer(sync):
+    with pytest.raises(mtlemu.EmulatorError, match=r"write of 4 bytes to constant buffer\(0\) at byte offset 0"):
+        sync.launch("write_constant", grid=1, tg=4, buffers=[np.ones(4, np.float32)])

@@ -43,18 +43,6 @@ def test_compile_errors_point_at_metal_lines(tmp_path):
         mtlemu.build([src], tmp_path / "broken.so", build_dir=BUILD_DIR)
 
 
-def test_address_spaces_are_type_checked(tmp_path):
-    src = tmp_path / "as.metal"
-    src.write_text("#include <metal_stdlib>\nusing namespace metal;\n"
-                   "void helper(device float* p) { p[0] = 1; }\n"
-                   "kernel void k(device float* o [[buffer(0)]]) {\n"
-                   "  threadgroup float t[4];\n"
-                   "  helper(t);\n"
-                   "}\n")
-    with pytest.raises(mtlemu.BuildError, match=r"as\.metal:6:"):
-        mtlemu.build([src], tmp_path / "as.so", build_dir=BUILD_DIR)
-
-
 def test_prepass_keeps_lines_and_skips_comments():
     src = ("#include <metal_stdlib>\n// float4(x) in a comment\n"
            "constant char* s = \"float4(1)\";\n"

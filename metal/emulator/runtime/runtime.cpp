@@ -57,7 +57,14 @@ constexpr size_t kMaxThreads = 1024;         // Metal's limit per threadgroup
 constexpr size_t kMetalTgMemLimit = 32768;   // Apple GPU threadgroup memory
 constexpr size_t kArenaBytes = 1 << 20;      // room for oversubscription diagnostics
 constexpr size_t kTgRedzone = 64;            // gap between threadgroup allocations
-constexpr size_t kBufRedzone = 256;          // gap around device buffers (checked builds)
+// Checked launches place buffer copies in one reserved address range with
+// wide unmapped gaps, so any address inside the range but outside a buffer
+// is an out-of-bounds access (and uninstrumented ones fault).
+constexpr size_t kHeapReserve = size_t(64) << 30;
+constexpr size_t kHeapLead = size_t(1) << 30;     // room for negative offsets
+constexpr size_t kMinBufGap = size_t(64) << 20;
+constexpr size_t kArenaRegion = size_t(64) << 20;  // arena sits in the middle
+constexpr size_t kPage = 4096;
 constexpr size_t kMaxMessages = 20;
 constexpr uint16_t kManyLanes = 0xffff;
 
@@ -117,7 +124,9 @@ struct State {
   const KernelEntry* kernel = nullptr;
   mtlemu_launch_desc desc{};
   std::vector<mtlemu_buffer> bufs;       // what the kernel sees (maybe redzoned copies)
-  std::vector<std::vector<unsigned char>> shadow_copies;
+  std::vector<int> buf_space;              // 1 device, 2 constant (from the kernel's parameters)
+  unsigned char* heap = nullptr;            // checked builds: reserved range for buffer copies
+  unsigned char* arena_region = nullptr;
   bool race_check = false;
   // threadgroup
   uint32_t tg_pos[3]{};
@@ -136,8 +145,6 @@ struct State {
   std::set<std::string> seen_keys;
   size_t n_errors = 0;
   std::string last_error;
-  // static data of this module (constant-address-space globals)
-  std::vector<std::pair<uintptr_t, uintptr_t>> image;
   std::vector<unsigned char> scratch;
 };
 
@@ -347,33 +354,54 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
   g_cur = nullptr;
 }
 
-void load_image_ranges() {
-  if (!g.image.empty()) return;
-  Dl_info info;
-  if (!dladdr(reinterpret_cast<void*>(&load_image_ranges), &info)) return;
-  struct Ctx {
-    void* base;
-    std::vector<std::pair<uintptr_t, uintptr_t>>* out;
-  } ctx{info.dli_fbase, &g.image};
-  dl_iterate_phdr(
-      [](dl_phdr_info* pi, size_t, void* p) -> int {
-        auto* c = static_cast<Ctx*>(p);
-        bool mine = false;
-        for (int i = 0; i < pi->dlpi_phnum; ++i)
-          if (pi->dlpi_phdr[i].p_type == PT_LOAD && pi->dlpi_addr + pi->dlpi_phdr[i].p_vaddr == (uintptr_t)c->base)
-            mine = true;
-        if (!mine && (uintptr_t)c->base != pi->dlpi_addr) return 0;
-        for (int i = 0; i < pi->dlpi_phnum; ++i)
-          if (pi->dlpi_phdr[i].p_type == PT_LOAD) {
-            uintptr_t lo = pi->dlpi_addr + pi->dlpi_phdr[i].p_vaddr;
-            c->out->push_back({lo, lo + pi->dlpi_phdr[i].p_memsz});
-          }
-        return 1;
-      },
-      &ctx);
+// ---------------------------------------------------------------- launching
+
+void* reserve(size_t bytes) {
+  void* m = mmap(nullptr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    perror("mtlemu: reserving address space");
+    abort();
+  }
+  return m;
 }
 
-// ---------------------------------------------------------------- launching
+size_t page_round(size_t n) { return (n + kPage - 1) & ~(kPage - 1); }
+
+// Checked builds run on private copies of the buffers inside the reserved
+// heap range: an access just past one buffer can never land in another.
+bool place_buffers() {
+  if (!g.heap) g.heap = static_cast<unsigned char*>(reserve(kHeapReserve));
+  size_t cursor = kHeapLead;
+  for (size_t i = 0; i < g.bufs.size(); ++i) {
+    auto& b = g.bufs[i];
+    if (!b.ptr) continue;
+    size_t mapped = page_round(std::max<size_t>(b.size, 1));
+    if (cursor + mapped + kMinBufGap > kHeapReserve) {
+      g.last_error = fmt("kernel '%s': buffers too large for the checked heap (%zu GiB); use a fast build",
+                         kname().c_str(), kHeapReserve >> 30);
+      return false;
+    }
+    unsigned char* p = g.heap + cursor;
+    mprotect(p, mapped, PROT_READ | PROT_WRITE);
+    memcpy(p, b.ptr, b.size);
+    b.ptr = p;
+    cursor += mapped + std::max(kMinBufGap, page_round(b.size));
+  }
+  return true;
+}
+
+void release_buffers() {
+  for (size_t i = 0; i < g.bufs.size(); ++i) {
+    const auto& orig = g.desc.buffers[i];
+    auto& b = g.bufs[i];
+    if (!orig.ptr) continue;
+    // Only write back what changed: constant buffers may live in read-only memory.
+    if (memcmp(orig.ptr, b.ptr, orig.size) != 0) memcpy(orig.ptr, b.ptr, orig.size);
+    size_t mapped = page_round(std::max<size_t>(b.size, 1));
+    madvise(b.ptr, mapped, MADV_DONTNEED);
+    mprotect(b.ptr, mapped, PROT_NONE);
+  }
+}
 
 int do_launch(const mtlemu_launch_desc* desc) {
   g.messages.clear();
@@ -397,35 +425,26 @@ int do_launch(const mtlemu_launch_desc* desc) {
     return 1;
   }
   g.race_check = kChecked && !(desc->flags & MTLEMU_NO_RACE_CHECK);
-  if (!g.arena) g.arena = static_cast<unsigned char*>(calloc(kArenaBytes, 1));
-  if (g.race_check && g.shadow.size() != kArenaBytes) g.shadow.assign(kArenaBytes, Shadow{});
-  load_image_ranges();
-
-  // Checked builds run on private copies surrounded by redzones, so an access
-  // just past one buffer can never land inside a neighbouring one.
-  g.bufs.assign(desc->buffers, desc->buffers + desc->n_buffers);
-  g.shadow_copies.clear();
-  if (kChecked) {
-    for (auto& b : g.bufs) {
-      g.shadow_copies.emplace_back(b.size + 2 * kBufRedzone, 0xab);
-      if (!b.ptr) continue;
-      memcpy(g.shadow_copies.back().data() + kBufRedzone, b.ptr, b.size);
-      b.ptr = g.shadow_copies.back().data() + kBufRedzone;
-    }
+  if (!g.arena) {
+    g.arena_region = static_cast<unsigned char*>(reserve(kArenaRegion));
+    g.arena = g.arena_region + kArenaRegion / 2;
+    mprotect(g.arena, kArenaBytes, PROT_READ | PROT_WRITE);
   }
+  if (g.race_check && g.shadow.size() != kArenaBytes) g.shadow.assign(kArenaBytes, Shadow{});
+  g.buf_space.assign(desc->n_buffers, 1);
+  for (int i = 0; i < g.kernel->nargs; ++i) {
+    const ArgRole& r = g.kernel->roles[i];
+    if (r.kind == kArgBuffer && r.index >= 0 && r.index < desc->n_buffers) g.buf_space[r.index] = r.space;
+  }
+  g.bufs.assign(desc->buffers, desc->buffers + desc->n_buffers);
+  if (kChecked && !place_buffers()) return 1;
   g.n_lanes = static_cast<uint32_t>(n);
   ensure_stacks(g.n_lanes);
   g.sgs.resize((n + kSimdWidth - 1) / kSimdWidth);
   for (uint32_t z = 0; z < desc->grid[2] && g.n_errors == 0; ++z)
     for (uint32_t y = 0; y < desc->grid[1] && g.n_errors == 0; ++y)
       for (uint32_t x = 0; x < desc->grid[0] && g.n_errors == 0; ++x) run_threadgroup(x, y, z);
-  if (kChecked) {
-    for (int i = 0; i < desc->n_buffers; ++i) {
-      const auto& orig = desc->buffers[i];
-      // Only write back what changed: constant buffers may live in read-only memory.
-      if (orig.ptr && memcmp(orig.ptr, g.bufs[i].ptr, orig.size) != 0) memcpy(orig.ptr, g.bufs[i].ptr, orig.size);
-    }
-  }
+  if (kChecked) release_buffers();
   if (g.n_errors == 0) {
     g.last_error.clear();
     return 0;
@@ -510,31 +529,63 @@ std::string thread_str() {
   return fmt("thread_position_in_grid (%u,%u,%u)", p[0], p[1], p[2]);
 }
 
-void* check_device(void* p, uint64_t bytes, int is_write, int space, const char* what) {
+const char* space_name(size_t i) { return g.buf_space[i] == 2 ? "constant" : "device"; }
+
+void* check_heap(void* p, uint64_t bytes, int is_write, const char* what) {
   auto a = reinterpret_cast<uintptr_t>(p);
-  for (const auto& b : g.bufs) {
-    auto lo = reinterpret_cast<uintptr_t>(b.ptr);
-    if (b.ptr && a >= lo && a + bytes <= lo + b.size) return p;
-  }
-  if (space == 2)
-    for (const auto& r : g.image)
-      if (a >= r.first && a + bytes <= r.second) return p;  // program-scope constant data
-  const char* sp = space == 2 ? "constant" : "device";
   for (size_t i = 0; i < g.bufs.size(); ++i) {
     auto lo = reinterpret_cast<uintptr_t>(g.bufs[i].ptr);
-    if (!g.bufs[i].ptr || a + bytes + kBufRedzone < lo || a >= lo + g.bufs[i].size + kBufRedzone) continue;
-    long off = long(a - lo);
-    add_error(fmt("oob:%zu:%d", i, is_write),
-              fmt("out-of-bounds %s of %llu bytes in kernel '%s': %s buffer(%zu) at byte offset %ld (buffer size %zu "
-                  "bytes), %s, threadgroup %s",
-                  what, (unsigned long long)bytes, kname().c_str(), sp, i, off, g.bufs[i].size, thread_str().c_str(),
-                  tg_str().c_str()));
+    if (!g.bufs[i].ptr || a < lo || a + bytes > lo + g.bufs[i].size) continue;
+    if (is_write && g.buf_space[i] == 2) {
+      add_error(fmt("constwrite:%zu", i),
+                fmt("write of %llu bytes to constant buffer(%zu) at byte offset %lu in kernel '%s', %s",
+                    (unsigned long long)bytes, i, (unsigned long)(a - lo), kname().c_str(), thread_str().c_str()));
+      return scratch(bytes);
+    }
+    return p;
+  }
+  // Report against the nearest buffer below the address.
+  long best = -1;
+  for (size_t i = 0; i < g.bufs.size(); ++i)
+    if (g.bufs[i].ptr && reinterpret_cast<uintptr_t>(g.bufs[i].ptr) <= a &&
+        (best < 0 || g.bufs[i].ptr > g.bufs[best].ptr))
+      best = long(i);
+  if (best < 0) {
+    add_error(fmt("oob:low:%d", is_write),
+              fmt("out-of-bounds %s of %llu bytes in kernel '%s': address %p lies before every bound buffer, %s",
+                  what, (unsigned long long)bytes, kname().c_str(), p, thread_str().c_str()));
     return scratch(bytes);
   }
-  add_error(fmt("oob:wild:%d", is_write),
-            fmt("out-of-bounds %s of %llu bytes in kernel '%s': %s address %p is not inside any bound buffer, %s",
-                what, (unsigned long long)bytes, kname().c_str(), sp, p, thread_str().c_str()));
+  size_t i = size_t(best);
+  long off = long(a - reinterpret_cast<uintptr_t>(g.bufs[i].ptr));
+  add_error(fmt("oob:%zu:%d", i, is_write),
+            fmt("out-of-bounds %s of %llu bytes in kernel '%s': %s buffer(%zu) at byte offset %ld (buffer size %zu "
+                "bytes), %s, threadgroup %s",
+                what, (unsigned long long)bytes, kname().c_str(), space_name(i), i, off, g.bufs[i].size,
+                thread_str().c_str(), tg_str().c_str()));
   return scratch(bytes);
+}
+
+void* check_tg(void* p, uint64_t bytes, int is_write, bool track) {
+  auto* c = static_cast<unsigned char*>(p);
+  size_t off = c - g.arena;
+  const TgAlloc* a = (c >= g.arena && c < g.arena + kArenaBytes) ? find_alloc(off, bytes) : nullptr;
+  if (!a) {
+    std::string where = (c >= g.arena && c < g.arena + kArenaBytes)
+                            ? describe_tg_miss(off, bytes)
+                            : fmt("%zd bytes from the start of threadgroup memory", (ssize_t)(c - g.arena));
+    add_error(fmt("tgoob:%d:%s", is_write, where.c_str()),
+              fmt("out-of-bounds threadgroup %s of %llu bytes in kernel '%s' %s, thread %u, threadgroup %s",
+                  is_write ? "write" : "read", (unsigned long long)bytes, kname().c_str(), where.c_str(),
+                  g_cur->info.thread_index_in_threadgroup, tg_str().c_str()));
+    return scratch(bytes);
+  }
+  if (track && g.race_check) track_race(*a, off, bytes, is_write != 0);
+  return p;
+}
+
+inline bool in_range(const void* p, const unsigned char* lo, size_t n) {
+  return lo && static_cast<size_t>(static_cast<const unsigned char*>(p) - lo) < n;
 }
 
 }  // namespace
@@ -624,36 +675,16 @@ void* mtlemu_tg_alloc(TgSite* site, size_t bytes, size_t align) {
   return site->ptr;
 }
 
-void* mtlemu_check_tg(void* p, uint64_t bytes, int is_write) {
-  auto* c = static_cast<unsigned char*>(p);
-  size_t off = c - g.arena;
-  const TgAlloc* a = (c >= g.arena && c < g.arena + kArenaBytes) ? find_alloc(off, bytes) : nullptr;
-  if (!a) {
-    std::string where = (c >= g.arena && c < g.arena + kArenaBytes) ? describe_tg_miss(off, bytes)
-                                                                      : fmt("at address %p outside threadgroup memory", p);
-    add_error(fmt("tgoob:%d:%s", is_write, where.c_str()),
-              fmt("out-of-bounds threadgroup %s of %llu bytes in kernel '%s' %s, thread %u, threadgroup %s",
-                  is_write ? "write" : "read", (unsigned long long)bytes, kname().c_str(), where.c_str(),
-                  g_cur->info.thread_index_in_threadgroup, tg_str().c_str()));
-    return scratch(bytes);
-  }
-  if (g.race_check) track_race(*a, off, bytes, is_write != 0);
+void* mtlemu_check(void* p, uint64_t bytes, int is_write) {
+  if (in_range(p, g.arena_region, kArenaRegion)) return check_tg(p, bytes, is_write, true);
+  if (in_range(p, g.heap, kHeapReserve)) return check_heap(p, bytes, is_write, is_write ? "write" : "read");
+  return p;  // thread-private memory or program data
+}
+
+void* mtlemu_check_atomic(void* p, uint64_t bytes) {
+  if (in_range(p, g.arena_region, kArenaRegion)) return check_tg(p, bytes, 1, false);
+  if (in_range(p, g.heap, kHeapReserve)) return check_heap(p, bytes, 1, "atomic");
   return p;
-}
-
-void* mtlemu_check_dev(void* p, uint64_t bytes, int is_write, int space) {
-  return check_device(p, bytes, is_write, space, is_write ? "write" : "read");
-}
-
-void* mtlemu_check_atomic(void* p, uint64_t bytes, int space) {
-  if (space == 3) {
-    auto* c = static_cast<unsigned char*>(p);
-    if (c >= g.arena && c + bytes <= g.arena + kArenaBytes && find_alloc(c - g.arena, bytes)) return p;
-    add_error("tgatomic", fmt("out-of-bounds threadgroup atomic in kernel '%s', thread %u", kname().c_str(),
-                              g_cur->info.thread_index_in_threadgroup));
-    return scratch(bytes);
-  }
-  return check_device(p, bytes, 1, space, "atomic");
 }
 
 int mtlemu_function_constant(int index, double* value) {

@@ -152,3 +152,29 @@ template <typename T>
   template [[host_name("fp4_gemv_" #name)]] [[kernel]] decltype(fp4_gemv<type>) fp4_gemv<type>;
 instantiate_fp4_gemv(f32, float)
 instantiate_fp4_gemv(f16, half)
+
+// Struct copies between device, threadgroup and thread memory, including the
+// MLX loader idiom of copying vectors as an aligned byte struct.
+template <typename T, int N>
+struct alignas(N * sizeof(T)) ReadVector {
+  uint8_t v[sizeof(T) * N];
+};
+struct Pair {
+  float a;
+  int b;
+};
+
+kernel void struct_copies(device const float* src [[buffer(0)]],
+                          device float* dst [[buffer(1)]],
+                          device Pair* pairs [[buffer(2)]],
+                          uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float tile[128];
+  threadgroup Pair ptile[32];
+  *((threadgroup ReadVector<float, 4>*)(&tile[lid * 4])) = *((const device ReadVector<float, 4>*)(&src[lid * 4]));
+  ptile[lid] = pairs[lid];
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  Pair p = ptile[31 - lid];
+  p.a += tile[127 - lid];
+  pairs[lid] = p;
+  dst[lid] = tile[lid * 4 + 3];
+}

@@ -167,3 +167,10 @@ kernel void too_much_tg_memory(device float* out [[buffer(0)]], uint lid [[threa
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[lid] = big[lid];
 }
+
+// Planted bug: MSL forbids writing through a constant pointer; without
+// address-space types the emulator reports it at run time.
+kernel void write_constant(constant float* table [[buffer(0)]], uint lid [[thread_index_in_threadgroup]]) {
+  float* t = (float*)table;
+  t[lid] = 0.0f;
+}

@@ -1,14 +1,9 @@
-// MSL atomics. Threadgroups run on one OS thread with cooperative lanes, so
-// a plain read-modify-write is atomic with respect to other lanes. Atomic
-// accesses are bounds checked in checked builds but deliberately excluded
-// from race tracking.
+// MSL atomics, on device and threadgroup memory alike. They are compiled to
+// LLVM atomic instructions, which the checked-build instrumentation leaves
+// alone: atomics are bounds checked here but never reported as races.
 #pragma once
 #include "mtlemu/math.h"
 #include "mtlemu/rt.h"
-
-#define MTLEMU_AS_DEVICE __attribute__((address_space(1)))
-#define MTLEMU_AS_CONSTANT __attribute__((address_space(2)))
-#define MTLEMU_AS_THREADGROUP __attribute__((address_space(3)))
 
 namespace metal {
 
@@ -33,40 +28,38 @@ typedef atomic<ulong> atomic_ulong;
 
 namespace detail {
 template <class T>
-inline T* atomic_ptr(volatile MTLEMU_AS_DEVICE atomic<T>* o) {
-#ifdef MTLEMU_CHECKED
-  return static_cast<T*>(mtlemu_check_atomic((void*)o, sizeof(T), 1));
-#else
-  return (T*)(void*)o;
-#endif
-}
-template <class T>
-inline T* atomic_ptr(volatile MTLEMU_AS_THREADGROUP atomic<T>* o) {
-#ifdef MTLEMU_CHECKED
-  return static_cast<T*>(mtlemu_check_atomic((void*)o, sizeof(T), 3));
-#else
-  return (T*)(void*)o;
-#endif
-}
-template <class T>
 inline T* atomic_ptr(volatile atomic<T>* o) {
-  return (T*)(void*)o;
+  void* p = const_cast<atomic<T>*>(o);
+#ifdef MTLEMU_CHECKED
+  p = mtlemu_check_atomic(p, sizeof(T));
+#endif
+  return static_cast<T*>(p);
 }
 template <class T>
-using atomic_value_t = std::remove_cv_t<decltype(T::__value)>;
+using bits_t = std::conditional_t<sizeof(T) == 1, uint8_t,
+               std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>>;
+
+// Read-modify-write as a compare-exchange loop on the value's bits: works for
+// every MSL atomic type (float included).
+template <class T, class F>
+inline T atomic_rmw(T* p, F f) {
+  using B = bits_t<T>;
+  B* bp = reinterpret_cast<B*>(p);
+  B old_bits = __atomic_load_n(bp, __ATOMIC_RELAXED);
+  for (;;) {
+    T old = __builtin_bit_cast(T, old_bits);
+    B new_bits = __builtin_bit_cast(B, static_cast<T>(f(old)));
+    if (__atomic_compare_exchange_n(bp, &old_bits, new_bits, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old;
+  }
+}
 }  // namespace detail
 
-// One template per operation; P is the (address-space qualified) pointer.
-#define MTLEMU_ATOMIC_RMW(name, expr)                                                  \
-  template <class P, class V>                                                         \
-  inline auto name(P obj, V operand, memory_order = memory_order_relaxed,             \
-                   memory_scope = memory_scope::memory_scope_device) {                 \
-    auto* p = detail::atomic_ptr(obj);                                                \
-    using T = std::remove_pointer_t<decltype(p)>;                                      \
-    T old = *p;                                                                       \
-    T arg = static_cast<T>(operand);                                                  \
-    *p = static_cast<T>(expr);                                                        \
-    return old;                                                                       \
+#define MTLEMU_ATOMIC_RMW(name, expr)                                                        \
+  template <class T, class V>                                                               \
+  inline T name(volatile atomic<T>* obj, V operand, memory_order = memory_order_relaxed,    \
+                memory_scope = memory_scope::memory_scope_device) {                          \
+    T arg = static_cast<T>(operand);                                                        \
+    return detail::atomic_rmw(detail::atomic_ptr(obj), [&](T old) { return expr; });        \
   }
 MTLEMU_ATOMIC_RMW(atomic_fetch_add_explicit, old + arg)
 MTLEMU_ATOMIC_RMW(atomic_fetch_sub_explicit, old - arg)
@@ -78,32 +71,35 @@ MTLEMU_ATOMIC_RMW(atomic_fetch_min_explicit, old < arg ? old : arg)
 MTLEMU_ATOMIC_RMW(atomic_exchange_explicit, arg)
 #undef MTLEMU_ATOMIC_RMW
 
-template <class P>
-inline auto atomic_load_explicit(P obj, memory_order = memory_order_relaxed,
-                                 memory_scope = memory_scope::memory_scope_device) {
-  return *detail::atomic_ptr(obj);
+template <class T>
+inline T atomic_load_explicit(volatile atomic<T>* obj, memory_order = memory_order_relaxed,
+                              memory_scope = memory_scope::memory_scope_device) {
+  using B = detail::bits_t<T>;
+  return __builtin_bit_cast(T, __atomic_load_n(reinterpret_cast<B*>(detail::atomic_ptr(obj)), __ATOMIC_RELAXED));
 }
-template <class P, class V>
-inline void atomic_store_explicit(P obj, V value, memory_order = memory_order_relaxed,
+template <class T, class V>
+inline void atomic_store_explicit(volatile atomic<T>* obj, V value, memory_order = memory_order_relaxed,
                                   memory_scope = memory_scope::memory_scope_device) {
-  auto* p = detail::atomic_ptr(obj);
-  *p = static_cast<std::remove_pointer_t<decltype(p)>>(value);
+  using B = detail::bits_t<T>;
+  __atomic_store_n(reinterpret_cast<B*>(detail::atomic_ptr(obj)), __builtin_bit_cast(B, static_cast<T>(value)),
+                   __ATOMIC_RELAXED);
 }
-template <class P, class E, class V>
-inline bool atomic_compare_exchange_weak_explicit(P obj, E expected, V desired, memory_order = memory_order_relaxed,
+template <class T, class V>
+inline bool atomic_compare_exchange_weak_explicit(volatile atomic<T>* obj, T* expected, V desired,
+                                                  memory_order = memory_order_relaxed,
                                                   memory_order = memory_order_relaxed,
                                                   memory_scope = memory_scope::memory_scope_device) {
-  auto* p = detail::atomic_ptr(obj);
-  using T = std::remove_pointer_t<decltype(p)>;
-  if (*p == *expected) {
-    *p = static_cast<T>(desired);
-    return true;
-  }
-  *expected = *p;
-  return false;
+  using B = detail::bits_t<T>;
+  B exp_bits = __builtin_bit_cast(B, *expected);
+  bool ok = __atomic_compare_exchange_n(reinterpret_cast<B*>(detail::atomic_ptr(obj)), &exp_bits,
+                                        __builtin_bit_cast(B, static_cast<T>(desired)), false, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED);
+  *expected = __builtin_bit_cast(T, exp_bits);
+  return ok;
 }
-template <class P, class E, class V>
-inline bool atomic_compare_exchange_strong_explicit(P obj, E expected, V desired, memory_order s = memory_order_relaxed,
+template <class T, class V>
+inline bool atomic_compare_exchange_strong_explicit(volatile atomic<T>* obj, T* expected, V desired,
+                                                    memory_order s = memory_order_relaxed,
                                                     memory_order f = memory_order_relaxed) {
   return atomic_compare_exchange_weak_explicit(obj, expected, desired, s, f);
 }

@@ -2,15 +2,16 @@
 // emulator's own headers and the C++ standard library never see them; .metal
 // sources must not include C++ standard headers after <metal_stdlib>.
 //
-// Address spaces become clang address spaces: they type-check the way MSL
-// does (a threadgroup pointer does not silently become a device pointer) and
-// let the checked build find every device/threadgroup access in the IR.
+// Address spaces vanish. (clang address_space attributes would type-check
+// like MSL, but C++ cannot copy a struct into or out of a non-default
+// address space, which MSL code does all the time.) Which memory an access
+// touches is decided at run time from the address instead (see rt.h).
 #pragma once
 
-#define device __attribute__((address_space(1)))
-#define constant __attribute__((address_space(2)))
-#define threadgroup __attribute__((address_space(3)))
-#define threadgroup_imageblock __attribute__((address_space(3)))
+#define device
+#define constant
+#define threadgroup
+#define threadgroup_imageblock
 #define thread
 #define ray_data
 #define object_data

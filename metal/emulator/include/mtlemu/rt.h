@@ -52,7 +52,8 @@ enum Builtin : int {
 };
 struct ArgRole {
   int kind;
-  int index;  // buffer / threadgroup slot, or Builtin
+  int index;      // buffer / threadgroup slot, or Builtin
+  int space = 0;  // buffers: 1 device, 2 constant (writes to constant buffers are errors)
 };
 
 // One threadgroup-scope variable declared inside a function body. The
@@ -94,13 +95,15 @@ MTLEMU_HIDDEN unsigned char* mtlemu_simd_slots(void);
 // every live lane of the simdgroup has arrived.
 MTLEMU_HIDDEN uint32_t mtlemu_simd_arrive(int op);
 MTLEMU_HIDDEN void* mtlemu_tg_alloc(mtlemu::TgSite* site, size_t bytes, size_t align);
-// Checked-build hooks, called from instrumented loads and stores. They return
-// the pointer to use: the original one, or a harmless scratch block after an
-// out-of-bounds access has been reported.
-MTLEMU_HIDDEN void* mtlemu_check_tg(void* p, uint64_t bytes, int is_write);
-MTLEMU_HIDDEN void* mtlemu_check_dev(void* p, uint64_t bytes, int is_write, int space);
+// Checked-build hook, called from every instrumented load and store (see
+// instrument.py). Accesses to threadgroup memory are bounds and race
+// checked, accesses to the checked heap holding the bound buffers are bounds
+// checked, anything else (thread-private memory) passes. Returns the pointer
+// to use: the original, or a harmless scratch block after an out-of-bounds
+// access was reported.
+MTLEMU_HIDDEN void* mtlemu_check(void* p, uint64_t bytes, int is_write);
 // Bounds check without race tracking, used by atomics.
-MTLEMU_HIDDEN void* mtlemu_check_atomic(void* p, uint64_t bytes, int space);
+MTLEMU_HIDDEN void* mtlemu_check_atomic(void* p, uint64_t bytes);
 // Current launch's value of [[function_constant(index)]]; returns 0 when the
 // launch did not define it.
 MTLEMU_HIDDEN int mtlemu_function_constant(int index, double* value);

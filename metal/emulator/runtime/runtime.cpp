@@ -3,8 +3,6 @@
 // bounds/race checks called from instrumented kernel code.
 //
 // Linked into every kernel module; only mtlemu_get_registry is exported.
-#include <dlfcn.h>
-#include <link.h>
 #include <sys/mman.h>
 
 #include <algorithm>

@@ -71,3 +71,22 @@ def test_struct_copies(real):
     np.testing.assert_array_equal(dst, src[3::4])
     np.testing.assert_array_equal(pairs["b"], orig["b"][::-1])
     np.testing.assert_array_equal(pairs["a"], orig["a"][::-1] + src[127 - np.arange(32)])
+
+
+@pytest.mark.parametrize("kernel,dtype,D", [("attention_f32_d32", np.float32, 32), ("attention_f16_d64", np.float16, 64)])
+def test_attention(build, kernel, dtype, D):
+    m = build("attention")
+    L, S = 40, 64  # 5 row blocks: the last threadgroup has one idle simdgroup
+    rng = np.random.default_rng(D)
+    Q = rng.standard_normal((L, D)).astype(dtype)
+    K = rng.standard_normal((S, D)).astype(dtype)
+    V = rng.standard_normal((S, D)).astype(dtype)
+    O = np.zeros((L, D), dtype)
+    scale = 1 / np.sqrt(D)
+    params = np.array([L, S], np.int32).tobytes() + np.float32(scale).tobytes()
+    m.launch(kernel, grid=(L // 8 + 1) // 2, tg=64, buffers=[Q, K, V, O, params])
+    s = Q.astype(np.float64) @ K.astype(np.float64).T * scale
+    pm = np.exp(s - s.max(1, keepdims=True))
+    ref = (pm / pm.sum(1, keepdims=True)) @ V.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-2
+    np.testing.assert_allclose(O.astype(np.float64), ref, rtol=tol, atol=tol)

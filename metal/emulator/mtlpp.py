@@ -302,39 +302,55 @@ class Prepass:
             self.kernels.append({"name": name, "template": is_template, "line": line, "roles": roles})
 
     # -------------------------------------------------------------- memory
+    def in_define(self, i: int) -> bool:
+        """Is position i inside a #define body (following continuations)?"""
+        line_start = self.m.rfind("\n", 0, i) + 1
+        while line_start > 1 and self.m[line_start - 2] == "\\":
+            line_start = self.m.rfind("\n", 0, line_start - 1) + 1
+        return re.match(r"\s*#\s*define\b", self.m[line_start:i]) is not None
+
     def do_threadgroup_locals(self, depths: list[int]):
+        """`threadgroup T a[N], b;` in a function (or a macro body) becomes
+        references into the threadgroup arena. A declaration that cannot be
+        parsed is an error: left alone it would silently become a private
+        array per thread."""
         m = self.m
         for mt in re.finditer(r"(?<![\w:])threadgroup\b", m):
             i = mt.start()
-            if depths[i] <= 0 or not statement_start(m, i):
+            if not (depths[i] > 0 or self.in_define(i)) or not statement_start(m, i):
                 continue
             end = m.find(";", i)
-            stmt = m[mt.end():end]
-            br = stmt.find("[")
-            head = stmt if br < 0 else stmt[:br]
-            if any(c in re.sub(r"<[^;]*>", "", head) for c in "*&(=,"):
-                continue
-            hm = re.match(r"\s*(.*\S)\s+(\w+)\s*$", head, re.S)
-            if not hm:
-                continue
-            ty, name = hm.group(1), hm.group(2)
-            dims = "" if br < 0 else " ".join(self.src[mt.end() + br:end].split())
-            if br >= 0 and not re.fullmatch(r"(\s*\[[^\]]*\])+\s*", m[mt.end() + br:end]):
-                continue
-            ty_src = " ".join(self.src[mt.end():mt.end() + len(head)].split())
-            ty_src = ty_src[: ty_src.rfind(name)].strip()
-            self.site += 1
-            site = f"mtlemu_tg_site_{self.tag}_{self.site}"
-            fname = self.filename.replace("\\", "/").replace('"', "")
-            if dims:
-                decl = (f"threadgroup {ty_src} (&{name}){dims} = *(threadgroup {ty_src} (*){dims})"
-                        f"mtlemu_tg_alloc(&{site}, sizeof({ty_src}{dims}), alignof({ty_src}));")
-            else:
-                decl = (f"threadgroup {ty_src} &{name} = *(threadgroup {ty_src} *)"
-                        f"mtlemu_tg_alloc(&{site}, sizeof({ty_src}), alignof({ty_src}));")
-            text = (f'static ::mtlemu::TgSite {site} = {{"{name}", "{fname}", {self.line_of(i)}, 0, nullptr}}; '
-                    + decl)
-            self.edits.add(i, end + 1, keep_lines(self.src[i:end + 1], text))
+            stmt_m = m[mt.end():end]
+            decls = split_top(stmt_m)
+            heads = [stmt_m[x:y].split("[")[0] for x, y in decls]
+            if any(c in re.sub(r"<[^;]*>", "", h) for h in heads for c in "*&(="):
+                continue  # pointer/reference/function declaration, not storage
+            line = self.line_of(i)
+            first = re.match(r"\s*(.*\S)\s+(\w+)\s*$", heads[0], re.S)
+            if not first:
+                raise PrepassError(f"{self.filename}:{line}: cannot parse threadgroup declaration")
+            ty_end = mt.end() + decls[0][0] + first.end(1)
+            ty_src = " ".join(self.src[mt.end() + decls[0][0]:ty_end].replace("\\\n", " ").split())
+            pieces = []
+            for (x, y), head in zip(decls, heads):
+                nm = re.match(r"\s*(?:.*\s)?(\w+)\s*$", head, re.S)
+                dims_m = stmt_m[x + len(head):y]
+                if not nm or (dims_m.strip() and not re.fullmatch(r"(\s*\[[^\]]*\])+\s*", dims_m)):
+                    raise PrepassError(f"{self.filename}:{line}: cannot parse threadgroup declaration")
+                name = nm.group(1)
+                dims = " ".join(self.src[mt.end() + x + len(head):mt.end() + y].replace("\\\n", " ").split())
+                self.site += 1
+                site = f"mtlemu_tg_site_{self.tag}_{self.site}"
+                fname = self.filename.replace("\\", "/").replace('"', "")
+                if dims:
+                    decl = (f"threadgroup {ty_src} (&{name}){dims} = *(threadgroup {ty_src} (*){dims})"
+                            f"mtlemu_tg_alloc(&{site}, sizeof({ty_src}{dims}), alignof({ty_src}));")
+                else:
+                    decl = (f"threadgroup {ty_src} &{name} = *(threadgroup {ty_src} *)"
+                            f"mtlemu_tg_alloc(&{site}, sizeof({ty_src}), alignof({ty_src}));")
+                pieces.append(f'static ::mtlemu::TgSite {site} = {{"{name}", "{fname}", {line}, 0, nullptr}}; '
+                              + decl)
+            self.edits.add(i, end + 1, keep_lines(self.src[i:end + 1], " ".join(pieces)))
 
     def do_local_constants(self, depths: list[int]):
         m = self.m

@@ -152,3 +152,10 @@ def test_threadgroup_memory_limit(sync):
 def test_write_to_constant_buffer(sync):
     with pytest.raises(mtlemu.EmulatorError, match=r"write of 4 bytes to constant buffer\(0\) at byte offset 0"):
         sync.launch("write_constant", grid=1, tg=4, buffers=[np.ones(4, np.float32)])
+
+
+def test_threadgroup_declaration_forms(sync):
+    out = np.zeros(32, np.float32)
+    sync.launch("tg_declarators", grid=1, tg=32, buffers=[out])
+    r = 31 - np.arange(32)
+    np.testing.assert_array_equal(out, r + 2 * r + 7 + 1)

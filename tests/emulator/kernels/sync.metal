@@ -174,3 +174,17 @@ kernel void write_constant(constant float* table [[buffer(0)]], uint lid [[threa
   float* t = (float*)table;
   t[lid] = 0.0f;
 }
+
+// Several declarators, a threadgroup scalar and a declaration from a macro.
+#define DECLARE_STAGE(name, n) threadgroup float name[n];
+kernel void tg_declarators(device float* out [[buffer(0)]], uint lid [[thread_index_in_threadgroup]]) {
+  threadgroup float a[32], b[2][32];
+  threadgroup uint counter;
+  DECLARE_STAGE(stage, 32)
+  if (lid == 0) counter = 7;
+  a[lid] = float(lid);
+  b[1][lid] = float(2 * lid);
+  stage[lid] = 1.0f;
+  threadgroup_barrier(mem_flags::mem_threadgroup);
+  out[lid] = a[31 - lid] + b[1][31 - lid] + float(counter) + stage[31 - lid];
+}

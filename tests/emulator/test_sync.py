@@ -159,3 +159,15 @@ def test_threadgroup_declaration_forms(sync):
     sync.launch("tg_declarators", grid=1, tg=32, buffers=[out])
     r = 31 - np.arange(32)
     np.testing.assert_array_equal(out, r + 2 * r + 7 + 1)
+
+
+def test_spin_wait_within_threadgroup(sync):
+    out = np.zeros(2, np.uint32)
+    flags = np.zeros(2, np.uint32)
+    sync.launch("spin_handoff", grid=2, tg=64, buffers=[out, flags])
+    np.testing.assert_array_equal(out, [1, 1])
+
+
+def test_livelock_is_reported(sync):
+    with pytest.raises(mtlemu.EmulatorError, match=r"livelock in kernel 'spin_on_later_threadgroup', threadgroup \(0,0,0\)"):
+        sync.launch("spin_on_later_threadgroup", grid=2, tg=32, buffers=[np.zeros(1, np.uint32)])

@@ -65,6 +65,7 @@ constexpr size_t kArenaRegion = size_t(64) << 20;  // arena sits in the middle
 constexpr size_t kPage = 4096;
 constexpr size_t kMaxMessages = 20;
 constexpr uint16_t kManyLanes = 0xffff;
+constexpr uint64_t kSpinLimit = 1u << 20;   // atomic-load yields without progress => livelock
 
 struct KernelEntry {
   std::string name;
@@ -131,6 +132,8 @@ struct State {
   std::vector<Lane> lanes;
   std::vector<Simdgroup> sgs;
   uint32_t n_lanes = 0, done = 0, barrier_arrived = 0;
+  uint64_t spins = 0;     // atomic spin yields since the last sign of progress
+  bool aborted = false;   // threadgroup abandoned (livelock)
   uint64_t tg_generation = 0;
   uint32_t epoch = 1;
   unsigned char* arena = nullptr;
@@ -212,9 +215,11 @@ void complete_simd(Simdgroup& s) {
   }
   s.arrived = 0;
   ++s.gen;
+  g.spins = 0;
 }
 
 void lane_finished(Lane* l) {
+  g.spins = 0;
   l->state = LaneState::Done;
   ++g.done;
   Simdgroup& s = g.sgs[l->info.simdgroup_index_in_threadgroup];
@@ -335,7 +340,9 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
   }
   g.done = 0;
   g.barrier_arrived = 0;
-  while (g.done < n) {
+  g.spins = 0;
+  g.aborted = false;
+  while (g.done < n && !g.aborted) {
     bool progressed = false;
     for (uint32_t i = 0; i < n; ++i) {
       Lane& l = g.lanes[i];
@@ -343,8 +350,9 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
       g_cur = &l;
       mtlemu_fiber_switch(&g_sched_sp, l.sp);
       progressed = true;
+      if (g.aborted) break;
     }
-    if (!progressed) {
+    if (!progressed && !g.aborted) {
       report_deadlock();
       break;
     }
@@ -625,6 +633,7 @@ void mtlemu_threadgroup_barrier(void) {
   Lane* l = g_cur;
   if (++g.barrier_arrived == g.n_lanes) {
     g.barrier_arrived = 0;
+    g.spins = 0;
     ++g.epoch;
     for (uint32_t i = 0; i < g.n_lanes; ++i) {
       Lane& o = g.lanes[i];
@@ -684,6 +693,21 @@ void* mtlemu_check_atomic(void* p, uint64_t bytes) {
   if (in_range(p, g.heap, kHeapReserve)) return check_heap(p, bytes, 1, "atomic");
   return p;
 }
+
+void mtlemu_atomic_spin(void) {
+  Lane* l = g_cur;
+  if (++g.spins > kSpinLimit) {
+    add_error("livelock", fmt("livelock in kernel '%s', threadgroup %s: threads spin on atomics that no thread of "
+                              "the threadgroup changes (threadgroups run one after another in the emulator, so "
+                              "waiting for a later threadgroup never ends)",
+                              kname().c_str(), tg_str().c_str()));
+    g.aborted = true;
+    l->state = LaneState::Blocked;  // abandoned with the rest of the threadgroup
+  }
+  mtlemu_fiber_switch(&l->sp, g_sched_sp);
+}
+
+void mtlemu_atomic_progress(void) { g.spins = 0; }
 
 int mtlemu_function_constant(int index, double* value) {
   for (int i = 0; i < g.desc.n_function_constants; ++i)

@@ -188,3 +188,27 @@ kernel void tg_declarators(device float* out [[buffer(0)]], uint lid [[thread_in
   threadgroup_barrier(mem_flags::mem_threadgroup);
   out[lid] = a[31 - lid] + b[1][31 - lid] + float(counter) + stage[31 - lid];
 }
+
+// Spin-wait on a flag another thread of the threadgroup sets: atomic loads
+// yield, so this terminates.
+kernel void spin_handoff(device uint* out [[buffer(0)]],
+                         device atomic_uint* flag [[buffer(1)]],
+                         uint lid [[thread_index_in_threadgroup]],
+                         uint tg [[threadgroup_position_in_grid]]) {
+  if (lid == 0) {
+    while (atomic_load_explicit(&flag[tg], memory_order_relaxed) == 0) {
+    }
+    out[tg] = 1;
+  } else if (lid == 63) {
+    atomic_store_explicit(&flag[tg], 1u, memory_order_relaxed);
+  }
+}
+
+// Planted bug: threadgroup 0 waits for threadgroup 1, which in the emulator
+// only starts after threadgroup 0 finished.
+kernel void spin_on_later_threadgroup(device atomic_uint* flag [[buffer(0)]],
+                                      uint tg [[threadgroup_position_in_grid]]) {
+  if (tg == 1) atomic_store_explicit(flag, 1u, memory_order_relaxed);
+  while (atomic_load_explicit(flag, memory_order_relaxed) == 0) {
+  }
+}

@@ -1,4 +1,5 @@
-// MSL atomics, on device and threadgroup memory alike. They are compiled to
+// MSL atomics, on device and threadgroup memory alike. Loads and failed
+// compare-exchanges yield to other lanes (spin-waits make progress). They are compiled to
 // LLVM atomic instructions, which the checked-build instrumentation leaves
 // alone: atomics are bounds checked here but never reported as races.
 #pragma once
@@ -49,7 +50,10 @@ inline T atomic_rmw(T* p, F f) {
   for (;;) {
     T old = __builtin_bit_cast(T, old_bits);
     B new_bits = __builtin_bit_cast(B, static_cast<T>(f(old)));
-    if (__atomic_compare_exchange_n(bp, &old_bits, new_bits, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) return old;
+    if (__atomic_compare_exchange_n(bp, &old_bits, new_bits, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+      mtlemu_atomic_progress();
+      return old;
+    }
   }
 }
 }  // namespace detail
@@ -75,6 +79,7 @@ template <class T>
 inline T atomic_load_explicit(volatile atomic<T>* obj, memory_order = memory_order_relaxed,
                               memory_scope = memory_scope::memory_scope_device) {
   using B = detail::bits_t<T>;
+  mtlemu_atomic_spin();
   return __builtin_bit_cast(T, __atomic_load_n(reinterpret_cast<B*>(detail::atomic_ptr(obj)), __ATOMIC_RELAXED));
 }
 template <class T, class V>
@@ -83,6 +88,7 @@ inline void atomic_store_explicit(volatile atomic<T>* obj, V value, memory_order
   using B = detail::bits_t<T>;
   __atomic_store_n(reinterpret_cast<B*>(detail::atomic_ptr(obj)), __builtin_bit_cast(B, static_cast<T>(value)),
                    __ATOMIC_RELAXED);
+  mtlemu_atomic_progress();
 }
 template <class T, class V>
 inline bool atomic_compare_exchange_weak_explicit(volatile atomic<T>* obj, T* expected, V desired,
@@ -95,6 +101,8 @@ inline bool atomic_compare_exchange_weak_explicit(volatile atomic<T>* obj, T* ex
                                         __builtin_bit_cast(B, static_cast<T>(desired)), false, __ATOMIC_RELAXED,
                                         __ATOMIC_RELAXED);
   *expected = __builtin_bit_cast(T, exp_bits);
+  if (ok) mtlemu_atomic_progress();
+  else mtlemu_atomic_spin();
   return ok;
 }
 template <class T, class V>

@@ -107,6 +107,13 @@ MTLEMU_HIDDEN void* mtlemu_check_atomic(void* p, uint64_t bytes);
 // Current launch's value of [[function_constant(index)]]; returns 0 when the
 // launch did not define it.
 MTLEMU_HIDDEN int mtlemu_function_constant(int index, double* value);
+// Atomic loads and failed compare-exchanges yield to the other lanes so that
+// spin-waits on a flag set by another thread of the threadgroup make
+// progress; a spin that no thread can end is reported as a livelock.
+MTLEMU_HIDDEN void mtlemu_atomic_spin(void);
+// Atomic stores and read-modify-writes: the memory other lanes spin on may
+// have changed.
+MTLEMU_HIDDEN void mtlemu_atomic_progress(void);
 // Record an error for the running launch.
 MTLEMU_HIDDEN void mtlemu_report(const char* msg);
 // Register a kernel (called from static constructors of generated code).

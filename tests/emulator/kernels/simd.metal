@@ -42,3 +42,33 @@ kernel void collectives(device const float* x [[buffer(0)]],
   (void)sg;
   (void)nsg;
 }
+
+constant constexpr int kOut2 = 16;
+
+// The remaining collectives, on integer and float values.
+kernel void collectives2(device const uint* x [[buffer(0)]],
+                         device float* out [[buffer(1)]],
+                         constant uint& active [[buffer(2)]],
+                         uint tid [[thread_index_in_threadgroup]],
+                         uint lane [[thread_index_in_simdgroup]]) {
+  if (lane >= active) return;
+  uint v = x[tid];
+  float f = 1.0f + float(v % 4) * 0.25f;
+  device float* o = out + tid * kOut2;
+  o[0] = simd_product(f);
+  o[1] = float(simd_and(v | 0xf0u));
+  o[2] = float(simd_or(v));
+  o[3] = float(simd_xor(v));
+  o[4] = float(simd_broadcast_first(v));
+  o[5] = float(simd_shuffle_rotate_down(v, 5));
+  o[6] = float(simd_shuffle_rotate_up(v, 5));
+  o[7] = float(simd_shuffle_and_fill_down(v, v + 1000u, 3));
+  o[8] = simd_is_first() ? 1.0f : 0.0f;
+  o[9] = simd_prefix_inclusive_product(f);
+  o[10] = simd_prefix_exclusive_product(f);
+  o[11] = float(simd_min(int(v) - 50));
+  o[12] = float(quad_sum(v));
+  o[13] = float(quad_shuffle_xor(v, 2));
+  o[14] = float(quad_broadcast(v, 3));
+  o[15] = float(uint64_t(simd_active_threads_mask()));
+}

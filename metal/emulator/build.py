@@ -87,7 +87,7 @@ def runtime_object(build_dir: Path, checked: bool, cxx: str) -> Path:
     tag = _digest(_headers_digest(), checked, cxx)
     obj = build_dir / f"mtlemu_runtime_{'checked' if checked else 'fast'}_{tag}.o"
     if not obj.exists():
-        tmp = obj.with_suffix(".tmp.o")
+        tmp = obj.with_name(obj.name + f".{os.getpid()}.tmp")
         _run([cxx, *common_flags(checked), "-O2", "-c", str(RUNTIME), "-o", str(tmp)], "runtime compile")
         tmp.replace(obj)
     return obj

@@ -8,7 +8,9 @@
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -49,7 +51,13 @@ mtlemu_fiber_switch:
 namespace mtlemu {
 namespace {
 
-constexpr size_t kStackBytes = 256 * 1024;
+// Per-thread fiber stack; MTLEMU_STACK_KB overrides (kernels with large
+// private arrays). Overflow hits a guard page instead of a neighbour.
+const size_t kStackBytes = [] {
+  const char* e = getenv("MTLEMU_STACK_KB");
+  size_t kb = e ? strtoul(e, nullptr, 10) : 0;
+  return (kb >= 64 ? kb : 256) * 1024;
+}();
 constexpr size_t kGuardBytes = 4096;
 constexpr size_t kMaxThreads = 1024;         // Metal's limit per threadgroup
 constexpr size_t kMetalTgMemLimit = 32768;   // Apple GPU threadgroup memory
@@ -737,7 +745,12 @@ int reg_count() { return static_cast<int>(kernel_table().size()); }
 const char* reg_name(int i) {
   return i >= 0 && i < reg_count() ? kernel_table()[i].name.c_str() : nullptr;
 }
-int reg_launch(const mtlemu_launch_desc* d) { return do_launch(d); }
+// One launch at a time per module: the runtime state is global.
+std::mutex g_launch_mutex;
+int reg_launch(const mtlemu_launch_desc* d) {
+  std::lock_guard<std::mutex> lock(g_launch_mutex);
+  return do_launch(d);
+}
 const char* reg_last_error() { return g.last_error.c_str(); }
 const mtlemu_registry kRegistry = {MTLEMU_ABI_VERSION, kChecked ? 1 : 0, reg_count, reg_name,
                                    reg_launch, reg_last_error};

@@ -39,7 +39,7 @@ kernel void vector_semantics(device float* out [[buffer(0)]],
   out[k++] = float(cmp.x + cmp.y + cmp.z + cmp.w);                           // 15
   float3 f3 = float3(1, 2, 3) * 2.0f + float3(0.5f);
   out[k++] = f3.z;                                                           // 16
-  float2 m2 = max(float2(1, 5), float2(3, 2));
+  float2 m2 = max(metal::float2(1, 5), float2(3, 2));
   out[k++] = m2.x * 10 + m2.y;                                               // 17
   ushort2 us = as_type<ushort2>(1.0f);
   out[k++] = float(us.y);                                                    // 18 (0x3f80)

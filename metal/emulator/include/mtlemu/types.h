@@ -43,6 +43,22 @@ MTLEMU_VECTOR_TYPES(bool, bool)
 namespace metal {
 template <class T, int N>
 using vec = T __attribute__((ext_vector_type(N)));
+
+// MSL also spells the vector types metal::float4 etc.
+#define MTLEMU_USING_VECTORS(name) using ::name##2; using ::name##3; using ::name##4; using ::name##8; using ::name##16;
+MTLEMU_USING_VECTORS(float)
+MTLEMU_USING_VECTORS(half)
+MTLEMU_USING_VECTORS(bfloat)
+MTLEMU_USING_VECTORS(int)
+MTLEMU_USING_VECTORS(uint)
+MTLEMU_USING_VECTORS(short)
+MTLEMU_USING_VECTORS(ushort)
+MTLEMU_USING_VECTORS(char)
+MTLEMU_USING_VECTORS(uchar)
+MTLEMU_USING_VECTORS(long)
+MTLEMU_USING_VECTORS(ulong)
+MTLEMU_USING_VECTORS(bool)
+#undef MTLEMU_USING_VECTORS
 }  // namespace metal
 
 namespace mtlemu {

@@ -196,7 +196,8 @@ class Prepass:
             if not m.startswith("[[", j):
                 return attrs, i
             k = m.find("]]", j)
-            attrs.append(self.src[j + 2:k].strip())
+            inner_m = m[j + 2:k]
+            attrs += [self.src[j + 2 + x:j + 2 + y].strip() for x, y in split_top(inner_m)]
             i = k + 2
 
     def do_instantiations(self):
@@ -271,7 +272,9 @@ class Prepass:
 
     def do_kernels(self):
         m = self.m
-        markers = [(mt.start(), mt.end()) for mt in re.finditer(r"\[\[\s*kernel\s*\]\]", m)]
+        # [[kernel]] also appears in lists: [[kernel, max_total_threads_per_threadgroup(256)]]
+        markers = [(mt.start(), mt.end()) for mt in re.finditer(r"\[\[(.*?)\]\]", m, re.S)
+                   if any(mt.group(1)[x:y].strip() == "kernel" for x, y in split_top(mt.group(1)))]
         markers += [(mt.start(), mt.end()) for mt in re.finditer(r"(?<![\w.:])kernel(?=\s+void\b)", m)]
         for a, b in sorted(markers):
             if self.edits.overlaps(a, b):
@@ -294,7 +297,14 @@ class Prepass:
             is_template = re.search(r"template\s*<[^;{}]*>\s*$", m[max(0, a - 2000):a]) is not None
             line = self.line_of(a)
             roles = self.param_roles(self.src[popen + 1:pclose], name, line)
-            table = ", ".join(roles) if roles else "{::mtlemu::kArgBuffer, -1, 0}"
+            decl_start = max(m.rfind(";", 0, a), m.rfind("}", 0, a), m.rfind("{", 0, a)) + 1
+            mx = re.search(r"max_total_threads_per_threadgroup\s*\(", m[decl_start:popen])
+            max_threads = "0"
+            if mx:
+                o = decl_start + mx.end() - 1
+                max_threads = self.src[o + 1:match_close(m, o, "(", ")")].strip()
+            # The table ends with a kArgLimits entry (one past the parameters).
+            table = ", ".join(roles + [f"{{::mtlemu::kArgLimits, int({max_threads}), 0}}"])
             text = f" static constexpr ::mtlemu::ArgRole __mtlemu_roles_{name}[] = {{{table}}};"
             if not is_template:
                 text += f' MTLEMU_REGISTER("{name}", __mtlemu_roles_{name}, {name});'

@@ -80,6 +80,7 @@ struct KernelEntry {
   void (*shim)();
   const ArgRole* roles;
   int nargs;
+  int max_threads;  // [[max_total_threads_per_threadgroup]], 0 if none
 };
 
 std::vector<KernelEntry>& kernel_table() {
@@ -438,6 +439,12 @@ int do_launch(const mtlemu_launch_desc* desc) {
                        desc->threads[1], desc->threads[2], kMaxThreads);
     return 1;
   }
+  if (g.kernel->max_threads > 0 && n > uint64_t(g.kernel->max_threads)) {
+    g.last_error = fmt("kernel '%s' declares [[max_total_threads_per_threadgroup(%d)]] but was launched with %llu "
+                       "threads per threadgroup",
+                       g.kernel->name.c_str(), g.kernel->max_threads, (unsigned long long)n);
+    return 1;
+  }
   g.race_check = kChecked && !(desc->flags & MTLEMU_NO_RACE_CHECK);
   if (!g.arena) {
     g.arena_region = static_cast<unsigned char*>(reserve(kArenaRegion));
@@ -729,11 +736,11 @@ int mtlemu_function_constant(int index, double* value) {
 
 void mtlemu_report(const char* msg) { add_error(msg, fmt("kernel '%s': %s", kname().c_str(), msg)); }
 
-void mtlemu_register_kernel(const char* name, void (*shim)(void), const ArgRole* roles, int nargs) {
+void mtlemu_register_kernel(const char* name, void (*shim)(void), const ArgRole* roles, int nargs, int max_threads) {
   // A non-template kernel in a header included by several sources registers once.
   for (const auto& k : kernel_table())
     if (k.name == name) return;
-  kernel_table().push_back({name, shim, roles, nargs});
+  kernel_table().push_back({name, shim, roles, nargs, max_threads});
 }
 
 }  // extern "C"

@@ -23,3 +23,15 @@ kernel void builtins(device uint* out [[buffer(0)]],
   o[9] = gid2.x; o[10] = gid2.y;
   o[11] = lid; o[12] = lane; o[13] = sg; o[14] = nsg; o[15] = width;
 }
+
+[[kernel, max_total_threads_per_threadgroup(64)]] void limited(device uint* out [[buffer(0)]],
+                                                               uint lid [[thread_index_in_threadgroup]]) {
+  out[lid] = lid;
+}
+
+template <typename T>
+[[kernel, max_total_threads_per_threadgroup(32)]] void limited_t(device T* out [[buffer(0)]],
+                                                                 uint lid [[thread_index_in_threadgroup]]) {
+  out[lid] = T(lid);
+}
+template [[kernel, host_name("limited_f32")]] decltype(limited_t<float>) limited_t<float>;

@@ -71,7 +71,9 @@ void shim() {
 struct Registrar {
   template <class... A>
   Registrar(const char* host_name, void (*)(A...), void (*shim_fn)(), const ArgRole* roles) {
-    mtlemu_register_kernel(host_name, shim_fn, roles, static_cast<int>(sizeof...(A)));
+    constexpr int n = static_cast<int>(sizeof...(A));
+    int max_threads = roles[n].kind == kArgLimits ? roles[n].index : 0;
+    mtlemu_register_kernel(host_name, shim_fn, roles, n, max_threads);
   }
 };
 

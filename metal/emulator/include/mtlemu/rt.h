@@ -34,6 +34,7 @@ enum ArgKind : int {
   kArgBuffer = 0,       // [[buffer(n)]]
   kArgThreadgroup = 1,  // [[threadgroup(n)]]
   kArgBuiltin = 2,      // [[thread_position_in_grid]] & co
+  kArgLimits = 3,       // table terminator; index = [[max_total_threads_per_threadgroup]] or 0
 };
 enum Builtin : int {
   kThreadPositionInGrid,
@@ -118,5 +119,5 @@ MTLEMU_HIDDEN void mtlemu_atomic_progress(void);
 MTLEMU_HIDDEN void mtlemu_report(const char* msg);
 // Register a kernel (called from static constructors of generated code).
 MTLEMU_HIDDEN void mtlemu_register_kernel(const char* name, void (*shim)(void),
-                                          const mtlemu::ArgRole* roles, int nargs);
+                                          const mtlemu::ArgRole* roles, int nargs, int max_threads);
 }

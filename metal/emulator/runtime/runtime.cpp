@@ -131,7 +131,7 @@ struct State {
   // launch
   const KernelEntry* kernel = nullptr;
   mtlemu_launch_desc desc{};
-  std::vector<mtlemu_buffer> bufs;       // what the kernel sees (maybe redzoned copies)
+  std::vector<mtlemu_buffer> bufs;       // what the kernel sees (checked builds: heap copies)
   std::vector<int> buf_space;              // 1 device, 2 constant (from the kernel's parameters)
   unsigned char* heap = nullptr;            // checked builds: reserved range for buffer copies
   unsigned char* arena_region = nullptr;

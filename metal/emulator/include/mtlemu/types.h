@@ -1,12 +1,10 @@
 // MSL scalar and vector types mapped onto clang builtins.
 //
-// Builtin types (not wrapper structs) are essential: objects living in
-// threadgroup/device memory carry clang address-space qualifiers, and class
-// types there could not have their member functions called. Vectors are
-// clang ext_vector_type, which gives MSL swizzles (.xy, .rgba, .s0) and
-// element-wise operators for free; the MSL constructor forms clang lacks are
-// provided by mtlemu::vctor, which the pre-pass (mtlpp.py) substitutes for
-// `float4(...)`-style calls.
+// Vectors are clang ext_vector_type rather than wrapper structs: that gives
+// MSL swizzles (.xy, .rgba, .s0, swizzle assignment) and element-wise
+// operators for free, with the layout and cost of the GPU types. The MSL
+// constructor forms clang lacks are provided by mtlemu::vctor, which the
+// pre-pass (mtlpp.py) substitutes for `float4(...)`-style calls.
 #pragma once
 #include <cstddef>
 #include <cstdint>

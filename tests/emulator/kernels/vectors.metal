@@ -54,6 +54,9 @@ kernel void vector_semantics(device float* out [[buffer(0)]],
   out[k++] = float(bf.x + bf.y);                                             // 24
   out[k++] = fast::exp(1.0f) + precise::sqrt(4.0f);                          // 25
   out[k++] = float(half(1.0h) / half(3.0h));                                 // 26
+  constexpr float4 kc = float4(float2(1, 2), 3, 4);                          // constexpr constructor
+  out[k++] = kc.x + kc.y + kc.z;                                             // 27
+  out[k++] = float(half4(kc).w);                                             // 28
 }
 
 // Conversions of each input: half, bfloat (as bits) and per-op rounded math.

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 
 typedef _Float16 half;
 typedef __bf16 bfloat;
@@ -88,14 +89,30 @@ inline constexpr bool is_floating_v =
     std::is_same_v<elem_t<T>, float> || std::is_same_v<elem_t<T>, half> || std::is_same_v<elem_t<T>, bfloat>;
 
 // Element-wise conversion that follows MSL (value conversion; clang's cast
-// between same-sized vectors would reinterpret bits instead).
+// between same-sized vectors would reinterpret bits instead). Everything here
+// is constexpr (vectors are built with brace initialisation), so
+// `constexpr float2 k = float2(1, 2);` works.
+// Vector component access usable in constant expressions (clang does not
+// constant-evaluate vector subscripts, but it does bit_cast vectors).
+template <class V>
+struct vec_storage {
+  elem_t<V> v[sizeof(V) / sizeof(elem_t<V>)];
+};
+template <int K, class V>
+constexpr elem_t<V> get(const V& v) {
+  if (__builtin_is_constant_evaluated()) return __builtin_bit_cast(vec_storage<V>, v).v[K];
+  return v[K];
+}
+
+template <class V, class U, size_t... I>
+constexpr V convert_each(const U& u, std::index_sequence<I...>) {
+  return V{static_cast<elem_t<V>>(get<int(I)>(u))...};
+}
 template <class V, class U>
-inline V convert(U u) {
+constexpr V convert(const U& u) {
   if constexpr (is_vector_v<V> && is_vector_v<U>) {
     static_assert(vec_size_v<V> == vec_size_v<U>, "vector conversion needs equal component counts");
-    V r;
-    for (int i = 0; i < vec_size_v<V>; ++i) r[i] = static_cast<elem_t<V>>(u[i]);
-    return r;
+    return convert_each<V>(u, std::make_index_sequence<vec_size_v<V>>{});
   } else if constexpr (is_vector_v<V>) {
     return V(static_cast<elem_t<V>>(u));  // scalar splat
   } else {
@@ -104,37 +121,40 @@ inline V convert(U u) {
   }
 }
 
-template <class E, int N, class A>
-constexpr void vctor_append(E (&out)[N], int& k, const A& a) {
-  if constexpr (is_vector_v<A>) {
-    for (int i = 0; i < vec_size_v<A>; ++i) out[k++] = static_cast<E>(a[i]);
-  } else {
-    out[k++] = static_cast<E>(a);
-  }
-}
-
 template <class... A>
 inline constexpr int total_components = (vec_size_v<A> + ... + 0);
+
+// Component K of the concatenation of args (scalars count as one component).
+// K is a template parameter: clang only constant-evaluates vector subscripts
+// with constant indices.
+template <class E, int K, class A, class... Rest>
+constexpr E component(const A& a, const Rest&... rest) {
+  if constexpr (K < vec_size_v<A>) {
+    if constexpr (is_vector_v<A>) return static_cast<E>(get<K>(a));
+    else return static_cast<E>(a);
+  } else if constexpr (sizeof...(Rest) > 0) {
+    return component<E, K - vec_size_v<A>>(rest...);
+  } else {
+    return E(0);
+  }
+}
+template <class V, class... A, size_t... I>
+constexpr V concat(std::index_sequence<I...>, const A&... args) {
+  return V{component<elem_t<V>, int(I)>(args...)...};
+}
 
 // MSL vector constructor: float4(x) splats a scalar or converts a vector,
 // float4(a, b, c, d), float4(f2, f2), float4(f3, w) concatenate.
 template <class V, class... A>
-inline V vctor(const A&... args) {
+constexpr V vctor(const A&... args) {
   static_assert(is_vector_v<V>, "vctor target must be a vector type");
-  using E = elem_t<V>;
-  constexpr int N = vec_size_v<V>;
   if constexpr (sizeof...(A) == 0) {
-    return V(E(0));
+    return V(elem_t<V>(0));
   } else if constexpr (sizeof...(A) == 1) {
     return convert<V>(args...);
   } else {
-    static_assert(total_components<A...> == N, "vector constructor: wrong number of components");
-    E vals[N];
-    int k = 0;
-    (vctor_append<E, N>(vals, k, args), ...);
-    V r;
-    for (int i = 0; i < N; ++i) r[i] = vals[i];
-    return r;
+    static_assert(total_components<A...> == vec_size_v<V>, "vector constructor: wrong number of components");
+    return concat<V>(std::make_index_sequence<vec_size_v<V>>{}, args...);
   }
 }
 
@@ -144,7 +164,7 @@ inline V vctor(const A&... args) {
 template <class V>
 struct vcast {};
 template <class V, class U>
-inline V operator->*(vcast<V>, const U& u) {
+constexpr V operator->*(vcast<V>, const U& u) {
   return convert<V>(u);
 }
 

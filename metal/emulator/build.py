@@ -180,7 +180,7 @@ def build(sources, output, include_dirs=(), defines=(), checked=True, build_dir=
     objs.append(runtime_object(bdir, checked, cxx))
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
-    _run([cxx, "-shared", "-fPIC", "-o", str(tmp), *map(str, objs), "-Wl,-Bsymbolic", "-lm"], "link")
+    _run([cxx, "-shared", "-fPIC", "-o", str(tmp), *map(str, objs), "-Wl,-Bsymbolic", "-lm", "-pthread"], "link")
     tmp.replace(output)  # atomic: a loaded module is never overwritten in place
     return output
 

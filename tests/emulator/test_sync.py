@@ -171,3 +171,21 @@ def test_spin_wait_within_threadgroup(sync):
 def test_livelock_is_reported(sync):
     with pytest.raises(mtlemu.EmulatorError, match=r"livelock in kernel 'spin_on_later_threadgroup', threadgroup \(0,0,0\)"):
         sync.launch("spin_on_later_threadgroup", grid=2, tg=32, buffers=[np.zeros(1, np.uint32)])
+
+
+def test_watchdog_ends_runaway_kernel(sync, tmp_path):
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, numpy as np\n"
+        f"sys.path.insert(0, {str(sync.path.rsplit('/', 1)[0])!r})\n"
+        f"sys.path.insert(0, {os.path.dirname(mtlemu.__file__)!r})\n"
+        "import mtlemu\n"
+        f"m = mtlemu.load({sync.path!r})\n"
+        "m.launch('endless', grid=1, tg=32, buffers=[np.zeros(1, np.uint32)])\n")
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "MTLEMU_TIMEOUT_S": "1"})
+    assert p.returncode == 124, p.stderr
+    assert "kernel 'endless' still running" in p.stderr

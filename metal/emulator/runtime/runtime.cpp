@@ -4,13 +4,17 @@
 //
 // Linked into every kernel module; only mtlemu_get_registry is exported.
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <chrono>
+#include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <set>
 #include <string>
 #include <vector>
@@ -367,6 +371,49 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
     }
   }
   g_cur = nullptr;
+}
+
+// ---------------------------------------------------------------- watchdog
+
+// A thread stuck in a loop without barriers or collectives cannot be
+// preempted by the cooperative scheduler. With MTLEMU_TIMEOUT_S set, a launch
+// running longer than that prints where it is and ends the process (exit
+// status 124) instead of hanging a test run.
+class Watchdog {
+ public:
+  explicit Watchdog(double seconds) {
+    if (seconds <= 0) return;
+    thread_ = std::thread([this, seconds] {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (cv_.wait_for(lock, std::chrono::duration<double>(seconds), [this] { return done_; })) return;
+      fprintf(stderr,
+              "mtlemu: kernel '%s' still running after %.1f s in threadgroup (%u,%u,%u) - a thread loops without "
+              "reaching a barrier or collective? (MTLEMU_TIMEOUT_S)\n",
+              g.kernel ? g.kernel->name.c_str() : "?", seconds, g.tg_pos[0], g.tg_pos[1], g.tg_pos[2]);
+      fflush(stderr);
+      _exit(124);
+    });
+  }
+  ~Watchdog() {
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+double watchdog_seconds() {
+  const char* e = getenv("MTLEMU_TIMEOUT_S");
+  return e ? atof(e) : 0.0;
 }
 
 // ---------------------------------------------------------------- launching
@@ -756,6 +803,7 @@ const char* reg_name(int i) {
 std::mutex g_launch_mutex;
 int reg_launch(const mtlemu_launch_desc* d) {
   std::lock_guard<std::mutex> lock(g_launch_mutex);
+  Watchdog watchdog(watchdog_seconds());
   return do_launch(d);
 }
 const char* reg_last_error() { return g.last_error.c_str(); }

@@ -212,3 +212,10 @@ kernel void spin_on_later_threadgroup(device atomic_uint* flag [[buffer(0)]],
   while (atomic_load_explicit(flag, memory_order_relaxed) == 0) {
   }
 }
+
+// Planted bug: a thread loops forever without any synchronisation.
+kernel void endless(device uint* out [[buffer(0)]], uint lid [[thread_index_in_threadgroup]]) {
+  volatile device uint* p = out;
+  while (p[0] == 0) {
+  }
+}

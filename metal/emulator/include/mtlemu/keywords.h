@@ -13,6 +13,7 @@
 #define threadgroup
 #define threadgroup_imageblock
 #define thread
+#define restrict __restrict
 #define ray_data
 #define object_data
 

@@ -169,15 +169,23 @@ def compile_metal(src: Path, build_dir: Path, checked: bool, cxx: str, include_d
     return obj
 
 
-def build(sources, output, include_dirs=(), defines=(), checked=True, build_dir=None, opt="-O2") -> Path:
+def build(sources, output=None, include_dirs=(), defines=(), checked=True, build_dir=None, opt="-O2") -> Path:
     """Build a kernel module; returns the path of the .so. Raises BuildError
-    with the compiler output on failure."""
+    with the compiler output on failure. Without `output` the module is
+    named after a hash of its contents inside the build directory, so a
+    changed kernel never reuses the file name of a module already loaded
+    (dlopen caches modules by path)."""
     cxx = find_clang()
-    output = Path(output).resolve()
     bdir = Path(build_dir) if build_dir else Path(tempfile.gettempdir()) / "mtlemu-build"
     bdir.mkdir(parents=True, exist_ok=True)
     objs = [compile_metal(Path(s).resolve(), bdir, checked, cxx, include_dirs, defines, opt) for s in sources]
     objs.append(runtime_object(bdir, checked, cxx))
+    if output is None:
+        stem = Path(sources[0]).stem if len(sources) == 1 else "module"
+        output = bdir / f"{stem}_{_digest(*[o.name for o in objs])}.so"
+        if output.exists():
+            return output
+    output = Path(output).resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + f".{os.getpid()}.tmp")
     _run([cxx, "-shared", "-fPIC", "-o", str(tmp), *map(str, objs), "-Wl,-Bsymbolic", "-lm", "-pthread"], "link")
@@ -188,7 +196,7 @@ def build(sources, output, include_dirs=(), defines=(), checked=True, build_dir=
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("sources", nargs="+")
-    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("-o", "--output", help="module path (default: content-addressed name in the build dir)")
     ap.add_argument("-I", dest="include", action="append", default=[])
     ap.add_argument("-D", dest="define", action="append", default=[])
     ap.add_argument("--fast", action="store_true", help="no bounds/race instrumentation")

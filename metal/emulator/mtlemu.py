@@ -1,8 +1,8 @@
 """Python runner for emulator kernel modules (ctypes; numpy buffers).
 
     import mtlemu
-    so = mtlemu.build(["k.metal"], "k.so")            # or build.py on the CLI
-    emu = mtlemu.load(so)
+    emu = mtlemu.compile("k.metal", include_dirs=[...])  # build (cached) + load
+    # or: so = mtlemu.build(["k.metal"], "k.so"); emu = mtlemu.load(so)
     emu.launch("name", grid=(gx, gy, gz), tg=(tx, ty, tz),
                buffers=[a, b, np.array([n], np.uint32), params_bytes],
                threadgroup_mem=[4096])
@@ -134,3 +134,10 @@ class Module:
 
 def load(path) -> Module:
     return Module(path)
+
+
+def compile(sources, include_dirs=(), defines=(), checked=True, build_dir=None) -> Module:  # noqa: A001
+    """Build (cached, content-addressed) and load a module in one step."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    return load(build(sources, None, include_dirs, defines, checked, build_dir))

@@ -93,3 +93,19 @@ def test_function_constants(build):
     m.launch("apply", grid=1, tg=64, buffers=[x, bias, flags], function_constants={2: 2.0})
     np.testing.assert_array_equal(x, x0 * 2.0 * 2)
     np.testing.assert_array_equal(flags, [0, 0, 1])
+
+
+def test_compile_is_content_addressed(tmp_path):
+    import numpy as np
+    src = tmp_path / "k.metal"
+    body = ("#include <metal_stdlib>\nusing namespace metal;\n"
+            "kernel void fill(device float* o [[buffer(0)]], uint i [[thread_position_in_grid]]) { o[i] = VALUE; }\n")
+    results = []
+    for value in ("1.0f", "2.0f", "1.0f"):
+        src.write_text(body.replace("VALUE", value))
+        m = mtlemu.compile(src, build_dir=BUILD_DIR)
+        out = np.zeros(32, np.float32)
+        m.launch("fill", grid=1, tg=32, buffers=[out])
+        results.append((m.path, out[0]))
+    assert [r[1] for r in results] == [1.0, 2.0, 1.0]
+    assert results[0][0] != results[1][0] and results[0][0] == results[2][0]

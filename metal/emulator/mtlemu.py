@@ -28,6 +28,7 @@ if str(HERE) not in sys.path:
 from build import BuildError, build  # noqa: E402,F401
 
 MTLEMU_NO_RACE_CHECK = 1
+MTLEMU_CHECK_UNINITIALIZED = 2
 ABI_VERSION = 1
 
 
@@ -107,7 +108,8 @@ class Module:
     def kernels(self) -> list[str]:
         return [self._reg.kernel_name(i).decode() for i in range(self._reg.kernel_count())]
 
-    def launch(self, name, grid, tg, buffers=(), threadgroup_mem=(), check_races=True, function_constants=None):
+    def launch(self, name, grid, tg, buffers=(), threadgroup_mem=(), check_races=True, function_constants=None,
+               check_uninitialized=False):
         arrays = [None if b is None else _as_array(b) for b in buffers]
         raw = (_Buffer * max(1, len(arrays)))()
         for i, a in enumerate(arrays):
@@ -122,7 +124,7 @@ class Module:
         d.n_buffers = len(arrays)
         d.threadgroup_bytes = tgm
         d.n_threadgroup = len(threadgroup_mem)
-        d.flags = 0 if check_races else MTLEMU_NO_RACE_CHECK
+        d.flags = (0 if check_races else MTLEMU_NO_RACE_CHECK) | (MTLEMU_CHECK_UNINITIALIZED if check_uninitialized else 0)
         fcs = sorted((function_constants or {}).items())
         fc = (_FunctionConstant * max(1, len(fcs)))(*[(int(i), float(v)) for i, v in fcs])
         d.function_constants = fc

@@ -189,3 +189,14 @@ def test_watchdog_ends_runaway_kernel(sync, tmp_path):
                        env={**os.environ, "MTLEMU_TIMEOUT_S": "1"})
     assert p.returncode == 124, p.stderr
     assert "kernel 'endless' still running" in p.stderr
+
+
+def test_uninitialized_threadgroup_reads(sync):
+    out = np.zeros(64, np.float32)
+    sync.launch("tg_overflow", grid=1, tg=64, buffers=[out, np.array([32], np.uint32)], check_uninitialized=True)
+    sync.launch("tg_overflow", grid=1, tg=64, buffers=[out, np.array([16], np.uint32)])  # opt-in only
+    with pytest.raises(mtlemu.EmulatorError, match=r"uninitialized threadgroup memory") as e:
+        sync.launch("tg_overflow", grid=1, tg=64, buffers=[out, np.array([16], np.uint32)], check_uninitialized=True)
+    import re
+    offset = int(re.search(r"reads 'small' at byte offset (\d+)", str(e.value)).group(1))
+    assert 64 <= offset < 128  # elements 16..31 were never written

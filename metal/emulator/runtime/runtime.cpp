@@ -140,6 +140,8 @@ struct State {
   unsigned char* heap = nullptr;            // checked builds: reserved range for buffer copies
   unsigned char* arena_region = nullptr;
   bool race_check = false;
+  bool uninit_check = false;
+  uint32_t tg_first_epoch = 0;  // epoch at the start of the current threadgroup
   // threadgroup
   uint32_t tg_pos[3]{};
   std::vector<Lane> lanes;
@@ -313,6 +315,7 @@ void run_threadgroup(uint32_t gx, uint32_t gy, uint32_t gz) {
   g.tg_pos[0] = gx, g.tg_pos[1] = gy, g.tg_pos[2] = gz;
   ++g.tg_generation;
   ++g.epoch;
+  g.tg_first_epoch = g.epoch;
   poison_arena();
   g.tg_arg_offsets.clear();
   for (int i = 0; i < d.n_threadgroup; ++i) {
@@ -493,6 +496,8 @@ int do_launch(const mtlemu_launch_desc* desc) {
     return 1;
   }
   g.race_check = kChecked && !(desc->flags & MTLEMU_NO_RACE_CHECK);
+  g.uninit_check = kChecked && (desc->flags & MTLEMU_CHECK_UNINITIALIZED);
+  if (g.uninit_check && g.shadow.size() != kArenaBytes) g.shadow.assign(kArenaBytes, Shadow{});
   if (!g.arena) {
     g.arena_region = static_cast<unsigned char*>(reserve(kArenaRegion));
     g.arena = g.arena_region + kArenaRegion / 2;
@@ -565,6 +570,10 @@ void track_race(const TgAlloc& a, size_t off, size_t bytes, bool is_write) {
     Shadow& s = g.shadow[i];
     bool other_wrote = s.w_epoch == e && s.w_lane != me && !synced_in_simdgroup(s.w_lane, s.w_sgep, me);
     if (is_write) {
+      if (!g.race_check) {
+        s.w_epoch = e, s.w_lane = static_cast<uint16_t>(me), s.w_sgep = sgep;
+        continue;
+      }
       if (other_wrote) {
         report_race("write-write", a, off, bytes, me, s.w_lane, "writes");
         break;
@@ -577,6 +586,14 @@ void track_race(const TgAlloc& a, size_t off, size_t bytes, bool is_write) {
       }
       s.w_epoch = e, s.w_lane = static_cast<uint16_t>(me), s.w_sgep = sgep;
     } else {
+      if (g.uninit_check && s.w_epoch < g.tg_first_epoch) {
+        add_error(fmt("uninit:%s", a.name.c_str()),
+                  fmt("read of uninitialized threadgroup memory in kernel '%s', threadgroup %s: thread %u reads "
+                      "'%s' at byte offset %zu (%zu bytes), which no thread of this threadgroup has written",
+                      kname().c_str(), tg_str().c_str(), me, a.name.c_str(), i - a.offset, bytes));
+        break;
+      }
+      if (!g.race_check) continue;
       if (other_wrote) {
         report_race("read-after-write", a, off, bytes, me, s.w_lane, "reads");
         break;
@@ -648,7 +665,7 @@ void* check_tg(void* p, uint64_t bytes, int is_write, bool track) {
                   g_cur->info.thread_index_in_threadgroup, tg_str().c_str()));
     return scratch(bytes);
   }
-  if (track && g.race_check) track_race(*a, off, bytes, is_write != 0);
+  if (track && (g.race_check || g.uninit_check)) track_race(*a, off, bytes, is_write != 0);
   return p;
 }
 

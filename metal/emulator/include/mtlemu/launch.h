@@ -20,6 +20,9 @@ struct mtlemu_buffer {
 enum mtlemu_launch_flags {
   // Checked modules only: skip threadgroup race tracking (bounds checks stay).
   MTLEMU_NO_RACE_CHECK = 1,
+  // Checked modules: report reads of threadgroup memory that no thread of the
+  // threadgroup has written (atomic writes do not count).
+  MTLEMU_CHECK_UNINITIALIZED = 2,
 };
 
 // Value of a [[function_constant(index)]] for one launch. Every MSL function

@@ -12,6 +12,8 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
+void init_attention(nb::module_& m);
+
 NB_MODULE(_ext, m) {
   m.doc() = "mlx-marlin C++ ops (FP4 E2M1 GEMM, MoE, attention) as lazy MLX primitives.";
 
@@ -38,6 +40,8 @@ Returns:
     array: ``[..., N]`` in the dtype of ``x``.
 
 Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen).)");
+
+  init_attention(m);
 
   m.def("_cpu_isa", [] { return std::string(marlin::cpu::select_kernels().isa); },
         "The instruction set of the CPU kernels chosen for this machine.");

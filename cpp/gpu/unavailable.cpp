@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/attention.h"
 #include "ops/fp4_gemm.h"
 
 namespace marlin {
@@ -16,6 +17,10 @@ namespace marlin {
 
 void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("fp4_gemm");
+}
+
+void Attention::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("attention");
 }
 
 } // namespace marlin

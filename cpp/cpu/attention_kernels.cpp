@@ -190,26 +190,40 @@ inline void qk_tile(const float* K, int64_t ldk, const float* qt, int rp, int D,
 }
 
 void qk_block(const float* K, int64_t ldk, const float* qt, int rp, int D, int nk, float* s) {
-  // nk is a multiple of kKeyPad; rp a multiple of kLanes.
+  // nk is a multiple of kKeyPad (8); rp a multiple of kLanes.  Register tiles of
+  // up to 24 accumulators: 6 keys x 4 row vectors, 8 keys x 1-2 row vectors.
   const int rv = rp / kLanes;
   for (int v0 = 0; v0 < rv; v0 += 4) {
     const int nv = std::min(4, rv - v0);
     const int r0 = v0 * kLanes;
-    for (int j = 0; j < nk; j += (nv <= 2 ? 8 : 4)) {
-      switch (nv) {
-        case 1: qk_tile<8, 1>(K, ldk, qt, rp, D, j, r0, s); break;
-        case 2: qk_tile<8, 2>(K, ldk, qt, rp, D, j, r0, s); break;
-        case 3: qk_tile<4, 3>(K, ldk, qt, rp, D, j, r0, s); break;
-        default: qk_tile<4, 4>(K, ldk, qt, rp, D, j, r0, s); break;
+    if (nv <= 2) {
+      for (int j = 0; j < nk; j += 8) {
+        if (nv == 1)
+          qk_tile<8, 1>(K, ldk, qt, rp, D, j, r0, s);
+        else
+          qk_tile<8, 2>(K, ldk, qt, rp, D, j, r0, s);
       }
+      continue;
+    }
+    int j = 0;
+    for (; j + 6 <= nk; j += 6) {
+      if (nv == 3)
+        qk_tile<6, 3>(K, ldk, qt, rp, D, j, r0, s);
+      else
+        qk_tile<6, 4>(K, ldk, qt, rp, D, j, r0, s);
+    }
+    for (; j < nk; j += 2) {  // nk even: 0, 2 or 4 keys left
+      if (nv == 3)
+        qk_tile<2, 3>(K, ldk, qt, rp, D, j, r0, s);
+      else
+        qk_tile<2, 4>(K, ldk, qt, rp, D, j, r0, s);
     }
   }
 }
 
-// O[r0 .. r0+4)[c0 .. c0 + NV*kLanes) += sum_j P^T[j][r] * V[j][c].
-template <int NV>
+// O[r0 .. r0+MR)[c0 .. c0 + NV*kLanes) += sum_j P^T[j][r] * V[j][c].
+template <int MR, int NV>
 inline void pv_tile(const float* p, int rp, const float* V, int64_t ldv, int nk, float* o, int D, int r0, int c0) {
-  constexpr int MR = 4;
   vf acc[MR][NV];
   for (int m = 0; m < MR; ++m)
     for (int v = 0; v < NV; ++v) acc[m][v] = load(o + (r0 + m) * D + c0 + v * kLanes);
@@ -226,30 +240,34 @@ inline void pv_tile(const float* p, int rp, const float* V, int64_t ldv, int nk,
     for (int v = 0; v < NV; ++v) store(o + (r0 + m) * D + c0 + v * kLanes, acc[m][v]);
 }
 
-void pv_block(const float* p, int rp, int rows, const float* V, int64_t ldv, int nk, float* o, int D) {
+template <int MR>
+inline void pv_rows(const float* p, int rp, const float* V, int64_t ldv, int nk, float* o, int D, int r0) {
   const int dv = D / kLanes;
-  for (int r0 = 0; r0 < rows; r0 += 4) {
-    if (dv <= 6) {
-      switch (dv) {
-        case 1: pv_tile<1>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-        case 2: pv_tile<2>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-        case 3: pv_tile<3>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-        case 4: pv_tile<4>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-        case 5: pv_tile<5>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-        default: pv_tile<6>(p, rp, V, ldv, nk, o, D, r0, 0); break;
-      }
-      continue;
-    }
-    for (int v0 = 0; v0 < dv; v0 += 4) {
-      const int nv = std::min(4, dv - v0);
-      switch (nv) {
-        case 1: pv_tile<1>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
-        case 2: pv_tile<2>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
-        case 3: pv_tile<3>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
-        default: pv_tile<4>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
-      }
+  if (MR <= 4 && (dv == 5 || dv == 6)) {  // one chunk of 20-24 accumulators
+    if (dv == 5)
+      pv_tile<MR, 5>(p, rp, V, ldv, nk, o, D, r0, 0);
+    else
+      pv_tile<MR, 6>(p, rp, V, ldv, nk, o, D, r0, 0);
+    return;
+  }
+  for (int v0 = 0; v0 < dv; v0 += 4) {
+    switch (std::min(4, dv - v0)) {
+      case 1: pv_tile<MR, 1>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
+      case 2: pv_tile<MR, 2>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
+      case 3: pv_tile<MR, 3>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
+      default: pv_tile<MR, 4>(p, rp, V, ldv, nk, o, D, r0, v0 * kLanes); break;
     }
   }
+}
+
+// rows is a multiple of 2 (and <= rp); rows past the task's R are padding.
+void pv_block(const float* p, int rp, int rows, const float* V, int64_t ldv, int nk, float* o, int D) {
+  const int dv = D / kLanes;
+  int r0 = 0;
+  if (dv != 5 && dv != 6)
+    for (; r0 + 6 <= rows; r0 += 6) pv_rows<6>(p, rp, V, ldv, nk, o, D, r0);
+  for (; r0 + 4 <= rows; r0 += 4) pv_rows<4>(p, rp, V, ldv, nk, o, D, r0);
+  for (; r0 < rows; r0 += 2) pv_rows<2>(p, rp, V, ldv, nk, o, D, r0);
 }
 
 struct Scratch {
@@ -340,7 +358,7 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
   const int64_t vb_off = t.b * a.v_stride[0] + t.hkv * a.v_stride[1];
   sc.vbuf.resize(size_t(bk) * D);
   const int rvecs = rp / kLanes;
-  const int pv_rows = (R + 3) / 4 * 4;
+  const int n_pv = (R + 1) / 2 * 2;
 
   for (int64_t k0 = t.key_begin; k0 < t.key_end; k0 += bk) {
     const int nk = static_cast<int>(std::min<int64_t>(bk, t.key_end - k0));
@@ -419,14 +437,14 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
       store(sc.m.data() + v * kLanes, m_new);
       store(sc.alpha.data() + v * kLanes, alpha);
     }
-    for (int r = 0; r < pv_rows; ++r) {
+    for (int r = 0; r < n_pv; ++r) {
       const float al = sc.alpha[r];
       if (al == 1.f) continue;
       float* o = sc.o.data() + size_t(r) * D;
       const vf av = splat(al);
       for (int c = 0; c < D; c += kLanes) store(o + c, load(o + c) * av);
     }
-    pv_block(s, rp, pv_rows, V, ldv, nkp, sc.o.data(), D);
+    pv_block(s, rp, n_pv, V, ldv, nkp, sc.o.data(), D);
   }
 }
 

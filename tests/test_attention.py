@@ -141,7 +141,7 @@ def test_additive_mask_in_q_dtype(dtype):
     check(mm.attention(q, k, v, scale=0.08, mask=m), reference(qn, kn, vn, 0.08, mask=np.array(m.astype(mx.float32))), dtype)
 
 
-@pytest.mark.parametrize("Lq,Lk", [(5, 700), (40, 90)])
+@pytest.mark.parametrize("Lq,Lk", [(2, 700), (5, 700), (40, 90)])
 def test_fully_masked_rows_are_zero(Lq, Lk):
     rng = np.random.default_rng(2)
     (q, k, v), (qn, kn, vn) = make(rng, 1, 4, 2, Lq, Lk, 64, "float32")
@@ -213,7 +213,7 @@ def test_other_isa_builds(isa):
         "sys.path.insert(0, 'tests')\n"
         "from test_attention import reference, make\n"
         "rng = np.random.default_rng(0)\n"
-        "for (Lq, Lk, D, mask) in [(37, 70, 80, 'causal'), (3, 900, 128, None), (20, 20, 256, 'causal')]:\n"
+        "for (Lq, Lk, D, mask) in [(37, 70, 80, 'causal'), (3, 900, 128, None), (1, 901, 96, 'causal'), (20, 20, 256, 'causal')]:\n"
         "    for dt, tol in [('float32', 2e-5), ('float16', 2e-3), ('bfloat16', 1.6e-2)]:\n"
         "        (q, k, v), (qn, kn, vn) = make(rng, 1, 4, 2, Lq, Lk, D, dt)\n"
         "        o = np.array(mm.attention(q, k, v, scale=0.1, mask=mask).astype(mx.float32))\n"

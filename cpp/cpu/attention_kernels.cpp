@@ -221,6 +221,54 @@ void qk_block(const float* K, int64_t ldk, const float* qt, int rp, int D, int n
   }
 }
 
+// Few rows (decode: R <= kLanes / 2): the row-vector tile would be mostly padding,
+// so scores are dot products along D instead (2 keys x R rows of accumulators,
+// reduced horizontally).  S^T[j][r] for r < R; other lanes are left untouched.
+inline float hsum(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)v);
+#else
+  float s = 0.f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+#endif
+}
+
+template <int R>
+void qk_dot_block(const float* K, int64_t ldk, const float* q, int D, int nk, int rp, float* s) {
+  // q: [R][D] row-major fp32 (pre-scaled).  nk is even.
+  for (int j = 0; j < nk; j += 2) {
+    vf acc[2][R] = {};
+    const float* k0 = K + j * ldk;
+    const float* k1 = k0 + ldk;
+    for (int d = 0; d < D; d += kLanes) {
+      const vf a = load(k0 + d), b = load(k1 + d);
+      for (int r = 0; r < R; ++r) {
+        const vf qv = load(q + r * D + d);
+        acc[0][r] += a * qv;
+        acc[1][r] += b * qv;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      s[j * rp + r] = hsum(acc[0][r]);
+      s[(j + 1) * rp + r] = hsum(acc[1][r]);
+    }
+  }
+}
+
+void qk_dot(int R, const float* K, int64_t ldk, const float* q, int D, int nk, int rp, float* s) {
+  switch (R) {
+    case 1: qk_dot_block<1>(K, ldk, q, D, nk, rp, s); break;
+    case 2: qk_dot_block<2>(K, ldk, q, D, nk, rp, s); break;
+    case 3: qk_dot_block<3>(K, ldk, q, D, nk, rp, s); break;
+    case 4: qk_dot_block<4>(K, ldk, q, D, nk, rp, s); break;
+    case 5: qk_dot_block<5>(K, ldk, q, D, nk, rp, s); break;
+    case 6: qk_dot_block<6>(K, ldk, q, D, nk, rp, s); break;
+    case 7: qk_dot_block<7>(K, ldk, q, D, nk, rp, s); break;
+    default: qk_dot_block<8>(K, ldk, q, D, nk, rp, s); break;
+  }
+}
+
 // O[r0 .. r0+MR)[c0 .. c0 + NV*kLanes) += sum_j P^T[j][r] * V[j][c].
 template <int MR, int NV>
 inline void pv_tile(const float* p, int rp, const float* V, int64_t ldv, int nk, float* o, int D, int r0, int c0) {
@@ -271,7 +319,7 @@ void pv_block(const float* p, int rp, int rows, const float* V, int64_t ldv, int
 }
 
 struct Scratch {
-  std::vector<float> qt, kbuf, vbuf, s, o, m, l, alpha;
+  std::vector<float> qt, qrows, kbuf, vbuf, s, o, m, l, alpha;
   std::vector<int32_t> qlim;
   std::vector<int64_t> mask_base;
 };
@@ -322,7 +370,14 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
   sc.m.assign(rp, kNegInf);
   sc.l.assign(rp, 0.f);
   sc.alpha.resize(rp);
-  sc.s.resize(size_t(bk) * rp);
+  // Few rows: scores by dot products against row-major queries (kDotMaxRows).
+  const bool dot = R <= std::min(8, kLanes / 2);
+  if (dot) {
+    sc.qrows.resize(size_t(R) * D);
+    sc.s.assign(size_t(bk) * rp, 0.f);  // padded lanes stay finite
+  } else {
+    sc.s.resize(size_t(bk) * rp);
+  }
   sc.qlim.resize(rp);
 
   // Queries -> QT, pre-scaled.
@@ -336,6 +391,8 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
       const int64_t base = t.b * a.q_stride[0] + hq * a.q_stride[1] + (t.q0 + i) * a.q_stride[2];
       convert_row(a.q, a.type, base, a.q_stride[3], D, row.data());
       for (int d = 0; d < D; ++d) sc.qt[size_t(d) * rp + r] = row[d] * qscale;
+      if (dot)
+        for (int d = 0; d < D; ++d) sc.qrows[size_t(r) * D + d] = row[d] * qscale;
     }
   }
   const bool causal = a.mask_kind == MaskKind::Causal;
@@ -388,7 +445,10 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
     }
 
     float* s = sc.s.data();
-    qk_block(K, ldk, sc.qt.data(), rp, D, nkp, s);
+    if (dot)
+      qk_dot(R, K, ldk, sc.qrows.data(), D, nkp, rp, s);
+    else
+      qk_block(K, ldk, sc.qt.data(), rp, D, nkp, s);
 
     // Masking.
     for (int j = nk; j < nkp; ++j)

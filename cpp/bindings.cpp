@@ -13,6 +13,7 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 void init_moe(nb::module_& m);  // bindings_moe.cpp
+void init_attention(nb::module_& m);
 
 NB_MODULE(_ext, m) {
   m.doc() = "mlx-marlin C++ ops (FP4 E2M1 GEMM, MoE, attention) as lazy MLX primitives.";
@@ -42,6 +43,8 @@ Returns:
 Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen).)");
 
   init_moe(m);
+  init_attention(m);
+
   m.def("_cpu_isa", [] { return std::string(marlin::cpu::select_kernels().isa); },
         "The instruction set of the CPU kernels chosen for this machine.");
   m.attr("E2M1_TABLE") = std::vector<float>(marlin::kE2M1Table, marlin::kE2M1Table + marlin::kNumCodes);

@@ -4,7 +4,7 @@
 # (this also makes in-tree development builds importable).
 import mlx.core as _mx  # noqa: F401
 
-from ._ext import fp4_gemm
+from ._ext import attention, fp4_gemm
 from ._ext import moe_gemm, moe_mlp, moe_route
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
 from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
@@ -12,6 +12,7 @@ from .lm import load, quantize_model, save
 
 __all__ = [
     "fp4_gemm",
+    "attention",
     "moe_route",
     "moe_gemm",
     "moe_mlp",

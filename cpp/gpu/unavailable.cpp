@@ -4,6 +4,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/attention.h"
 #include "ops/fp4_gemm.h"
 #include "ops/moe.h"
 
@@ -29,6 +30,10 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 
 void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_mlp");
+}
+
+void Attention::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("attention");
 }
 
 } // namespace marlin

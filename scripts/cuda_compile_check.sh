@@ -18,4 +18,10 @@ for f in $(find cpp -name '*.cu'); do
     sed -E 's/_ZN6marlin4cuda//' | grep -v "^$" || true
   test -f "$o"
 done
+cudainc=$(dirname "$(readlink -f "$(command -v nvcc)")")/../targets/x86_64-linux/include
+nvinc=$("$py" -c "import nvidia, os; print(os.path.join(nvidia.__path__[0], \"cu13\", \"include\"))" 2>/dev/null || true)
+for f in $(find cpp/cuda -name '*.cpp'); do
+  echo "c++ $f"
+  nvcc -x c++ -std=c++20 -O2 -DMLX_MARLIN_CUDA=1 -I cpp -I cpp/cuda/compat -I "$inc" ${nvinc:+-Xcompiler=-idirafter,"$nvinc"} -c "$f" -o "$out/$(basename "$f" .cpp).o"
+done
 echo "CUDA compile check: OK"

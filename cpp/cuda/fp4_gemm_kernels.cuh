@@ -26,21 +26,10 @@
 #include "common/activation.h"
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
+#include "cuda/fp4_gemm_launch.h"
 
 namespace marlin::cuda {
 
-struct GemmArgs {
-  const void* x;        // [M, K] (transposed mode: g [M, N])
-  const uint32_t* w;    // [K/8, N]
-  const void* scales;   // [K/g, N]
-  const float* bias;    // [N] or nullptr
-  void* out;            // [M, N] (transposed mode: [M, K])
-  int M;
-  int N;
-  int K;
-  int group_size;
-  int act;
-};
 
 __device__ __forceinline__ float apply_activation(float v, int act) {
   switch (act) {

@@ -1,12 +1,16 @@
 // FP4Gemm::eval_gpu for MLX's CUDA backend: picks a kernel with plan_cuda_gemm
 // (cpp/common/gemm_plan.h) and records it on MLX's command encoder.
+//
+// Host code is plain C++ (g++): nvcc's front end rejects parts of MLX 0.32's ops.h,
+// so the kernels live in fp4_gemm_kernels.cu, which includes no MLX header and hands
+// out kernel entry points by (kernel, activation type, scale type).
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <string>
 
 #include "common/gemm_plan.h"
-#include "cuda/fp4_gemm_kernels.cuh"
+#include "cuda/fp4_gemm_launch.h"
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
 #include "ops/fp4_gemm.h"
@@ -71,46 +75,15 @@ bool force_simt() {
   return on;
 }
 
-// Records `kernel(args)` on the encoder's graph.  (CommandEncoder::add_kernel_node's
-// reinterpret_cast of the function pointer is rejected by nvcc's front end here.)
-template <typename Kernel>
-void add_kernel(mx::cu::CommandEncoder& enc, Kernel* kernel, dim3 grid, dim3 block, cuda::GemmArgs args) {
-  void* fn = nullptr;
-  static_assert(sizeof(kernel) == sizeof(fn));
-  std::memcpy(&fn, &kernel, sizeof(fn));
-  void* params[] = {&args};
-  enc.add_kernel_node_raw(fn, grid, block, dim3(1, 1, 1), 0, params);
-}
-
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
-template <typename F>
-void dispatch_types(mx::Dtype xt, mx::Dtype st, F&& f) {
-  auto with_scale = [&](auto xtag) {
-    using X = decltype(xtag);
-    if (st == mx::float16)
-      f(X{}, __half{});
-    else if (st == mx::bfloat16)
-      f(X{}, __nv_bfloat16{});
-    else
-      throw std::invalid_argument("[fp4_gemm] scales must be float16 or bfloat16.");
-  };
-  if (xt == mx::float16)
-    with_scale(__half{});
-  else if (xt == mx::bfloat16)
-    with_scale(__nv_bfloat16{});
-  else if (xt == mx::float32)
-    with_scale(float{});
-  else
-    throw std::invalid_argument("[fp4_gemm] x must be float16, bfloat16 or float32.");
-}
-
-template <typename T, typename S, const CudaMmaConfig& C>
-void launch_mma(mx::cu::CommandEncoder& enc, const CudaGemmPlan& p, const cuda::GemmArgs& args) {
-  add_kernel(enc, cuda::fp4_gemm_mma<T, S, C.mi, C.ni, C.warps_m, C.warps_n, C.warps_k, C.unroll>,
-             dim3(p.grid_x, p.grid_y), dim3(p.threads), args);
+cuda::ElemType elem_type(mx::Dtype t, const char* what) {
+  if (t == mx::float16) return cuda::ElemType::Float16;
+  if (t == mx::bfloat16) return cuda::ElemType::BFloat16;
+  if (t == mx::float32) return cuda::ElemType::Float32;
+  throw std::invalid_argument(std::string("[fp4_gemm] unsupported dtype for ") + what + ".");
 }
 
 } // namespace
@@ -149,28 +122,10 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
       (!args.bias || aligned16(args.bias));
   const CudaGemmPlan p = plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_);
 
-  dispatch_types(x.dtype(), sc.dtype(), [&](auto xtag, auto stag) {
-    using T = decltype(xtag);
-    using S = decltype(stag);
-    switch (p.kernel) {
-      case CudaGemmKernel::SimtTransposed:
-        add_kernel(enc, cuda::fp4_gemm_simt_transposed<T, S>, dim3(p.grid_x, p.grid_y), dim3(p.threads), args);
-        break;
-      case CudaGemmKernel::Simt:
-        add_kernel(enc, cuda::fp4_gemm_simt<T, S>, dim3(p.grid_x, p.grid_y), dim3(p.threads), args);
-        break;
-      case CudaGemmKernel::MmaDecode:
-      case CudaGemmKernel::MmaPrefill:
-        if constexpr (std::is_same<T, float>::value) {
-          throw std::logic_error("[fp4_gemm] MMA kernel planned for float32 input.");
-        } else if (p.kernel == CudaGemmKernel::MmaDecode) {
-          launch_mma<T, S, kCudaDecodeConfig>(enc, p, args);
-        } else {
-          launch_mma<T, S, kCudaPrefillConfig>(enc, p, args);
-        }
-        break;
-    }
-  });
+  void* fn = cuda::fp4_gemm_kernel(p.kernel, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"));
+  if (!fn) throw std::logic_error(std::string("[fp4_gemm] no CUDA kernel for plan ") + cuda_kernel_name(p.kernel));
+  void* params[] = {&args};
+  enc.add_kernel_node_raw(fn, dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), 0, params);
 }
 
 } // namespace marlin

@@ -41,5 +41,5 @@ for _ in range(20): b.copy_(a)
 e.record(); torch.cuda.synchronize()
 print(f"copy bandwidth (read+write): {2 * 20 * a.numel() / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s")
 PY
-  timeout 400 python3 benchmarks/bench_gemm_cuda.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
+  PYTHONPATH=$PWD:${PYTHONPATH:-} timeout 400 python3 benchmarks/bench_gemm_cuda.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 fi

@@ -122,10 +122,11 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
       (!args.bias || aligned16(args.bias));
   const CudaGemmPlan p = plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_);
 
+  enc.device().make_current();
   void* fn = cuda::fp4_gemm_kernel(p.kernel, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"));
   if (!fn) throw std::logic_error(std::string("[fp4_gemm] no CUDA kernel for plan ") + cuda_kernel_name(p.kernel));
   void* params[] = {&args};
-  enc.add_kernel_node_raw(fn, dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), 0, params);
+  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), 0, params);
 }
 
 } // namespace marlin

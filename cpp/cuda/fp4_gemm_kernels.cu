@@ -35,10 +35,16 @@ void* with_scale(CudaGemmKernel k, ElemType s) {
 } // namespace
 
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {
-  if (x == ElemType::Float16) return with_scale<__half>(k, s);
-  if (x == ElemType::BFloat16) return with_scale<__nv_bfloat16>(k, s);
-  if (x == ElemType::Float32) return with_scale<float>(k, s);
-  return nullptr;
+  void* stub = x == ElemType::Float16 ? with_scale<__half>(k, s)
+      : x == ElemType::BFloat16      ? with_scale<__nv_bfloat16>(k, s)
+      : x == ElemType::Float32       ? with_scale<float>(k, s)
+                                     : nullptr;
+  if (!stub) return nullptr;
+  // A driver-API handle: valid in the device's primary context whichever copy of the
+  // CUDA runtime (ours or MLX's) registered the kernel.
+  cudaFunction_t fn = nullptr;
+  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+  return reinterpret_cast<void*>(fn);
 }
 
 } // namespace marlin::cuda

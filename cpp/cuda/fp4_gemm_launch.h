@@ -23,7 +23,7 @@ struct GemmArgs {
 
 enum class ElemType : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
-// Entry point (a `__global__ void(GemmArgs)`) of the kernel `k` for activations of type
+// Driver-API function handle (CUfunction, as void*) of the `__global__ void(GemmArgs)` kernel `k` for activations of type
 // `x` and scales of type `s`, or nullptr when that combination does not exist (MMA
 // kernels take float16/bfloat16 activations only).
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s);

@@ -93,8 +93,8 @@ def main():
         res["flops"] = 2 * M * N * K
         rows.append(res)
         t = res["fp4_gemm_bf16"][0]
-        print(f"M={M}: fp4_gemm bf16 {t:.4f} ms ({res["fp4_bytes"] / t / 1e6:.0f} GB/s, "
-              f"{res["flops"] / t / 1e9:.1f} TFLOP/s) | " +
+        print(f"M={M}: fp4_gemm bf16 {t:.4f} ms ({res['fp4_bytes'] / t / 1e6:.0f} GB/s, "
+              f"{res['flops'] / t / 1e9:.1f} TFLOP/s) | " +
               " | ".join(f"{k} {v[0]:.4f}" if isinstance(v, tuple) else f"{k} {v}" for k, v in res.items()
                          if k not in ("M", "N", "K", "fp4_gemm_bf16", "fp4_bytes", "flops")), flush=True)
     if args.json:

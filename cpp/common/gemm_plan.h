@@ -91,4 +91,77 @@ inline const char* variant_name(GemmVariant v) {
                                   : "default";
 }
 
+// ---------------------------------------------------------------- CUDA backend
+// Kernels of cpp/cuda/fp4_gemm.cu.  The tensor-core kernel (mma.sync m16n8k16,
+// f16/bf16 activations) is compiled for a fixed set of tile configurations; the
+// plan picks one of them by name so host code, benchmarks and tests agree.
+//   * MmaDecode:  M <= kDecodeMaxRows.  One 16-row MMA tile; the 8 warps of a block
+//                 share the same 32 columns and split K (reduced in shared memory),
+//                 so N/32 blocks of 256 threads stream the weights once.
+//   * MmaPrefill: larger M.  Warps tile M x N (2 x 4 warps, 32 x 32 each).
+//   * Simt:       float32 activations (exact fp32 FMA path), or shapes/alignments the
+//                 MMA kernel does not take (N % 8 != 0, unaligned pointers).
+//   * SimtTransposed: the vjp product g @ W^T.
+enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3 };
+
+struct CudaMmaConfig {
+  int mi;       // 16-row MMA tiles per warp
+  int ni;       // 8-column MMA tiles per warp (multiple of 4: one 16-byte load per 4)
+  int warps_m;
+  int warps_n;
+  int warps_k;  // warps splitting K inside a block (reduced through shared memory)
+  int unroll;   // k32 steps whose loads are in flight per warp
+  constexpr int threads() const { return 32 * warps_m * warps_n * warps_k; }
+  constexpr int block_m() const { return 16 * mi * warps_m; }
+  constexpr int block_n() const { return 8 * ni * warps_n; }
+};
+
+constexpr CudaMmaConfig kCudaDecodeConfig{1, 4, 1, 1, 8, 3};
+constexpr CudaMmaConfig kCudaPrefillConfig{2, 4, 2, 4, 1, 2};
+
+// SIMT kernels: 32 columns x 8 K-slices per block, kCudaSimtRows rows per block.
+constexpr int kCudaSimtRows = 8;
+constexpr int kCudaSimtTransposedRows = 4;
+
+struct CudaGemmPlan {
+  CudaGemmKernel kernel;
+  int grid_x;
+  int grid_y;
+  int threads;
+};
+
+// `half_input`: x is float16/bfloat16.  `aligned`: every pointer the MMA kernel
+// reads or writes with 16-byte accesses is 16-byte aligned.
+inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,
+                                   bool transpose) {
+  CudaGemmPlan p{};
+  if (transpose) {
+    p.kernel = CudaGemmKernel::SimtTransposed;
+    p.grid_x = static_cast<int>((K / kCodesPerWord + 7) / 8);
+    p.grid_y = static_cast<int>((M + kCudaSimtTransposedRows - 1) / kCudaSimtTransposedRows);
+    p.threads = 256;
+    return p;
+  }
+  if (!half_input || !aligned || N % 8 != 0 || K % 32 != 0) {
+    p.kernel = CudaGemmKernel::Simt;
+    p.grid_x = static_cast<int>((N + 31) / 32);
+    p.grid_y = static_cast<int>((M + kCudaSimtRows - 1) / kCudaSimtRows);
+    p.threads = 256;
+    return p;
+  }
+  const CudaMmaConfig c = M <= kDecodeMaxRows ? kCudaDecodeConfig : kCudaPrefillConfig;
+  p.kernel = M <= kDecodeMaxRows ? CudaGemmKernel::MmaDecode : CudaGemmKernel::MmaPrefill;
+  p.grid_x = static_cast<int>((N + c.block_n() - 1) / c.block_n());
+  p.grid_y = static_cast<int>((M + c.block_m() - 1) / c.block_m());
+  p.threads = c.threads();
+  return p;
+}
+
+inline const char* cuda_kernel_name(CudaGemmKernel k) {
+  return k == CudaGemmKernel::MmaDecode  ? "mma_decode"
+      : k == CudaGemmKernel::MmaPrefill ? "mma_prefill"
+      : k == CudaGemmKernel::Simt       ? "simt"
+                                        : "simt_transposed";
+}
+
 } // namespace marlin

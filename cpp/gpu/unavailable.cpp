@@ -16,9 +16,12 @@ namespace marlin {
                            "pass stream=mx.cpu (or run under `with mx.stream(mx.cpu):`).");
 }
 
+#if !defined(MLX_MARLIN_CUDA)
+// With the CUDA backend compiled in, cpp/cuda/fp4_gemm.cu defines this instead.
 void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("fp4_gemm");
 }
+#endif
 
 void MoeRoute::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   gpu_backend_unavailable("moe_route");

@@ -1,0 +1,50 @@
+// Instantiates the fp4_gemm kernels and hands out their entry points (see
+// fp4_gemm_launch.h).  Includes no MLX header.
+#include "cuda/fp4_gemm_kernels.cuh"
+
+namespace marlin::cuda {
+
+namespace {
+
+template <typename T, typename S>
+void* kernel_for(CudaGemmKernel k) {
+  constexpr CudaMmaConfig D = kCudaDecodeConfig;
+  constexpr CudaMmaConfig P = kCudaPrefillConfig;
+  switch (k) {
+    case CudaGemmKernel::Simt:
+      return reinterpret_cast<void*>(&fp4_gemm_simt<T, S>);
+    case CudaGemmKernel::SimtTransposed:
+      return reinterpret_cast<void*>(&fp4_gemm_simt_transposed<T, S>);
+    case CudaGemmKernel::MmaDecode:
+      if constexpr (std::is_same<T, float>::value) return nullptr;
+      else return reinterpret_cast<void*>(&fp4_gemm_mma<T, S, D.mi, D.ni, D.warps_m, D.warps_n, D.warps_k, D.unroll>);
+    case CudaGemmKernel::MmaPrefill:
+      if constexpr (std::is_same<T, float>::value) return nullptr;
+      else return reinterpret_cast<void*>(&fp4_gemm_mma<T, S, P.mi, P.ni, P.warps_m, P.warps_n, P.warps_k, P.unroll>);
+  }
+  return nullptr;
+}
+
+template <typename T>
+void* with_scale(CudaGemmKernel k, ElemType s) {
+  if (s == ElemType::Float16) return kernel_for<T, __half>(k);
+  if (s == ElemType::BFloat16) return kernel_for<T, __nv_bfloat16>(k);
+  return nullptr;
+}
+
+} // namespace
+
+void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {
+  void* stub = x == ElemType::Float16 ? with_scale<__half>(k, s)
+      : x == ElemType::BFloat16      ? with_scale<__nv_bfloat16>(k, s)
+      : x == ElemType::Float32       ? with_scale<float>(k, s)
+                                     : nullptr;
+  if (!stub) return nullptr;
+  // A driver-API handle: valid in the device's primary context whichever copy of the
+  // CUDA runtime (ours or MLX's) registered the kernel.
+  cudaFunction_t fn = nullptr;
+  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+  return reinterpret_cast<void*>(fn);
+}
+
+} // namespace marlin::cuda

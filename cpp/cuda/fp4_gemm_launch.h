@@ -1,0 +1,31 @@
+// Interface between the host code (fp4_gemm_host.cpp, plain C++ with MLX headers) and
+// the kernels (fp4_gemm_kernels.cu, CUDA with no MLX header).
+#pragma once
+
+#include <cstdint>
+
+#include "common/gemm_plan.h"
+
+namespace marlin::cuda {
+
+struct GemmArgs {
+  const void* x;        // [M, K] (transposed mode: g [M, N])
+  const uint32_t* w;    // [K/8, N]
+  const void* scales;   // [K/g, N]
+  const float* bias;    // [N] or nullptr
+  void* out;            // [M, N] (transposed mode: [M, K])
+  int M;
+  int N;
+  int K;
+  int group_size;
+  int act;
+};
+
+enum class ElemType : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
+
+// Driver-API function handle (CUfunction, as void*) of the `__global__ void(GemmArgs)` kernel `k` for activations of type
+// `x` and scales of type `s`, or nullptr when that combination does not exist (MMA
+// kernels take float16/bfloat16 activations only).
+void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s);
+
+} // namespace marlin::cuda

@@ -1,0 +1,115 @@
+"""fp4_gemm on MLX's CUDA backend, against a float64 reference.
+
+Skips cleanly unless MLX has a CUDA GPU (``mx.cuda.is_available()``).  Run with
+``MLX_MARLIN_CUDA_POISON=1`` so every output buffer is filled with NaN before the kernel
+runs: an element the kernel fails to write then fails the comparison.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import mlx.core as mx
+
+cuda_ok = hasattr(mx, "cuda") and mx.cuda.is_available()
+pytestmark = pytest.mark.skipif(not cuda_ok, reason="needs MLX with the CUDA backend and a GPU")
+
+if cuda_ok:
+    import mlx_marlin as mm
+
+# Relative-norm tolerances (output rounding dominates: fp32 accumulation everywhere).
+TOL = {mx.float32: 2e-5, mx.float16: 1.5e-3, mx.bfloat16: 8e-3}
+ACTS = [None, "relu", "gelu", "gelu_approx", "silu"]
+_SEED = int(os.environ.get("MLX_MARLIN_TEST_SEED", "0")) or np.random.SeedSequence().entropy % (2**31)
+
+
+def _act(y, name):
+    from math import erf, pi, sqrt
+
+    if name is None:
+        return y
+    if name == "relu":
+        return np.maximum(y, 0)
+    if name == "gelu":
+        return 0.5 * y * (1 + np.vectorize(erf)(y / sqrt(2)))
+    if name == "gelu_approx":
+        return 0.5 * y * (1 + np.tanh(sqrt(2 / pi) * (y + 0.044715 * y**3)))
+    if name == "silu":
+        return y / (1 + np.exp(-y))
+    raise ValueError(name)
+
+
+def _make(rng, M, N, K, g, dtype, scale_dtype, bias):
+    w = mx.array(rng.standard_normal((N, K)).astype(np.float32) * 0.05)
+    packed, scales = mm.quantize(w, group_size=g, scale_dtype=scale_dtype)
+    x = mx.array(rng.standard_normal((M, K)).astype(np.float32)).astype(dtype)
+    b = mx.array(rng.standard_normal((N,)).astype(np.float32)) if bias else None
+    W = np.array(mm.dequantize(packed, scales, g)).astype(np.float64)  # [N, K], exact
+    return x, packed, scales, b, W
+
+
+def _rel(out, ref):
+    out = np.array(out.astype(mx.float32)).astype(np.float64)
+    assert np.all(np.isfinite(out)), "non-finite output (unwritten element?)"
+    return np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30)
+
+
+SHAPES = [  # M, N, K
+    (1, 8, 128), (1, 200, 384), (2, 1000, 128), (5, 40, 4096), (16, 264, 256),
+    (17, 136, 384), (33, 96, 128), (100, 520, 512), (257, 72, 256), (64, 4096, 1024),
+    (3, 13, 128), (9, 37, 256),  # N % 8 != 0: SIMT path
+]
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_forward(dtype, shape):
+    rng = np.random.default_rng(_SEED + hash(shape) % 1000)
+    M, N, K = shape
+    for i, g in enumerate((32, 64, 128)):
+        sdt = (mx.float16, mx.bfloat16)[i % 2]
+        act = ACTS[(i + M) % len(ACTS)]
+        x, w, s, b, W = _make(rng, M, N, K, g, dtype, sdt, bias=(i != 1))
+        y = mm.fp4_gemm(x, w, s, b, group_size=g, activation=act, stream=mx.gpu)
+        mx.eval(y)
+        assert y.dtype == dtype and y.shape == (M, N)
+        ref = np.array(x.astype(mx.float32)).astype(np.float64) @ W.T
+        if b is not None:
+            ref = ref + np.array(b).astype(np.float64)
+        ref = _act(ref, act)
+        err = _rel(y, ref)
+        assert err < TOL[dtype], f"g={g} act={act} scales={sdt}: rel err {err:.3e}"
+
+
+@pytest.mark.parametrize("act", ACTS)
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+def test_all_activations_decode_and_prefill(act, dtype):
+    rng = np.random.default_rng(_SEED + 7)
+    for M in (1, 12, 80):
+        x, w, s, b, W = _make(rng, M, 264, 512, 64, dtype, mx.bfloat16, bias=True)
+        y = mm.fp4_gemm(x, w, s, b, group_size=64, activation=act, stream=mx.gpu)
+        ref = _act(np.array(x.astype(mx.float32)).astype(np.float64) @ W.T + np.array(b), act)
+        assert _rel(y, ref) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16, mx.float32])
+def test_vjp_transposed(dtype):
+    rng = np.random.default_rng(_SEED + 11)
+    for M, N, K, g in ((1, 40, 128, 32), (7, 200, 384, 64), (33, 136, 256, 128)):
+        x, w, s, b, W = _make(rng, M, N, K, g, dtype, mx.float16, bias=True)
+        cot = mx.array(rng.standard_normal((M, N)).astype(np.float32)).astype(dtype)
+        f = lambda xx: mm.fp4_gemm(xx, w, s, b, group_size=g, stream=mx.gpu)  # noqa: E731
+        _, (gx,) = mx.vjp(f, [x], [cot])
+        mx.eval(gx)
+        ref = np.array(cot.astype(mx.float32)).astype(np.float64) @ W
+        assert gx.shape == (M, K)
+        assert _rel(gx, ref) < TOL[dtype] * 2
+
+
+def test_gpu_matches_cpu():
+    rng = np.random.default_rng(_SEED + 13)
+    x, w, s, b, _ = _make(rng, 4, 136, 256, 32, mx.float32, mx.float16, bias=True)
+    yg = mm.fp4_gemm(x, w, s, b, group_size=32, activation="silu", stream=mx.gpu)
+    yc = mm.fp4_gemm(x, w, s, b, group_size=32, activation="silu", stream=mx.cpu)
+    np.testing.assert_allclose(np.array(yg), np.array(yc), rtol=1e-4, atol=1e-5)

@@ -10,7 +10,8 @@
 //   1. K and V are used in place (fp32, unit feature stride, full block) or
 //      converted once to fp32 (zero-padded to a multiple of 8 keys);
 //   2. scores S^T [keys][rows] = K @ QT by a register-blocked microkernel
-//      (broadcast one key element, FMA against row vectors);
+//      (broadcast one key element, FMA against row vectors); with few rows
+//      (R <= min(8, lanes/2), i.e. decode) by dot products along D instead;
 //   3. mask / causal limit / key padding set scores to -inf (additive masks are
 //      added, times log2(e));
 //   4. online softmax, vectorized over rows: running max m and sum l, the scores
@@ -370,7 +371,8 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
   sc.m.assign(rp, kNegInf);
   sc.l.assign(rp, 0.f);
   sc.alpha.resize(rp);
-  // Few rows: scores by dot products against row-major queries (kDotMaxRows).
+  // Few rows (decode): scores by dot products against row-major queries, since a
+  // row-vector tile would be mostly padding.
   const bool dot = R <= std::min(8, kLanes / 2);
   if (dot) {
     sc.qrows.resize(size_t(R) * D);

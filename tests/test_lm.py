@@ -155,3 +155,35 @@ def test_moe_model_convert_load_generate(tmp_path):
     assert rel(q_logits) < 1.25 * rel(mx_model(tokens))
     text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=6, verbose=False)
     assert isinstance(text, str)
+
+
+def test_use_marlin_attention_routes_mlx_lm_attention(tmp_path):
+    from mlx_lm.models import base, llama
+
+    src = make_model_dir(tmp_path / "src", dict(llama_config(), hidden_size=256, num_attention_heads=4,
+                                                num_key_value_heads=2))  # head dim 64
+    model, _ = mlx_lm.load(str(src))
+    tokens = mx.array([[4, 9, 16, 25, 36, 49, 64, 81]])
+    ref = model(tokens)
+    calls = []
+    original_attention = mm.attention
+
+    def counting_attention(*args, **kwargs):
+        calls.append(kwargs.get("mask"))
+        return original_attention(*args, **kwargs)
+
+    try:
+        mm.lm.use_marlin_attention(True)
+        assert llama.scaled_dot_product_attention is mm.lm._marlin_sdpa
+        import mlx_marlin._ext as ext
+
+        saved, ext.attention = ext.attention, counting_attention
+        try:
+            out = model(tokens)
+        finally:
+            ext.attention = saved
+        assert len(calls) == 2 and calls[0] == "causal"
+        np.testing.assert_allclose(to_np(out), to_np(ref), rtol=1e-4, atol=1e-4)
+    finally:
+        mm.lm.use_marlin_attention(False)
+    assert llama.scaled_dot_product_attention is base.scaled_dot_product_attention

@@ -7,6 +7,7 @@
 
 #include "common/fp4_format.h"
 #include "cpu/fp4_gemm_kernels.h"
+#include "gpu/gpu_ops.h"
 #include "ops/fp4_gemm.h"
 
 namespace nb = nanobind;
@@ -45,6 +46,7 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
   init_moe(m);
   init_attention(m);
 
+  m.def("_gpu_ops", &marlin::gpu_ops, "Names of the ops with GPU kernels in this build.");
   m.def("_cpu_isa", [] { return std::string(marlin::cpu::select_kernels().isa); },
         "The instruction set of the CPU kernels chosen for this machine.");
   m.attr("E2M1_TABLE") = std::vector<float>(marlin::kE2M1Table, marlin::kE2M1Table + marlin::kNumCodes);

@@ -10,6 +10,7 @@ E2M1_TABLE: Sequence[float]
 GROUP_SIZES: Sequence[int]
 
 def _cpu_isa() -> str: ...
+def _gpu_ops() -> list[str]: ...
 
 # --- fp4_gemm
 def fp4_gemm(

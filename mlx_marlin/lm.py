@@ -292,7 +292,7 @@ def _marlin_sdpa(queries, keys, values, cache, scale, mask, sinks=None):
     )
     if not usable:
         return _original_sdpa(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
-    return _ext.attention(queries, keys, values, scale=scale, mask=mask, stream=op_stream())
+    return _ext.attention(queries, keys, values, scale=scale, mask=mask, stream=op_stream("attention"))
 
 
 def use_marlin_attention(enable: bool = True) -> None:

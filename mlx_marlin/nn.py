@@ -17,16 +17,16 @@ from . import _ext
 from .quant import CODES_PER_WORD, DEFAULT_GROUP_SIZE, from_mlx, quantize
 
 
-def op_stream():
-    """Stream for the ops: the default device where this build has kernels for it, else
-    the CPU (so a Metal or CUDA MLX still runs the layers, through unified or host memory)."""
-    if mx.default_device() == mx.cpu or _ext_has_gpu_kernels():
+_GPU_OPS = frozenset(_ext._gpu_ops())
+
+
+def op_stream(op: str = "fp4_gemm"):
+    """Stream for `op`: the default device where this build has GPU kernels for the op,
+    else the CPU (so layers still run on a Metal or CUDA MLX, through unified or host
+    memory, for ops whose GPU kernels are not in this build)."""
+    if mx.default_device() == mx.cpu or op in _GPU_OPS:
         return None
     return mx.cpu
-
-
-def _ext_has_gpu_kernels() -> bool:
-    return bool(getattr(_ext, "_has_gpu_kernels", lambda: False)())
 
 
 class MarlinLinear(nn.Module):
@@ -195,7 +195,7 @@ class MarlinSwitchLinear(nn.Module):
 
         xf, idx, lead = _flatten_tokens(x, indices)
         y = moe_gemm(xf, self["weight"], self["scales"], idx, group_size=self.group_size,
-                     activation=activation, stream=op_stream())
+                     activation=activation, stream=op_stream("moe_gemm"))
         if "bias" in self:
             y = y + self["bias"][idx]
         return y.reshape(*lead, indices.shape[-1], self.output_dims)

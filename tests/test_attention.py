@@ -210,7 +210,7 @@ def test_not_differentiable():
 def test_other_isa_builds(isa):
     code = (
         "import numpy as np, mlx.core as mx, mlx_marlin as mm, sys\n"
-        "sys.path.insert(0, 'tests')\n"
+        "sys.path.insert(0, sys.argv[1])\n"
         "from test_attention import reference, make\n"
         "rng = np.random.default_rng(0)\n"
         "for (Lq, Lk, D, mask) in [(37, 70, 80, 'causal'), (3, 900, 128, None), (1, 901, 96, 'causal'), (20, 20, 256, 'causal')]:\n"
@@ -221,9 +221,13 @@ def test_other_isa_builds(isa):
         "print(mm._ext._cpu_isa())\n"
     )
     env = dict(os.environ, MLX_MARLIN_CPU_ISA=isa)
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=120)
+    # Import the same mlx_marlin as this process (installed or in-tree), never a source
+    # checkout that happens to be the working directory.
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
+    env["PYTHONPATH"] = pkg_parent + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", code, tests_dir], env=env, cwd=tests_dir, capture_output=True,
+                       text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     if mm._ext._cpu_isa() != "generic":
         assert r.stdout.strip() in (isa, "generic")

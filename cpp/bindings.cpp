@@ -13,7 +13,8 @@
 namespace nb = nanobind;
 using namespace nb::literals;
 
-void init_moe(nb::module_& m);  // bindings_moe.cpp
+void init_moe(nb::module_& m);
+void init_plans(nb::module_& m);  // bindings_plans.cpp
 void init_attention(nb::module_& m);
 
 NB_MODULE(_ext, m) {
@@ -44,6 +45,7 @@ Returns:
 Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen).)");
 
   init_moe(m);
+  init_plans(m);
   init_attention(m);
 
   m.def("_gpu_ops", &marlin::gpu_ops, "Names of the ops with GPU kernels in this build.");

@@ -135,3 +135,44 @@ def test_concurrent_streams_from_threads(rng):
         t.join(timeout=120)
     assert not any(t.is_alive() for t in threads), "a worker hung"
     assert not errors, errors
+
+
+@given(
+    b=st.sampled_from([1, 2]),
+    hkv=st.sampled_from([1, 2]),
+    group=st.sampled_from([1, 3, 4]),
+    lq=st.sampled_from([1, 2, 5, 8, 9, 17, 63, 65]),
+    extra_k=st.sampled_from([0, 1, 7, 64, 130]),
+    d=st.sampled_from([64, 80, 96, 128, 256]),
+    dtype=st.sampled_from(DTYPES),
+    mask=st.sampled_from([None, "causal", "bool", "additive"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_attention_property(b, hkv, group, lq, extra_k, d, dtype, mask, seed):
+    from test_attention import reference
+
+    rng = np.random.default_rng(seed)
+    lk = lq + extra_k
+    hq = hkv * group
+    q, k, v = (mx.array(rng.standard_normal(s).astype(np.float32)).astype(dtype)
+               for s in ((b, hq, lq, d), (b, hkv, lk, d), (b, hkv, lk, d)))
+    scale = 1.0 / np.sqrt(d)
+    m, ref_mask = mask, None
+    if mask == "bool":
+        bm = rng.random((lq, lk)) < 0.7
+        m, ref_mask = mx.array(bm), np.where(bm, 0.0, -np.inf)
+    elif mask == "additive":
+        am = rng.standard_normal((1, hq, 1, lk)).astype(np.float32)
+        m, ref_mask = mx.array(am).astype(dtype), to_np(mx.array(am).astype(dtype))
+    out = mm.attention(q, k, v, scale=scale, mask=m, stream=mx.cpu)
+    ref = reference(to_np(q), to_np(k), to_np(v), scale, mask=ref_mask, causal=mask == "causal")
+    got = to_np(out)
+    assert got.shape == ref.shape and np.all(np.isfinite(got))
+    tol = {mx.float32: 2e-5, mx.float16: 3e-3, mx.bfloat16: 2e-2}[dtype]
+    assert np.abs(got - ref).max() <= tol * max(1.0, np.abs(ref).max()), f"seed={seed}"
+
+
+def test_attention_memory_is_flat_over_10000_calls(rng):
+    q = mx.array(rng.standard_normal((1, 4, 3, 64)).astype(np.float32)).astype(mx.float16)
+    k = mx.array(rng.standard_normal((1, 2, 40, 64)).astype(np.float32)).astype(mx.float16)
+    _assert_flat_memory(lambda: mm.attention(q, k, k, scale=0.125, mask="causal", stream=mx.cpu))

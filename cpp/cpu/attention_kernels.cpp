@@ -27,55 +27,22 @@
 #include <limits>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "common/attention_plan.h"
 #include "cpu/attention_kernels.h"
 #include "cpu/half_convert.h"
+#include "cpu/simd.h"
 #include "cpu/thread_pool.h"
 
-#ifndef MARLIN_ISA
-#define MARLIN_ISA generic
-#endif
-#define MARLIN_CAT_(a, b) a##b
-#define MARLIN_CAT(a, b) MARLIN_CAT_(a, b)
-#define MARLIN_STRINGIFY_(a) #a
-#define MARLIN_STRINGIFY(a) MARLIN_STRINGIFY_(a)
 
 namespace marlin::cpu {
 namespace MARLIN_ISA {
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-#elif defined(__AVX2__)
-constexpr int kVectorBytes = 32;
-#else
-constexpr int kVectorBytes = 16;
-#endif
-constexpr int kLanes = kVectorBytes / 4;
-typedef float vf __attribute__((vector_size(kVectorBytes)));
-typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
-typedef uint32_t vu __attribute__((vector_size(kVectorBytes)));
-typedef uint16_t vh __attribute__((vector_size(kVectorBytes / 2)));
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int kKeyPad = 8;  // converted key blocks are padded to a multiple of this
 
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store(float* p, vf v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-inline vf splat(float s) {
-  return vf{} + s;
-}
 inline vf vmax(vf a, vf b) {
   return a > b ? a : b;
 }
@@ -225,15 +192,6 @@ void qk_block(const float* K, int64_t ldk, const float* qt, int rp, int D, int n
 // Few rows (decode: R <= kLanes / 2): the row-vector tile would be mostly padding,
 // so scores are dot products along D instead (2 keys x R rows of accumulators,
 // reduced horizontally).  S^T[j][r] for r < R; other lanes are left untouched.
-inline float hsum(vf v) {
-#if defined(__AVX512F__)
-  return _mm512_reduce_add_ps((__m512)v);
-#else
-  float s = 0.f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-#endif
-}
 
 template <int R>
 void qk_dot_block(const float* K, int64_t ldk, const float* q, int D, int nk, int rp, float* s) {

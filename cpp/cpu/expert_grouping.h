@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/moe_plan.h"
+#include "cpu/activation.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "cpu/half_convert.h"
 #include "cpu/thread_pool.h"
@@ -22,27 +23,6 @@
 namespace marlin::cpu {
 
 namespace mx = mlx::core;
-
-// Scalar epilogue activations, the same formulas as the GEMM kernels' epilogue
-// (used where the activation applies to part of a GEMM's output, e.g. the gate half
-// of a concatenated [gate | up] product).
-inline float apply_activation(float v, Activation act) {
-  switch (act) {
-    case Activation::None:
-      return v;
-    case Activation::Relu:
-      return v > 0.f ? v : 0.f;
-    case Activation::Gelu:
-      return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
-    case Activation::GeluApprox: {
-      float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.f + std::tanh(u));
-    }
-    case Activation::Silu:
-      return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
 
 // Element i of an integer array as int64 (uint64 values above INT64_MAX become
 // negative, i.e. out of range, rather than wrapping onto a valid expert).

@@ -15,62 +15,17 @@
 #include <cstring>
 #include <vector>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
-#include <immintrin.h>
-#endif
-
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
+#include "cpu/activation.h"
 #include "cpu/half_convert.h"
+#include "cpu/simd.h"
 #include "cpu/thread_pool.h"
-
-#ifndef MARLIN_ISA
-#define MARLIN_ISA generic
-#endif
-#define MARLIN_CAT_(a, b) a##b
-#define MARLIN_CAT(a, b) MARLIN_CAT_(a, b)
-#define MARLIN_STRINGIFY_(a) #a
-#define MARLIN_STRINGIFY(a) MARLIN_STRINGIFY_(a)
 
 namespace marlin::cpu {
 namespace MARLIN_ISA {
 namespace {
-
-// Native vector width: wider-than-native GCC vectors are lowered through memory,
-// so every build uses exactly its register width and sizes its blocks to its
-// register file (32 zmm with AVX-512, 16 ymm/xmm otherwise).
-#if defined(__AVX512F__)
-constexpr int kVectorBytes = 64;
-constexpr int kVectorRegisters = 32;
-#elif defined(__AVX2__)
-constexpr int kVectorBytes = 32;
-constexpr int kVectorRegisters = 16;
-#else
-constexpr int kVectorBytes = 16;
-constexpr int kVectorRegisters = 16;
-#endif
-constexpr int kLanes = kVectorBytes / 4;
-typedef float vf __attribute__((vector_size(kVectorBytes)));
-typedef uint32_t vu __attribute__((vector_size(kVectorBytes)));
-typedef uint16_t vh __attribute__((vector_size(kVectorBytes / 2)));
-
-inline vf load(const float* p) {
-  vf v;
-  std::memcpy(&v, p, sizeof(v));
-  return v;
-}
-inline void store(float* p, vf v) {
-  std::memcpy(p, &v, sizeof(v));
-}
-inline vf splat(float s) {
-  return vf{} + s;
-}
-inline float reduce_add(vf v) {
-  float s = 0.f;
-  for (int i = 0; i < kLanes; ++i) s += v[i];
-  return s;
-}
 
 // Loads `valid` (1..16) consecutive elements, zero-filling the rest, so ragged
 // column tails run through the same vector code as full blocks.
@@ -145,24 +100,6 @@ inline int lanes_valid(int64_t n, int64_t N) {
   return static_cast<int>(std::min<int64_t>(kLanes, N - n));
 }
 
-float activate(float v, Activation act) {
-  switch (act) {
-    case Activation::None:
-      return v;
-    case Activation::Relu:
-      return v > 0.f ? v : 0.f;
-    case Activation::Gelu:
-      return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
-    case Activation::GeluApprox: {
-      float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.f + std::tanh(u));
-    }
-    case Activation::Silu:
-      return v / (1.f + std::exp(-v));
-  }
-  return v;
-}
-
 // Writes rows of fp32 accumulators (64 wide) as act(acc + bias) in the output type.
 void write_epilogue(const GemmArgs& a, const float* acc, int64_t acc_stride, int64_t m0,
                     int rows, int64_t n0, int cols) {
@@ -171,7 +108,7 @@ void write_epilogue(const GemmArgs& a, const float* acc, int64_t acc_stride, int
     int64_t base = (m0 + r) * a.out_row_stride + n0;
     for (int c = 0; c < cols; ++c) {
       float v = src[c] + (a.bias ? a.bias[n0 + c] : 0.f);
-      v = activate(v, a.activation);
+      v = apply_activation(v, a.activation);
       switch (a.out_type) {
         case ElemType::Float32:
           static_cast<float*>(a.out)[base + c] = v;
@@ -390,7 +327,7 @@ void gemm_transposed(const GemmTransposedArgs& a) {
         }
         for (int r = 0; r < rows; ++r)
           for (int j = 0; j < kCodesPerWord; ++j)
-            a.out[(m0 + r) * w.K + kb * kCodesPerWord + j] = reduce_add(acc[r][j]);
+            a.out[(m0 + r) * w.K + kb * kCodesPerWord + j] = hsum(acc[r][j]);
       }
     }
   });

@@ -1,0 +1,30 @@
+// Scalar epilogue activations of the CPU backend: one definition for the GEMM
+// epilogue and for MoE (where the activation applies to part of a product, e.g. the
+// gate half of a concatenated [gate | up] GEMM).
+#pragma once
+
+#include <cmath>
+
+#include "common/activation.h"
+
+namespace marlin::cpu {
+
+inline float apply_activation(float v, Activation act) {
+  switch (act) {
+    case Activation::None:
+      return v;
+    case Activation::Relu:
+      return v > 0.f ? v : 0.f;
+    case Activation::Gelu:
+      return 0.5f * v * (1.f + std::erf(v * 0.70710678118654752f));
+    case Activation::GeluApprox: {
+      float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
+      return 0.5f * v * (1.f + std::tanh(u));
+    }
+    case Activation::Silu:
+      return v / (1.f + std::exp(-v));
+  }
+  return v;
+}
+
+} // namespace marlin::cpu

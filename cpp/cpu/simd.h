@@ -1,0 +1,66 @@
+// Portable vector layer of the per-ISA CPU kernels.  Included by the kernel sources
+// that are compiled once per instruction set (MARLIN_ISA = generic / avx2 / avx512
+// with matching -m flags): each build gets GCC/Clang vector types of exactly its
+// native register width (wider-than-native vector types are lowered through memory,
+// which is slower than scalar code) and knows its register-file size, from which the
+// kernels derive their register blocks.
+//
+// Everything here lives in namespace marlin::cpu::MARLIN_ISA so the builds link side
+// by side; include it inside no namespace.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#ifndef MARLIN_ISA
+#define MARLIN_ISA generic
+#endif
+#define MARLIN_CAT_(a, b) a##b
+#define MARLIN_CAT(a, b) MARLIN_CAT_(a, b)
+#define MARLIN_STRINGIFY_(a) #a
+#define MARLIN_STRINGIFY(a) MARLIN_STRINGIFY_(a)
+
+namespace marlin::cpu::MARLIN_ISA {
+
+#if defined(__AVX512F__)
+constexpr int kVectorBytes = 64;
+constexpr int kVectorRegisters = 32;
+#elif defined(__AVX2__)
+constexpr int kVectorBytes = 32;
+constexpr int kVectorRegisters = 16;
+#else
+constexpr int kVectorBytes = 16;
+constexpr int kVectorRegisters = 16;
+#endif
+constexpr int kLanes = kVectorBytes / 4;
+typedef float vf __attribute__((vector_size(kVectorBytes)));
+typedef int32_t vi __attribute__((vector_size(kVectorBytes)));
+typedef uint32_t vu __attribute__((vector_size(kVectorBytes)));
+typedef uint16_t vh __attribute__((vector_size(kVectorBytes / 2)));
+
+inline vf load(const float* p) {
+  vf v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+inline void store(float* p, vf v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+inline vf splat(float s) {
+  return vf{} + s;
+}
+inline float hsum(vf v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)v);
+#else
+  float s = 0.f;
+  for (int i = 0; i < kLanes; ++i) s += v[i];
+  return s;
+#endif
+}
+
+} // namespace marlin::cpu::MARLIN_ISA

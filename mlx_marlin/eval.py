@@ -129,6 +129,9 @@ def evaluate(model_dir, text: Optional[str] = None, max_tokens: int = 4096, seq_
     results = []
     for label, make in variants:
         model, _ = load(model_dir)
+        # Compute in float32 everywhere: the same arithmetic for every variant, and MLX's
+        # CPU gather_mm (the unquantized MoE experts) takes float32 only.
+        model.set_dtype(mx.float32)
         t0 = time.perf_counter()
         model = make(model)
         mx.eval(model.parameters())

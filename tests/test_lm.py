@@ -187,3 +187,22 @@ def test_use_marlin_attention_routes_mlx_lm_attention(tmp_path):
     finally:
         mm.lm.use_marlin_attention(False)
     assert llama.scaled_dot_product_attention is base.scaled_dot_product_attention
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-moe"])
+def test_embedded_model_fp4_quality_and_generation(tmp_path, name):
+    """The embedded models: convert -> load -> generate, and FP4 costs little held-out loss."""
+    import mlx_marlin.eval as ev
+    from mlx_marlin.generate import embedded_model_dir
+
+    src = embedded_model_dir(name)
+    tokens = mlx_lm.load(str(src))[1].encode(ev.heldout_text())[:512]
+    original, _ = mlx_lm.load(str(src))
+    original.set_dtype(mx.float32)
+    out, _, qconfig = mm.convert.convert(src, tmp_path / name, group_size=64, progress=False)
+    model, tok = mm.load(out)
+    assert any(isinstance(m, (mm.MarlinLinear, mm.MarlinSwitchGLU)) for _, m in model.named_modules())
+    ppl_fp16, ppl_fp4 = ev.perplexity(original, tokens, 256), ev.perplexity(model, tokens, 256)
+    assert ppl_fp4 < ppl_fp16 * 1.15, (ppl_fp16, ppl_fp4)
+    text = mlx_lm.generate(model, tok, prompt="The list", max_tokens=12, verbose=False)
+    assert len(tok.encode(text)) >= 3

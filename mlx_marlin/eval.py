@@ -153,7 +153,8 @@ def format_tables(model_dir, results, errors) -> str:
               "| layer kind | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     kinds: Dict[str, List[Dict[str, float]]] = {}
     for path, row in errors.items():
-        kinds.setdefault(".".join(p for p in path.split(".") if not p.isdigit())[-40:], []).append(row)
+        kind = ".".join(p for p in path.split(".") if not p.isdigit())
+        kinds.setdefault(kind.removeprefix("model.layers."), []).append(row)
     for kind, rows in sorted(kinds.items()):
         vals = [np.mean([r[c] for r in rows if c in r]) if any(c in r for r in rows) else float("nan") for c in cols]
         lines.append(f"| {kind} | " + " | ".join(f"{v:.4f}" for v in vals) + " |")

@@ -13,7 +13,8 @@
 //     with bounds checks, so any M >= 1 and any N work; K is a multiple of the group
 //     size (>= 32), hence of BK.
 // Inputs of float32 run the same kernels in float (BK = 16 keeps the double-buffered
-// float tile of large_m within 32 KB).
+// float tile of large_m within 32 KB).  The output type O is the input type, or float32
+// for half/bfloat inputs (the vjp recomputes the pre-activation product in float32).
 #include <metal_stdlib>
 #include <metal_simdgroup_matrix>
 
@@ -27,12 +28,12 @@ using namespace marlin;
 #define MARLIN_GEMM_TG_BYTES(T, BM, BN, BK, WM, WN) \
   (sizeof(T) * (2 * (BM) * (BK) + (WM) * (WN) * 8 * ((BN) / (WN))))
 
-template <typename T, typename S, int BM, int BN, int BK, int WM, int WN>
+template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, int WN>
 [[kernel]] void fp4_gemm(const device T* x [[buffer(0)]],
                          const device uint* w [[buffer(1)]],
                          const device S* scales [[buffer(2)]],
                          const device float* bias [[buffer(3)]],
-                         device T* out [[buffer(4)]],
+                         device O* out [[buffer(4)]],
                          constant GemmParams& p [[buffer(5)]],
                          uint3 tgid [[threadgroup_position_in_grid]],
                          uint tid [[thread_index_in_threadgroup]],
@@ -95,7 +96,7 @@ template <typename T, typename S, int BM, int BN, int BK, int WM, int WN>
 
   for (int i = 0; i < live_tm; ++i)
     for (int j = 0; j < TN; ++j)
-      store_fragment<T>(acc[i][j], out, p, bias, row0 + sm + i * 8, col0 + sn + j * 8, lane);
+      store_fragment<O>(acc[i][j], out, p, bias, row0 + sm + i * 8, col0 + sn + j * 8, lane);
 }
 
 // g[M, N] @ dequant(w)^T -> out[M, K] (the input gradient; no bias or activation).
@@ -127,24 +128,35 @@ template <typename T, typename S>
 
 // Host names: gemm_kernel_name / gemm_transposed_kernel_name (cpp/common/gemm_plan.h).
 // Tile shapes: tile_for(GemmVariant) there; float32 inputs use BK = 16.
-// scripts/kernel_report.py parses these lines (variant, x, T, scales, S, BM, BN, BK, WM, WN).
-#define MARLIN_GEMM(variant, xname, T, sname, S, BM, BN, BK, WM, WN)                          \
-  template [[host_name("fp4_gemm_" #variant "_" #xname "_" #sname)]] [[kernel]]                \
-  decltype(fp4_gemm<T, S, BM, BN, BK, WM, WN>) fp4_gemm<T, S, BM, BN, BK, WM, WN>;
+// scripts/kernel_report.py parses the MARLIN_GEMM_VARIANTS lines below and the tile
+// shapes of MARLIN_GEMM_VARIANTS' body.
+#define MARLIN_GEMM(variant, xname, T, sname, S, oname, O, BM, BN, BK, WM, WN)                        \
+  template [[host_name("fp4_gemm_" #variant "_" #xname "_" #sname oname)]] [[kernel]]                  \
+  decltype(fp4_gemm<T, S, O, BM, BN, BK, WM, WN>) fp4_gemm<T, S, O, BM, BN, BK, WM, WN>;
 
 #define MARLIN_GEMM_T(xname, T, sname, S)                                                       \
   template [[host_name("fp4_gemm_transposed_" #xname "_" #sname)]] [[kernel]]                  \
   decltype(fp4_gemm_transposed<T, S>) fp4_gemm_transposed<T, S>;
 
-#define MARLIN_GEMM_VARIANTS(xname, T, sname, S, BK)                \
-  MARLIN_GEMM(decode, xname, T, sname, S, 32, 128, BK, 1, 4)       \
-  MARLIN_GEMM(default, xname, T, sname, S, 64, 64, BK, 2, 2)       \
-  MARLIN_GEMM(large_m, xname, T, sname, S, 128, 64, BK, 4, 2)      \
-  MARLIN_GEMM_T(xname, T, sname, S)
+#define MARLIN_GEMM_VARIANTS(xname, T, sname, S, oname, O, BK)                 \
+  MARLIN_GEMM(decode, xname, T, sname, S, oname, O, 32, 128, BK, 1, 4)        \
+  MARLIN_GEMM(default, xname, T, sname, S, oname, O, 64, 64, BK, 2, 2)        \
+  MARLIN_GEMM(large_m, xname, T, sname, S, oname, O, 128, 64, BK, 4, 2)
 
-MARLIN_GEMM_VARIANTS(f16, half, f16, half, 32)
-MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, 32)
-MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, 32)
-MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, 32)
-MARLIN_GEMM_VARIANTS(f32, float, f16, half, 16)
-MARLIN_GEMM_VARIANTS(f32, float, bf16, bfloat, 16)
+MARLIN_GEMM_VARIANTS(f16, half, f16, half, "", half, 32)
+MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "", half, 32)
+MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "", bfloat, 32)
+MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "", bfloat, 32)
+MARLIN_GEMM_VARIANTS(f32, float, f16, half, "", float, 16)
+MARLIN_GEMM_VARIANTS(f32, float, bf16, bfloat, "", float, 16)
+MARLIN_GEMM_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
+MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "_out_f32", float, 32)
+MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "_out_f32", float, 32)
+MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "_out_f32", float, 32)
+
+MARLIN_GEMM_T(f16, half, f16, half)
+MARLIN_GEMM_T(f16, half, bf16, bfloat)
+MARLIN_GEMM_T(bf16, bfloat, f16, half)
+MARLIN_GEMM_T(bf16, bfloat, bf16, bfloat)
+MARLIN_GEMM_T(f32, float, f16, half)
+MARLIN_GEMM_T(f32, float, bf16, bfloat)

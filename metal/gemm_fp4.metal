@@ -79,7 +79,9 @@ template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, in
 
     for (int kk = 0; kk < BK; kk += 8) {
       BLoader::stage(w, scales, p.N, p.group_size, kt * BK + kk, col0 + sn, bslice, lane);
+#if !defined(MARLIN_PLANT_RACE)  // tests/test_metal_gemm.py: the emulator must report this
       simdgroup_barrier(mem_flags::mem_threadgroup);
+#endif
       simdgroup_matrix<T, 8, 8> b[TN];
       for (int j = 0; j < TN; ++j) simdgroup_load(b[j], bslice, SN, ulong2(j * 8, 0));
       for (int i = 0; i < TM; ++i) {

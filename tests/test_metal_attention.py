@@ -160,12 +160,12 @@ def run_attention(emu, dtype, qf, kf, vf, scale, mask_kind=MASK_NONE, mask=None,
     tg = (32 * -(-plan["rows"] // 8), 1, 1)
     name = lambda kind: f"marlin_attention_{kind}_d{D}_{dtype}"  # noqa: E731
     if plan["splits"] == 1:
-        emu.launch(name("prefill"), grid=(plan["num_tasks"], 1, 1), tg=tg, buffers=[qb, kb, vb, mbuf, out, bytes(p)])
+        emu.launch(name("prefill"), grid=(plan["num_tasks"], 1, 1), tg=tg, buffers=[qb, kb, vb, mbuf, out, bytes(p)], check_uninitialized=True)
     else:
         part_o = np.full(plan["num_tasks"] * plan["rows"] * D, np.nan, np.float32)
         part_ml = np.full(plan["num_tasks"] * plan["rows"] * 2, np.nan, np.float32)
         emu.launch(name("decode"), grid=(plan["num_tasks"], 1, 1), tg=tg,
-                   buffers=[qb, kb, vb, mbuf, part_o, part_ml, bytes(p)])
+                   buffers=[qb, kb, vb, mbuf, part_o, part_ml, bytes(p)], check_uninitialized=True)
         emu.launch(name("merge"), grid=(plan["num_tasks"] // plan["splits"], plan["rows"], 1), tg=(32, 1, 1),
                    buffers=[part_o, part_ml, out, bytes(p)])
     return from_device(out, dtype), (qn, kn, vn, mref), plan

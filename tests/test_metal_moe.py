@@ -161,7 +161,7 @@ def run_group(emu, ids, E):
     stats = np.full(3, -7, np.int32)
     emu.launch("marlin_moe_group", grid=(1, 1, 1), tg=(GROUP_THREADS, 1, 1),
                buffers=[ids if n else np.zeros(1, np.uint32), offsets, pairs, position, stats,
-                        bytes(MoeGroupParams(n, E))])
+                        bytes(MoeGroupParams(n, E))], check_uninitialized=True)
     return offsets, pairs[:n], position[:n], stats
 
 

@@ -6,9 +6,13 @@
 #include <nanobind/stl/vector.h>
 
 #include "common/fp4_format.h"
+#include "common/gemm_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "gpu/gpu_ops.h"
 #include "ops/fp4_gemm.h"
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+#include "emulator/emulator_launcher.h"
+#endif
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -51,6 +55,29 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
   m.def("_gpu_ops", &marlin::gpu_ops, "Names of the ops with GPU kernels in this build.");
   m.def("_cpu_isa", [] { return std::string(marlin::cpu::select_kernels().isa); },
         "The instruction set of the CPU kernels chosen for this machine.");
+  m.def("_backend", [] {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+    return std::string("metal-emulator");
+#else
+    return std::string("cpu");
+#endif
+  }, "Where the CPU-stream evaluation of the ops runs: 'cpu' (the CPU kernels) or 'metal-emulator' "
+     "(the Metal kernels on the Metal-on-CPU emulator; fp4_gemm only, see docs/metal.md).");
+  m.def("_gpu_kernel_names", [] {
+    std::vector<std::string> names;
+    marlin::for_each_gemm_kernel_name([&](const std::string& n) { names.push_back(n); });
+    return names;
+  }, "Every kernel host name the GPU encoders can dispatch (gemm_kernel_name and friends).");
+  m.def("_gpu_gemm_plan", [](int64_t M, int64_t N) {
+    auto p = marlin::plan_gpu_gemm(M, N);
+    return nb::make_tuple(std::string(marlin::variant_name(p.variant)), p.tile.tile_m, p.tile.tile_n, p.tile.tile_k,
+                          p.grid_x, p.grid_y, p.threads_per_group);
+  }, "M"_a, "N"_a, "plan_gpu_gemm(M, N): (variant, tile_m, tile_n, tile_k, grid_x, grid_y, threads).");
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  m.def("_emulator_module", [] { return marlin::emulator::kernel_module_path(); });
+  m.def("_emulator_kernels", [] { return marlin::emulator::kernel_module_names(); });
+  m.def("_emulator_checked", [] { return marlin::emulator::kernel_module_checked(); });
+#endif
   m.attr("E2M1_TABLE") = std::vector<float>(marlin::kE2M1Table, marlin::kE2M1Table + marlin::kNumCodes);
   m.attr("GROUP_SIZES") = std::vector<int>(marlin::kGroupSizes, marlin::kGroupSizes + 3);
 }

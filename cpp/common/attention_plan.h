@@ -13,6 +13,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace marlin {
 
@@ -66,6 +68,32 @@ inline AttentionPlan plan_attention(int64_t B, int64_t Hq, int64_t Hkv, int64_t 
   p.splits = static_cast<int>((key_blocks + blocks_per_split - 1) / blocks_per_split);
   p.num_tasks = row_tasks * p.splits;
   return p;
+}
+
+// ---- GPU kernel names (metal/attention.metal instantiates every value returned here;
+// tests/test_metal_attention.py checks that against the compiled module).
+enum class AttentionKernel : int {
+  Prefill = 0,  // normalized output; one key range per task (plan.splits == 1)
+  Decode = 1,   // split-K partial (unnormalized O, running max, sum) per task
+  Merge = 2,    // combines the splits' partials into the normalized output
+};
+enum class AttentionDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
+
+inline std::string attention_kernel_name(AttentionKernel kind, int head_dim, AttentionDtype dtype) {
+  static const char* kinds[] = {"prefill", "decode", "merge"};
+  static const char* dtypes[] = {"f16", "bf16", "f32"};
+  return std::string("marlin_attention_") + kinds[static_cast<int>(kind)] + "_d" + std::to_string(head_dim) + "_" +
+         dtypes[static_cast<int>(dtype)];
+}
+
+// Every name attention_kernel_name can return for a supported head dim.
+inline std::vector<std::string> all_attention_kernel_names() {
+  std::vector<std::string> names;
+  for (int kind = 0; kind < 3; ++kind)
+    for (int d : {64, 80, 96, 128, 256})
+      for (int t = 0; t < 3; ++t)
+        names.push_back(attention_kernel_name(static_cast<AttentionKernel>(kind), d, static_cast<AttentionDtype>(t)));
+  return names;
 }
 
 } // namespace marlin

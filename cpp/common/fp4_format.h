@@ -14,14 +14,18 @@
 //   * Expert-batched weights prepend an expert axis: [E, K/8, N] and [E, K/g, N].
 #pragma once
 
+// MARLIN_TABLE declares a lookup table: in Metal's constant address space (program
+// scope `constant` variables must be initialised constant expressions; constexpr also
+// gives internal linkage, so several .metal sources of one library may include this),
+// in CUDA constant memory, and as a plain constexpr array in C++.
 #if defined(__METAL_VERSION__)
-#define MARLIN_CONSTANT constant
+#define MARLIN_TABLE constant constexpr
 #define MARLIN_INLINE inline
 #elif defined(__CUDACC__)
-#define MARLIN_CONSTANT __device__ __constant__
+#define MARLIN_TABLE __device__ __constant__
 #define MARLIN_INLINE __host__ __device__ __forceinline__
 #else
-#define MARLIN_CONSTANT
+#define MARLIN_TABLE constexpr
 #define MARLIN_INLINE inline
 #endif
 
@@ -48,10 +52,7 @@ constexpr bool is_supported_group_size(int g) {
 
 // Decode table, indexed by the full 4-bit code (sign included) so a decode is one
 // table lookup: no branch, no bit arithmetic in the inner loop.
-#if !defined(__METAL_VERSION__) && !defined(__CUDACC__)
-constexpr
-#endif
-MARLIN_CONSTANT float kE2M1Table[kNumCodes] = {
+MARLIN_TABLE float kE2M1Table[kNumCodes] = {
     0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
     -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 
 #include "fp4_format.h"
@@ -89,6 +90,45 @@ inline const char* variant_name(GemmVariant v) {
   return v == GemmVariant::Decode ? "decode"
       : v == GemmVariant::LargeM  ? "large_m"
                                   : "default";
+}
+
+// Kernel host names (Metal library and emulator module).  These functions are the
+// only place a name is formed; metal/gemm_fp4.metal instantiates every name they can
+// return (tests/test_metal_gemm.py checks that against the compiled module).
+enum class GpuDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
+
+inline const char* gpu_dtype_name(GpuDtype t) {
+  return t == GpuDtype::Float16 ? "f16" : t == GpuDtype::BFloat16 ? "bf16" : "f32";
+}
+
+// Activations x: f16, bf16, f32.  Scales: f16, bf16.  Output: the type of x, or f32
+// for f16/bf16 x (the vjp recomputes the pre-activation product in float32); any other
+// combination throws.
+inline std::string gemm_kernel_name(GemmVariant v, GpuDtype x, GpuDtype scales, GpuDtype out) {
+  if (out != x && out != GpuDtype::Float32) throw std::invalid_argument("gemm_kernel_name: unsupported output dtype");
+  return std::string("fp4_gemm_") + variant_name(v) + "_" + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales) +
+      (out != x ? "_out_f32" : "");
+}
+
+// The vjp product g @ W^T (one simple kernel per dtype pair, no variants).
+inline std::string gemm_transposed_kernel_name(GpuDtype x, GpuDtype scales) {
+  return std::string("fp4_gemm_transposed_") + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales);
+}
+
+// Every name the two functions above can return.
+template <class F>
+inline void for_each_gemm_kernel_name(F&& f) {
+  const GpuDtype xs[] = {GpuDtype::Float16, GpuDtype::BFloat16, GpuDtype::Float32};
+  const GpuDtype ss[] = {GpuDtype::Float16, GpuDtype::BFloat16};
+  const GemmVariant vs[] = {GemmVariant::Decode, GemmVariant::Default, GemmVariant::LargeM};
+  for (GemmVariant v : vs)
+    for (GpuDtype x : xs)
+      for (GpuDtype s : ss) {
+        f(gemm_kernel_name(v, x, s, x));
+        if (x != GpuDtype::Float32) f(gemm_kernel_name(v, x, s, GpuDtype::Float32));
+      }
+  for (GpuDtype x : xs)
+    for (GpuDtype s : ss) f(gemm_transposed_kernel_name(x, s));
 }
 
 // ---------------------------------------------------------------- CUDA backend

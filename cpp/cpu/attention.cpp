@@ -37,7 +37,18 @@ void strides4(const mx::array& a, int64_t* out) {
 }
 } // namespace
 
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+namespace emulator {
+void eval_attention(Attention& op, const std::vector<mx::array>& inputs, mx::array& out);  // emulator/ops.cpp
+}
+#endif
+
 void Attention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  // Emulator build: the Metal kernels run here, on the CPU stream (docs/metal.md).
+  emulator::eval_attention(*this, inputs, out);
+  return;
+#endif
   out.set_data(mx::allocator::malloc(out.nbytes()));
   auto& encoder = mx::cpu::get_command_encoder(stream());
   for (auto& in : inputs) encoder.set_input_array(in);

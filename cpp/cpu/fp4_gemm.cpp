@@ -10,7 +10,18 @@
 
 namespace marlin {
 
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+namespace emulator {
+void eval_fp4_gemm(FP4Gemm& op, const std::vector<mx::array>& inputs, mx::array& out);  // emulator/ops.cpp
+}
+#endif
+
 void FP4Gemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  // Emulator build: the Metal kernels run here, on the CPU stream (docs/metal.md).
+  emulator::eval_fp4_gemm(*this, inputs, out);
+  return;
+#endif
   out.set_data(mx::allocator::malloc(out.nbytes()));
   auto& encoder = mx::cpu::get_command_encoder(stream());
   for (auto& in : inputs) encoder.set_input_array(in);

@@ -51,7 +51,18 @@ void begin_eval(mx::Stream s, const std::vector<mx::array>& inputs, std::vector<
 } // namespace
 
 // ------------------------------------------------------------------ MoeRoute
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+namespace emulator {
+// emulator/ops.cpp; false when the Metal kernels do not take this shape (E > 256).
+bool eval_moe_route(MoeRoute& op, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs);
+}
+#endif
+
 void MoeRoute::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  // Emulator build: the Metal routing kernel runs here, on the CPU stream (docs/metal.md).
+  if (emulator::eval_moe_route(*this, inputs, outputs)) return;
+#endif
   begin_eval(stream(), inputs, {&outputs[0], &outputs[1]});
   const auto& logits = inputs[0];
   const int64_t T = logits.shape(0);

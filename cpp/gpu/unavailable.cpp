@@ -16,8 +16,9 @@ namespace marlin {
                            "pass stream=mx.cpu (or run under `with mx.stream(mx.cpu):`).");
 }
 
-#if !defined(MLX_MARLIN_CUDA)
-// With the CUDA backend compiled in, cpp/cuda/fp4_gemm.cu defines this instead.
+#if !defined(MLX_MARLIN_CUDA) && !defined(MLX_MARLIN_METAL)
+// With the CUDA backend compiled in, cpp/cuda/fp4_gemm_host.cpp defines this instead;
+// with the Metal backend, cpp/metal/fp4_gemm.cpp.
 void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("fp4_gemm");
 }

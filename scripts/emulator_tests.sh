@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the extension with MLX_MARLIN_METAL_EMULATOR=ON (fp4_gemm's evaluation runs the
+# Metal kernels of metal/*.metal on the Metal-on-CPU emulator, checked build: bounds and
+# race detection) into build/emulator, stages the package with the kernel module beside
+# the extension, and runs the op tests against it.
+# Usage: scripts/emulator_tests.sh [pytest args]   (default: tests/test_fp4_gemm.py
+#        tests/test_metal_gemm.py)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+if [ ! -f build/emulator/build.ninja ]; then
+  cmake -S . -B build/emulator -G Ninja -DCMAKE_BUILD_TYPE=Release -DMLX_MARLIN_METAL_EMULATOR=ON \
+    -DMLX_MARLIN_LTO=OFF -DPython_EXECUTABLE="$(command -v "$py")" >/dev/null
+fi
+cmake --build build/emulator -j"${JOBS:-2}"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+cp -r mlx_marlin "$stage/"
+rm -f "$stage"/mlx_marlin/_ext*.so "$stage"/mlx_marlin/mlx_marlin_metal_emu.so
+cp build/emulator/_ext*.so build/emulator/mlx_marlin_metal_emu.so "$stage/mlx_marlin/"
+export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
+args=()
+for a in "$@"; do if [ -e "$a" ]; then args+=("$(realpath "$a")"); else args+=("$a"); fi; done
+[ ${#args[@]} -gt 0 ] || args=("$(realpath tests/test_fp4_gemm.py)" "$(realpath tests/test_metal_gemm.py)")
+cd "$stage"
+"$py" -c 'import mlx_marlin._ext as e; b = e._backend(); assert b == "metal-emulator", b; print("backend:", b, "| module:", e._emulator_module(), "| checked:", e._emulator_checked())'
+"$py" -m pytest -q -p no:cacheprovider "${args[@]}"

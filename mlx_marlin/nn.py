@@ -29,6 +29,19 @@ def op_stream(op: str = "fp4_gemm"):
     return mx.cpu
 
 
+def _init_fp4_parameters(module: nn.Module, leading: tuple, input_dims: int, output_dims: int, bias: bool,
+                         group_size: int, scale_dtype: mx.Dtype) -> None:
+    """Empty packed weight / scales / bias of the FP4 layout on `module`, frozen."""
+    if input_dims % group_size:
+        raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
+    module.group_size = group_size
+    module.weight = mx.zeros((*leading, input_dims // CODES_PER_WORD, output_dims), dtype=mx.uint32)
+    module.scales = mx.zeros((*leading, input_dims // group_size, output_dims), dtype=scale_dtype)
+    if bias:
+        module.bias = mx.zeros((*leading, output_dims))
+    module.freeze()
+
+
 class MarlinLinear(nn.Module):
     """``y = x @ W.T + b`` with ``W`` stored in the mlx-marlin FP4 layout.
 
@@ -53,14 +66,7 @@ class MarlinLinear(nn.Module):
         scale_dtype: mx.Dtype = mx.float16,
     ):
         super().__init__()
-        if input_dims % group_size:
-            raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
-        self.group_size = group_size
-        self.weight = mx.zeros((input_dims // CODES_PER_WORD, output_dims), dtype=mx.uint32)
-        self.scales = mx.zeros((input_dims // group_size, output_dims), dtype=scale_dtype)
-        if bias:
-            self.bias = mx.zeros((output_dims,))
-        self.freeze()
+        _init_fp4_parameters(self, (), input_dims, output_dims, bias, group_size, scale_dtype)
 
     def unfreeze(self, *args, **kwargs):
         # The packed weight and scales stay frozen: fp4_gemm has no gradient for them.
@@ -164,14 +170,7 @@ class MarlinSwitchLinear(nn.Module):
         scale_dtype: mx.Dtype = mx.float16,
     ):
         super().__init__()
-        if input_dims % group_size:
-            raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
-        self.group_size = group_size
-        self.weight = mx.zeros((num_experts, input_dims // CODES_PER_WORD, output_dims), dtype=mx.uint32)
-        self.scales = mx.zeros((num_experts, input_dims // group_size, output_dims), dtype=scale_dtype)
-        if bias:
-            self.bias = mx.zeros((num_experts, output_dims))
-        self.freeze()
+        _init_fp4_parameters(self, (num_experts,), input_dims, output_dims, bias, group_size, scale_dtype)
 
     @property
     def input_dims(self) -> int:

@@ -113,3 +113,23 @@ def test_gpu_matches_cpu():
     yg = mm.fp4_gemm(x, w, s, b, group_size=32, activation="silu", stream=mx.gpu)
     yc = mm.fp4_gemm(x, w, s, b, group_size=32, activation="silu", stream=mx.cpu)
     np.testing.assert_allclose(np.array(yg), np.array(yc), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["0", "1", "2", "3", "4", "mma"])
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+def test_decode_variants(variant, dtype, monkeypatch):
+    """Every compiled decode (M <= 16) kernel variant, forced with MLX_MARLIN_CUDA_DECODE,
+    on shapes off the strip width, with K splits that leave some warps without groups."""
+    monkeypatch.setenv("MLX_MARLIN_CUDA_DECODE", variant)
+    rng = np.random.default_rng(_SEED + 17 + int(variant if variant != "mma" else 9))
+    for i, (M, N, K, g) in enumerate(((1, 14336, 4096, 64), (4, 200, 384, 32), (8, 72, 256, 128),
+                                      (9, 1000, 1024, 64), (16, 136, 4096, 32), (13, 8, 128, 64))):
+        act = ACTS[i % len(ACTS)]
+        sdt = (mx.float16, mx.bfloat16)[i % 2]
+        x, w, s, b, W = _make(rng, M, N, K, g, dtype, sdt, bias=(i % 3 != 1))
+        y = mm.fp4_gemm(x, w, s, b, group_size=g, activation=act, stream=mx.gpu)
+        ref = np.array(x.astype(mx.float32)).astype(np.float64) @ W.T
+        if b is not None:
+            ref = ref + np.array(b).astype(np.float64)
+        err = _rel(y, _act(ref, act))
+        assert err < TOL[dtype], f"M={M} N={N} K={K} g={g}: rel err {err:.3e}"

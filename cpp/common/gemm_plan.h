@@ -142,7 +142,12 @@ inline void for_each_gemm_kernel_name(F&& f) {
 //   * Simt:       float32 activations (exact fp32 FMA path), or shapes/alignments the
 //                 MMA kernel does not take (N % 8 != 0, unaligned pointers).
 //   * SimtTransposed: the vjp product g @ W^T.
-enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3 };
+//   * Gemv:       M <= kDecodeMaxRows, the streaming decode kernel (fp4_gemv): blocks of
+//                 8 warps over one strip of 32*nq columns, each warp a contiguous run of
+//                 whole groups of K with `unroll` k32 steps of weights in flight, group
+//                 scales staged in shared memory once.  Replaces MmaDecode wherever the
+//                 strip's scales fit in kCudaGemvMaxSmem (MmaDecode stays as fallback).
+enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3, Gemv = 4 };
 
 struct CudaMmaConfig {
   int mi;       // 16-row MMA tiles per warp
@@ -163,17 +168,53 @@ constexpr CudaMmaConfig kCudaPrefillConfig{2, 4, 2, 4, 1, 2};
 constexpr int kCudaSimtRows = 8;
 constexpr int kCudaSimtTransposedRows = 4;
 
+struct CudaGemvConfig {
+  int nq;            // 32-column quads per warp (one 16-byte weight load each per k32 step)
+  int wk;            // warps per block, splitting K
+  int unroll;        // k32 steps of weight loads in flight per warp
+  bool bf16_fma;     // bf16: decode by raw bit placement + one bf16x2 FMA (else via fp32)
+  int min_blocks;    // __launch_bounds__ blocks per SM (2: <= 128 registers)
+  constexpr int block_n() const { return 32 * nq; }
+};
+// Compiled variants (cpp/cuda/fp4_gemm_kernels.cu instantiates each).  The plan picks
+// kCudaGemvDefault unless N is too narrow to give every SM a block at nq = 2;
+// MLX_MARLIN_CUDA_DECODE=<index> (or =mma for the old MmaDecode) overrides it.
+constexpr CudaGemvConfig kCudaGemvConfigs[] = {
+    {2, 8, 4, false, 2},
+    {2, 8, 4, true, 2},
+    {2, 8, 6, true, 2},
+    {1, 8, 6, true, 2},
+    {4, 8, 3, true, 1},
+};
+constexpr int kCudaGemvVariants = sizeof(kCudaGemvConfigs) / sizeof(kCudaGemvConfigs[0]);
+constexpr int kCudaGemvDefault = 1;
+constexpr int kCudaGemvNarrow = 3;   // for N / 64 < kCudaGemvMinBlocks
+constexpr int kCudaGemvMinBlocks = 132;
+constexpr uint32_t kCudaGemvMaxSmem = 48 * 1024;
+
+// Dynamic shared memory of fp4_gemv: the strip's scales, reused for the K reduction.
+inline uint32_t cuda_gemv_smem(const CudaGemvConfig& c, int64_t M, int64_t K, int64_t group_size) {
+  const int64_t scales = (K / group_size) * c.nq * 4 * 16;
+  const int64_t red = int64_t(c.wk - 1) * 4 * c.nq * (M > 8 ? 4 : 2) * 32 * 4;
+  return static_cast<uint32_t>(scales > red ? scales : red);
+}
+
 struct CudaGemmPlan {
   CudaGemmKernel kernel;
   int grid_x;
   int grid_y;
   int threads;
+  int gemv_variant = -1;  // Gemv: index into kCudaGemvConfigs
+  bool rows16 = false;    // Gemv: M > 8 (both 8-row halves of the MMA tile)
+  uint32_t smem = 0;      // dynamic shared memory bytes
 };
 
 // `half_input`: x is float16/bfloat16.  `aligned`: every pointer the MMA kernel
 // reads or writes with 16-byte accesses is 16-byte aligned.
+// `group_size` > 0 enables the Gemv kernel; `gemv_variant` >= 0 forces one of its
+// variants, -2 forces MmaDecode (benchmarks/tests), -1 lets the plan choose.
 inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,
-                                   bool transpose) {
+                                   bool transpose, int64_t group_size = 0, int gemv_variant = -1) {
   CudaGemmPlan p{};
   if (transpose) {
     p.kernel = CudaGemmKernel::SimtTransposed;
@@ -189,6 +230,23 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
     p.threads = 256;
     return p;
   }
+  if (M <= kDecodeMaxRows && group_size > 0 && gemv_variant != -2) {
+    int v = gemv_variant;
+    if (v < 0 || v >= kCudaGemvVariants)
+      v = (N + 63) / 64 >= kCudaGemvMinBlocks ? kCudaGemvDefault : kCudaGemvNarrow;
+    const CudaGemvConfig& g = kCudaGemvConfigs[v];
+    const uint32_t smem = cuda_gemv_smem(g, M, K, group_size);
+    if (smem <= kCudaGemvMaxSmem) {
+      p.kernel = CudaGemmKernel::Gemv;
+      p.gemv_variant = v;
+      p.rows16 = M > 8;
+      p.smem = smem;
+      p.grid_x = static_cast<int>((N + g.block_n() - 1) / g.block_n());
+      p.grid_y = static_cast<int>((M + 15) / 16);
+      p.threads = 32 * g.wk;
+      return p;
+    }
+  }
   const CudaMmaConfig c = M <= kDecodeMaxRows ? kCudaDecodeConfig : kCudaPrefillConfig;
   p.kernel = M <= kDecodeMaxRows ? CudaGemmKernel::MmaDecode : CudaGemmKernel::MmaPrefill;
   p.grid_x = static_cast<int>((N + c.block_n() - 1) / c.block_n());
@@ -198,7 +256,8 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
 }
 
 inline const char* cuda_kernel_name(CudaGemmKernel k) {
-  return k == CudaGemmKernel::MmaDecode  ? "mma_decode"
+  return k == CudaGemmKernel::Gemv ? "gemv"
+      : k == CudaGemmKernel::MmaDecode  ? "mma_decode"
       : k == CudaGemmKernel::MmaPrefill ? "mma_prefill"
       : k == CudaGemmKernel::Simt       ? "simt"
                                         : "simt_transposed";

@@ -75,6 +75,16 @@ bool force_simt() {
   return on;
 }
 
+// MLX_MARLIN_CUDA_DECODE=<index> forces a Gemv variant for M <= 16 (see
+// kCudaGemvConfigs), =mma the older MmaDecode kernel; read at every call so tests can
+// switch it.
+int gemv_override() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_DECODE");
+  if (!v || !v[0]) return -1;
+  if (std::string(v) == "mma") return -2;
+  return std::atoi(v);
+}
+
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
@@ -120,13 +130,16 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
   const bool aligned = aligned16(args.x) && aligned16(args.w) && aligned16(args.scales) && aligned16(args.out) &&
       (!args.bias || aligned16(args.bias));
-  const CudaGemmPlan p = plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_);
+  const CudaGemmPlan p =
+      plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override());
 
   enc.device().make_current();
-  void* fn = cuda::fp4_gemm_kernel(p.kernel, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"));
+  void* fn = p.kernel == CudaGemmKernel::Gemv
+      ? cuda::fp4_gemv_kernel(p.gemv_variant, p.rows16, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"))
+      : cuda::fp4_gemm_kernel(p.kernel, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"));
   if (!fn) throw std::logic_error(std::string("[fp4_gemm] no CUDA kernel for plan ") + cuda_kernel_name(p.kernel));
   void* params[] = {&args};
-  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), 0, params);
+  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), p.smem, params);
 }
 
 } // namespace marlin

@@ -18,6 +18,8 @@ void* kernel_for(CudaGemmKernel k) {
     case CudaGemmKernel::MmaDecode:
       if constexpr (std::is_same<T, float>::value) return nullptr;
       else return reinterpret_cast<void*>(&fp4_gemm_mma<T, S, D.mi, D.ni, D.warps_m, D.warps_n, D.warps_k, D.unroll>);
+    case CudaGemmKernel::Gemv:
+      return nullptr;  // see fp4_gemv_kernel
     case CudaGemmKernel::MmaPrefill:
       if constexpr (std::is_same<T, float>::value) return nullptr;
       else return reinterpret_cast<void*>(&fp4_gemm_mma<T, S, P.mi, P.ni, P.warps_m, P.warps_n, P.warps_k, P.unroll>);
@@ -32,7 +34,46 @@ void* with_scale(CudaGemmKernel k, ElemType s) {
   return nullptr;
 }
 
+template <typename T, typename S, int V, bool R16>
+void* gemv_stub() {
+  constexpr CudaGemvConfig c = kCudaGemvConfigs[V];
+  return reinterpret_cast<void*>(&fp4_gemv<T, S, c.nq, c.wk, c.unroll, c.bf16_fma, R16, c.min_blocks>);
+}
+
+template <typename T, typename S, int V = 0>
+void* gemv_for(int variant, bool rows16) {
+  if constexpr (V >= kCudaGemvVariants) {
+    return nullptr;
+  } else {
+    if (variant == V) return rows16 ? gemv_stub<T, S, V, true>() : gemv_stub<T, S, V, false>();
+    return gemv_for<T, S, V + 1>(variant, rows16);
+  }
+}
+
+template <typename T>
+void* gemv_with_scale(int variant, bool rows16, ElemType s) {
+  if (s == ElemType::Float16) return gemv_for<T, __half>(variant, rows16);
+  if (s == ElemType::BFloat16) return gemv_for<T, __nv_bfloat16>(variant, rows16);
+  return nullptr;
+}
+
+void* to_driver_handle(void* stub) {
+  if (!stub) return nullptr;
+  // A driver-API handle: valid in the device's primary context whichever copy of the
+  // CUDA runtime (ours or MLX's) registered the kernel.
+  cudaFunction_t fn = nullptr;
+  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+  return reinterpret_cast<void*>(fn);
+}
+
 } // namespace
+
+void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s) {
+  void* stub = x == ElemType::Float16 ? gemv_with_scale<__half>(variant, rows16, s)
+      : x == ElemType::BFloat16      ? gemv_with_scale<__nv_bfloat16>(variant, rows16, s)
+                                     : nullptr;
+  return to_driver_handle(stub);
+}
 
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {
   void* stub = x == ElemType::Float16 ? with_scale<__half>(k, s)

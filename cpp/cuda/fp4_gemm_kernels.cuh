@@ -459,4 +459,261 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
   }
 }
 
+
+// ---------------------------------------------------------------- GEMV kernel (M <= 16)
+// Same fragment mapping as fp4_gemm_mma (one 16-row MMA tile), restructured for
+// streaming: a block is WK warps over one strip of 32*NQ columns, each warp a
+// contiguous run of whole groups of K; weights go global -> registers through a ring
+// of U k32 steps (U*NQ 16-byte loads per lane in flight), x is loaded one step ahead
+// (it lives in L1/L2), the strip's group scales are copied to shared memory once
+// (cp.async, overlapped with the first weight loads), and the WK partial sums are
+// reduced once through shared memory.  R16 = false (M <= 8): rows 8..15 of the MMA
+// tile are zero, so their A registers are constants and their accumulators are not
+// kept.  BM (bf16 only): decode by placing the E2M1 bits straight into bf16
+// (e2m1 * 2^-126) and one bf16x2 FMA by 2^112 (exact), instead of fp16 -> fp32 -> bf16.
+template <int I>
+__device__ __forceinline__ uint32_t decode_pair_bf16_raw(uint32_t w) {
+  constexpr int kMag = 6 - 4 * I;   // magnitude bits 4i..4i+2 -> 6..8
+  constexpr int kSign = 12 - 4 * I; // sign bit 4i+3 -> 15
+  const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
+  const uint32_t raw = (mag & 0x01C001C0u) | ((w << kSign) & 0x80008000u);
+  uint32_t out;
+  // raw * 2^112 + (-0): exact (powers of two; bf16 subnormals are kept by fma.bf16x2).
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(raw), "r"(0x77807780u), "r"(0x80008000u));
+  return out;
+}
+
+template <typename T, bool BM, int I>
+__device__ __forceinline__ uint32_t gemv_decode(uint32_t w) {
+  if constexpr (BM && std::is_same<T, __nv_bfloat16>::value) return decode_pair_bf16_raw<I>(w);
+  else return decode_pair<T>(w, decode_pair_f16<I>(w));
+}
+
+// d = A * B + {c0, c1, 0, 0}; rows 8..15 of A are zero (a1 = a3 = 0): d2, d3 dropped.
+template <typename T>
+__device__ __forceinline__ void mma_16816_top(float& c0, float& c1, uint32_t a0, uint32_t a2, uint32_t b0,
+                                              uint32_t b1) {
+  float d2, d3;
+  if constexpr (std::is_same<T, __half>::value) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%12};\n"
+        : "=f"(c0), "=f"(c1), "=f"(d2), "=f"(d3)
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(0.f));
+  } else {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%10,%11,%12,%12};\n"
+        : "=f"(c0), "=f"(c1), "=f"(d2), "=f"(d3)
+        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(0.f));
+  }
+}
+
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+}
+
+template <typename T, typename S, int NQ, int WK, int U, bool BM, bool R16, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
+  constexpr int NI = 4 * NQ;
+  constexpr int H = R16 ? 2 : 1;   // 8-row halves of the MMA tile in use
+  constexpr int E = R16 ? 4 : 2;   // accumulator registers per n-tile
+  constexpr int BN = 32 * NQ;
+  extern __shared__ uint4 gemv_smem[];
+  const int lane = threadIdx.x & 31;
+  const int wk = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int n0 = blockIdx.x * BN;
+  const int m0 = blockIdx.y * 16;
+  const int N = a.N;
+  const int K = a.K;
+  const int spg = a.group_size / 32;
+  const int groups = K / a.group_size;
+  const int s_begin = static_cast<int>((static_cast<int64_t>(groups) * wk) / WK) * spg;
+  const int s_end = static_cast<int>((static_cast<int64_t>(groups) * (wk + 1)) / WK) * spg;
+  const T* x = static_cast<const T*>(a.x);
+  const S* sc = static_cast<const S*>(a.scales);
+
+  bool col_ok[NQ];
+  const uint32_t* wp[NQ];
+#pragma unroll
+  for (int q = 0; q < NQ; ++q) {
+    col_ok[q] = n0 + 32 * q + 4 * g < N;
+    wp[q] = a.w + static_cast<int64_t>(t) * N + n0 + 32 * q + 4 * g;
+  }
+  bool row_ok[H];
+  const T* xrow[H];
+#pragma unroll
+  for (int h = 0; h < H; ++h) {
+    const int r = m0 + 8 * h + g;
+    row_ok[h] = r < a.M;
+    xrow[h] = x + static_cast<int64_t>(row_ok[h] ? r : 0) * K + 8 * t;
+  }
+
+  uint4 rw[U][NQ];
+  auto load_w = [&](int u, int step) {
+    if (step < s_end) {
+#pragma unroll
+      for (int q = 0; q < NQ; ++q)
+        rw[u][q] = col_ok[q] ? ldg_stream(wp[q] + static_cast<int64_t>(step) * 4 * N) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 nx[H];
+  auto load_x = [&](int step) {
+    if (step < s_end) {
+#pragma unroll
+      for (int h = 0; h < H; ++h) nx[h] = row_ok[h] ? ldg_cached(xrow[h] + step * 32) : make_uint4(0, 0, 0, 0);
+    }
+  };
+
+  // Prologue: the first U steps of weights, the strip's scales into shared memory
+  // ([group][4*NQ chunks of 8 columns]), the first step of x.
+#pragma unroll
+  for (int u = 0; u < U; ++u) load_w(u, s_begin + u);
+  {
+    const int chunks = groups * 4 * NQ;
+    for (int c = threadIdx.x; c < chunks; c += 32 * WK) {
+      const int grp = c / (4 * NQ);
+      const int col = n0 + 8 * (c % (4 * NQ));
+      const bool ok = col < N;
+      cp_async16(gemv_smem + c, sc + static_cast<int64_t>(grp) * N + (ok ? col : 0), ok);
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  load_x(s_begin);
+  asm volatile("cp.async.wait_all;\n" ::);
+  __syncthreads();
+
+  float acc[NI][E];
+  float part[NI][E];
+#pragma unroll
+  for (int j = 0; j < NI; ++j)
+#pragma unroll
+    for (int e = 0; e < E; ++e) acc[j][e] = part[j][e] = 0.f;
+
+  for (int s0 = s_begin; s0 < s_end; s0 += U) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int step = s0 + u;
+      if (step < s_end) {
+        uint4 cw[NQ];
+        uint4 cx[H];
+#pragma unroll
+        for (int q = 0; q < NQ; ++q) cw[q] = rw[u][q];
+#pragma unroll
+        for (int h = 0; h < H; ++h) cx[h] = nx[h];
+        load_w(u, step + U);
+        load_x(step + 1);
+
+        uint32_t af[2][4];
+        {
+          const uint4 lo = cx[0];
+          af[0][0] = __byte_perm(lo.x, lo.z, 0x5410);
+          af[0][2] = __byte_perm(lo.x, lo.z, 0x7632);
+          af[1][0] = __byte_perm(lo.y, lo.w, 0x5410);
+          af[1][2] = __byte_perm(lo.y, lo.w, 0x7632);
+          if constexpr (R16) {
+            const uint4 hi = cx[H - 1];
+            af[0][1] = __byte_perm(hi.x, hi.z, 0x5410);
+            af[0][3] = __byte_perm(hi.x, hi.z, 0x7632);
+            af[1][1] = __byte_perm(hi.y, hi.w, 0x5410);
+            af[1][3] = __byte_perm(hi.y, hi.w, 0x7632);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < NI; ++j) {
+          const uint4 wq = cw[j / 4];
+          const uint32_t word = (j % 4 == 0) ? wq.x : (j % 4 == 1) ? wq.y : (j % 4 == 2) ? wq.z : wq.w;
+          const uint32_t b0 = gemv_decode<T, BM, 0>(word);
+          const uint32_t b1 = gemv_decode<T, BM, 1>(word);
+          const uint32_t b2 = gemv_decode<T, BM, 2>(word);
+          const uint32_t b3 = gemv_decode<T, BM, 3>(word);
+          if constexpr (R16) {
+            float(&c)[4] = reinterpret_cast<float(&)[4]>(part[j]);
+            mma_16816<T>(c, af[0], b0, b1);
+            mma_16816<T>(c, af[1], b2, b3);
+          } else {
+            mma_16816_top<T>(part[j][0], part[j][1], af[0][0], af[0][2], b0, b1);
+            mma_16816_top<T>(part[j][0], part[j][1], af[1][0], af[1][2], b2, b3);
+          }
+        }
+        if ((step + 1) % spg == 0) {
+          const uint4* srow = gemv_smem + (step / spg) * 4 * NQ;
+#pragma unroll
+          for (int q = 0; q < NQ; ++q) {
+            const uint4 sq = srow[4 * q + t];
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+              const int j = 4 * q + jj;
+              const uint32_t p0 = jj < 2 ? sq.x : sq.y;
+              const uint32_t p1 = jj < 2 ? sq.z : sq.w;
+              const float s0f = scale_to_float<S>(p0, jj & 1) * 16384.f;
+              const float s1f = scale_to_float<S>(p1, jj & 1) * 16384.f;
+#pragma unroll
+              for (int e = 0; e < E; ++e) {
+                acc[j][e] = fmaf(part[j][e], (e & 1) ? s1f : s0f, acc[j][e]);
+                part[j][e] = 0.f;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // Reduce the WK warps through shared memory (the scales are no longer needed).
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(gemv_smem);
+  if (wk > 0) {
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < E; ++e) red[((wk - 1) * NI * E + j * E + e) * 32 + lane] = acc[j][e];
+  }
+  __syncthreads();
+  if (wk > 0) return;
+#pragma unroll
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < E; ++e) acc[j][e] += red[(o * NI * E + j * E + e) * 32 + lane];
+
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int q = 0; q < NQ; ++q) {
+    const int col = n0 + 32 * q + 8 * t;
+    if (col >= N) continue;
+    float bias[8];
+    if (a.bias) {
+      const float4 b0 = *reinterpret_cast<const float4*>(a.bias + col);
+      const float4 b1 = *reinterpret_cast<const float4*>(a.bias + col + 4);
+      bias[0] = b0.x; bias[1] = b0.y; bias[2] = b0.z; bias[3] = b0.w;
+      bias[4] = b1.x; bias[5] = b1.y; bias[6] = b1.z; bias[7] = b1.w;
+    } else {
+#pragma unroll
+      for (int e = 0; e < 8; ++e) bias[e] = 0.f;
+    }
+#pragma unroll
+    for (int h = 0; h < H; ++h) {
+      if (!row_ok[h]) continue;
+      const int r = m0 + 8 * h + g;
+      uint32_t packed[4];
+#pragma unroll
+      for (int e = 0; e < 8; e += 2) {
+        // element e: tile 4q + (e % 4), register (e < 4 ? 0 : 1) + 2h
+        const float v0 = apply_activation(acc[4 * q + (e % 4)][(e < 4 ? 0 : 1) + 2 * h] + bias[e], a.act);
+        const float v1 =
+            apply_activation(acc[4 * q + ((e + 1) % 4)][((e + 1) < 4 ? 0 : 1) + 2 * h] + bias[e + 1], a.act);
+        const T t0 = from_float<T>(v0);
+        const T t1 = from_float<T>(v1);
+        packed[e / 2] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t0)) |
+            (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t1)) << 16);
+      }
+      *reinterpret_cast<uint4*>(out + static_cast<int64_t>(r) * N + col) =
+          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    }
+  }
+}
+
 } // namespace marlin::cuda

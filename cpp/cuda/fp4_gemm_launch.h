@@ -28,4 +28,7 @@ enum class ElemType : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 // kernels take float16/bfloat16 activations only).
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s);
 
+// The same for the Gemv kernel: variant = index into kCudaGemvConfigs; rows16 = M > 8.
+void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s);
+
 } // namespace marlin::cuda

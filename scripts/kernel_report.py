@@ -2,7 +2,7 @@
 """Static report of the Metal FP4 GEMM kernels (metal/gemm_fp4.metal): for every
 instantiated host name, its tile (BM x BN x BK), simdgroup layout, threads and
 threadgroup memory (double-buffered x tile + one 8 x SN staging slice per simdgroup,
-the formula of MARLIN_GEMM_TG_BYTES in the kernel, which also static_asserts it).
+the formula of MARLIN_GEMM_TG_BYTES in metal/include/marlin/gemm_core.h, which also static_asserts it).
 
 Exits non-zero if a kernel exceeds 32 KB of threadgroup memory or has a tile
 dimension that is not a multiple of 8.  `--json` prints the rows as JSON.

@@ -7,6 +7,7 @@
 
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
+#include "common/moe_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "ops/fp4_gemm.h"
 #if defined(MLX_MARLIN_METAL_EMULATOR)
@@ -62,6 +63,7 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
   m.def("_gpu_kernel_names", [] {
     std::vector<std::string> names;
     marlin::for_each_gemm_kernel_name([&](const std::string& n) { names.push_back(n); });
+    marlin::for_each_moe_kernel_name([&](const std::string& n) { names.push_back(n); });
     return names;
   }, "Every kernel host name the GPU encoders can dispatch (gemm_kernel_name and friends).");
   m.def("_gpu_gemm_plan", [](int64_t M, int64_t N) {
@@ -69,6 +71,11 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
     return nb::make_tuple(std::string(marlin::variant_name(p.variant)), p.tile.tile_m, p.tile.tile_n, p.tile.tile_k,
                           p.grid_x, p.grid_y, p.threads_per_group);
   }, "M"_a, "N"_a, "plan_gpu_gemm(M, N): (variant, tile_m, tile_n, tile_k, grid_x, grid_y, threads).");
+  m.def("_gpu_moe_plan", [](int64_t pairs, int E, int64_t N) {
+    auto p = marlin::plan_gpu_moe(pairs, E, N);
+    return nb::make_tuple(std::string(marlin::variant_name(p.variant)), p.tile.tile_m, p.tile.tile_n, p.grid_x,
+                          p.max_tiles, p.threads_per_group);
+  }, "pairs"_a, "E"_a, "N"_a, "plan_gpu_moe: (variant, tile_m, tile_n, grid_x, max_tiles, threads).");
 #if defined(MLX_MARLIN_METAL_EMULATOR)
   m.def("_emulator_module", [] { return marlin::emulator::kernel_module_path(); });
   m.def("_emulator_kernels", [] { return marlin::emulator::kernel_module_names(); });

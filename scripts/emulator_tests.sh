@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the extension with MLX_MARLIN_METAL_EMULATOR=ON (fp4_gemm's evaluation runs the
-# Metal kernels of metal/*.metal on the Metal-on-CPU emulator, checked build: bounds and
-# race detection) into build/emulator, stages the package with the kernel module beside
-# the extension, and runs the op tests against it.
+# Builds the extension with MLX_MARLIN_METAL_EMULATOR=ON (fp4_gemm's and moe_gemm's
+# evaluation runs the Metal kernels of metal/*.metal on the Metal-on-CPU emulator, checked
+# build: bounds and race detection) into build/emulator, stages the package with the
+# kernel module beside the extension, and runs the op tests against it.
 # Usage: scripts/emulator_tests.sh [pytest args]   (default: tests/test_fp4_gemm.py
-#        tests/test_metal_gemm.py)
+#        tests/test_moe.py tests/test_metal_gemm.py tests/test_metal_moe.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
@@ -21,7 +21,8 @@ cp build/emulator/_ext*.so build/emulator/mlx_marlin_metal_emu.so "$stage/mlx_ma
 export PYTHONPATH="$stage${PYTHONPATH:+:$PYTHONPATH}"
 args=()
 for a in "$@"; do if [ -e "$a" ]; then args+=("$(realpath "$a")"); else args+=("$a"); fi; done
-[ ${#args[@]} -gt 0 ] || args=("$(realpath tests/test_fp4_gemm.py)" "$(realpath tests/test_metal_gemm.py)")
+[ ${#args[@]} -gt 0 ] || args=("$(realpath tests/test_fp4_gemm.py)" "$(realpath tests/test_moe.py)" \
+  "$(realpath tests/test_metal_gemm.py)" "$(realpath tests/test_metal_moe.py)")
 cd "$stage"
 "$py" -c 'import mlx_marlin._ext as e; b = e._backend(); assert b == "metal-emulator", b; print("backend:", b, "| module:", e._emulator_module(), "| checked:", e._emulator_checked())'
 "$py" -m pytest -q -p no:cacheprovider "${args[@]}"

@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "metal" / "emulator"))
 import mtlemu  # noqa: E402
 
 SOURCE = ROOT / "metal" / "gemm_fp4.metal"
+SOURCES = sorted((ROOT / "metal").glob("*.metal"))  # what the builds compile into one module
 INCLUDES = [str(ROOT / "cpp"), str(ROOT / "metal" / "include")]
 BUILD_DIR = os.environ.get("MLX_MARLIN_MTLEMU_BUILD", os.path.join(tempfile.gettempdir(), "mlx-marlin-mtlemu"))
 
@@ -44,7 +45,7 @@ TOL = {"f32": 2e-5, "f16": 2e-3, "bf16": 1.6e-2}
 
 @pytest.fixture(scope="module")
 def emu():
-    return mtlemu.compile(SOURCE, include_dirs=INCLUDES, checked=True, build_dir=BUILD_DIR)
+    return mtlemu.compile(SOURCES, include_dirs=INCLUDES, checked=True, build_dir=BUILD_DIR)
 
 
 # ------------------------------------------------------------------ dtypes
@@ -123,9 +124,10 @@ def parse_name(name):
     return variant, x, s, out or x
 
 
-KERNELS = ext._gpu_kernel_names()
-FORWARD = [n for n in KERNELS if not n.startswith("fp4_gemm_transposed_")]
-TRANSPOSED = [n for n in KERNELS if n.startswith("fp4_gemm_transposed_")]
+KERNELS = ext._gpu_kernel_names()  # fp4_gemm and moe kernels
+GEMM_KERNELS = [n for n in KERNELS if n.startswith("fp4_gemm_")]
+FORWARD = [n for n in GEMM_KERNELS if not n.startswith("fp4_gemm_transposed_")]
+TRANSPOSED = [n for n in GEMM_KERNELS if n.startswith("fp4_gemm_transposed_")]
 # Rows at which plan_gpu_gemm picks each variant (its tiles come from the plan).
 PLAN_ROWS = {"decode": 1, "default": 17, "large_m": 256}
 
@@ -211,11 +213,11 @@ def test_transposed_kernel(emu, name):
 
 # ------------------------------------------------------------------ coverage and checks
 def test_every_kernel_name_is_compiled(emu):
-    """Every host name gemm_kernel_name / gemm_transposed_kernel_name can return exists in
-    the module built from metal/*.metal, and nothing else is compiled."""
+    """Every host name gemm_kernel_name / gemm_transposed_kernel_name / moe_*_kernel_name
+    can return exists in the module built from metal/*.metal, and nothing else is compiled."""
     compiled = set(emu.kernels())
     names = set(KERNELS)
-    assert len(names) == len(KERNELS) == 36
+    assert len(names) == len(KERNELS) == 36 + 20 + 8 + 3
     assert names - compiled == set(), sorted(names - compiled)
     assert compiled - names == set(), sorted(compiled - names)
 
@@ -264,20 +266,27 @@ except RuntimeError as e:
     print("RAISED", "race" in str(e))
 else:
     print("NO ERROR")
+try:
+    mx.eval(mm.moe_gemm(mx.ones((3, 64), dtype=mx.float16), p[None], s[None], mx.zeros((3, 1), mx.int32),
+                        group_size=32, stream=mx.cpu))
+except RuntimeError as e:
+    print("MOE RAISED", "race" in str(e))
+else:
+    print("MOE NO ERROR")
 """
 
 
 @pytest.mark.skipif(ext._backend() != "metal-emulator", reason="emulator build of the extension only")
 def test_emulator_errors_reach_python(tmp_path):
     """Op level: a kernel error found by the emulator is a Python exception, not a crash."""
-    so = mtlemu.build([SOURCE], str(tmp_path / "planted.so"), include_dirs=INCLUDES,
+    so = mtlemu.build(SOURCES, str(tmp_path / "planted.so"), include_dirs=INCLUDES,
                       defines=["MARLIN_PLANT_RACE=1"], checked=True, build_dir=BUILD_DIR)
     pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(ext.__file__)))
     env = dict(os.environ, MLX_MARLIN_EMULATOR_MODULE=str(so),
                PYTHONPATH=os.pathsep.join([pkg_parent, os.environ.get("PYTHONPATH", "")]))
     r = subprocess.run([sys.executable, "-c", RACE_SCRIPT], env=env, capture_output=True, text=True, timeout=300,
                        cwd=pkg_parent)
-    assert "RAISED True" in r.stdout, (r.stdout, r.stderr[-2000:])
+    assert "RAISED True" in r.stdout and "MOE RAISED True" in r.stdout, (r.stdout, r.stderr[-2000:])
 
 
 def test_kernel_report():

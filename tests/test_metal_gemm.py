@@ -222,6 +222,13 @@ def test_every_kernel_name_is_compiled(emu):
     assert compiled - names == set(), sorted(compiled - names)
 
 
+@pytest.mark.skipif(ext._backend() != "metal-emulator", reason="emulator build of the extension only")
+def test_extension_module_has_every_kernel():
+    """The kernels module CMake built beside the extension (what the ops dispatch to)."""
+    assert ext._emulator_checked()
+    assert set(KERNELS) <= set(ext._emulator_kernels())
+
+
 def test_plan_variants():
     assert ext._gpu_gemm_plan(1, 100)[0] == "decode"
     assert ext._gpu_gemm_plan(16, 100)[0] == "decode"

@@ -89,19 +89,21 @@ template <typename T, typename S>
   MARLIN_GEMM(large_m, xname, T, sname, S, oname, O, 128, 64, BK, 4, 2)
 
 MARLIN_GEMM_VARIANTS(f16, half, f16, half, "", half, 32)
+MARLIN_GEMM_VARIANTS(f32, float, f16, half, "", float, 16)
+MARLIN_GEMM_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
+MARLIN_GEMM_T(f16, half, f16, half)
+MARLIN_GEMM_T(f32, float, f16, half)
+
+#if defined(__HAVE_BFLOAT__)  // bfloat: Metal 3.1+ (macOS 14); missing kernels fail at lookup
 MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "", half, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "", bfloat, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "", bfloat, 32)
-MARLIN_GEMM_VARIANTS(f32, float, f16, half, "", float, 16)
 MARLIN_GEMM_VARIANTS(f32, float, bf16, bfloat, "", float, 16)
-MARLIN_GEMM_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "_out_f32", float, 32)
-
-MARLIN_GEMM_T(f16, half, f16, half)
 MARLIN_GEMM_T(f16, half, bf16, bfloat)
 MARLIN_GEMM_T(bf16, bfloat, f16, half)
 MARLIN_GEMM_T(bf16, bfloat, bf16, bfloat)
-MARLIN_GEMM_T(f32, float, f16, half)
 MARLIN_GEMM_T(f32, float, bf16, bfloat)
+#endif

@@ -144,17 +144,6 @@ template <typename O>
   MARLIN_MOE_GEMM(decode, xname, T, sname, S, oname, O, 32, 128, BK, 1, 4)      \
   MARLIN_MOE_GEMM(default, xname, T, sname, S, oname, O, 64, 64, BK, 2, 2)
 
-MARLIN_MOE_VARIANTS(f16, half, f16, half, "", half, 32)
-MARLIN_MOE_VARIANTS(f16, half, bf16, bfloat, "", half, 32)
-MARLIN_MOE_VARIANTS(bf16, bfloat, f16, half, "", bfloat, 32)
-MARLIN_MOE_VARIANTS(bf16, bfloat, bf16, bfloat, "", bfloat, 32)
-MARLIN_MOE_VARIANTS(f32, float, f16, half, "", float, 16)
-MARLIN_MOE_VARIANTS(f32, float, bf16, bfloat, "", float, 16)
-MARLIN_MOE_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
-MARLIN_MOE_VARIANTS(f16, half, bf16, bfloat, "_out_f32", float, 32)
-MARLIN_MOE_VARIANTS(bf16, bfloat, f16, half, "_out_f32", float, 32)
-MARLIN_MOE_VARIANTS(bf16, bfloat, bf16, bfloat, "_out_f32", float, 32)
-
 #define MARLIN_MOE_GROUP(name, I) \
   template [[host_name("moe_group_" #name)]] [[kernel]] decltype(moe_group<I>) moe_group<I>;
 MARLIN_MOE_GROUP(i8, char)
@@ -168,6 +157,20 @@ MARLIN_MOE_GROUP(u64, ulong)
 
 #define MARLIN_MOE_COMBINE(name, O) \
   template [[host_name("moe_combine_" #name)]] [[kernel]] decltype(moe_combine<O>) moe_combine<O>;
+
+MARLIN_MOE_VARIANTS(f16, half, f16, half, "", half, 32)
+MARLIN_MOE_VARIANTS(f32, float, f16, half, "", float, 16)
+MARLIN_MOE_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
 MARLIN_MOE_COMBINE(f16, half)
-MARLIN_MOE_COMBINE(bf16, bfloat)
 MARLIN_MOE_COMBINE(f32, float)
+
+#if defined(__HAVE_BFLOAT__)  // bfloat: Metal 3.1+ (macOS 14); missing kernels fail at lookup
+MARLIN_MOE_VARIANTS(f16, half, bf16, bfloat, "", half, 32)
+MARLIN_MOE_VARIANTS(bf16, bfloat, f16, half, "", bfloat, 32)
+MARLIN_MOE_VARIANTS(bf16, bfloat, bf16, bfloat, "", bfloat, 32)
+MARLIN_MOE_VARIANTS(f32, float, bf16, bfloat, "", float, 16)
+MARLIN_MOE_VARIANTS(f16, half, bf16, bfloat, "_out_f32", float, 32)
+MARLIN_MOE_VARIANTS(bf16, bfloat, f16, half, "_out_f32", float, 32)
+MARLIN_MOE_VARIANTS(bf16, bfloat, bf16, bfloat, "_out_f32", float, 32)
+MARLIN_MOE_COMBINE(bf16, bfloat)
+#endif

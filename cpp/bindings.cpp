@@ -5,8 +5,10 @@
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
+#include "common/attention_plan.h"
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
+#include "common/moe_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "gpu/gpu_ops.h"
 #include "ops/fp4_gemm.h"
@@ -62,10 +64,13 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
     return std::string("cpu");
 #endif
   }, "Where the CPU-stream evaluation of the ops runs: 'cpu' (the CPU kernels) or 'metal-emulator' "
-     "(the Metal kernels on the Metal-on-CPU emulator; fp4_gemm only, see docs/metal.md).");
+     "(the Metal kernels on the Metal-on-CPU emulator for the ops wired to them, see docs/metal.md).");
   m.def("_gpu_kernel_names", [] {
     std::vector<std::string> names;
     marlin::for_each_gemm_kernel_name([&](const std::string& n) { names.push_back(n); });
+    marlin::for_each_moe_kernel_name([&](const std::string& n) { names.push_back(n); });
+    for (auto& n : marlin::all_moe_kernel_names()) names.push_back(n);
+    for (auto& n : marlin::all_attention_kernel_names()) names.push_back(n);
     return names;
   }, "Every kernel host name the GPU encoders can dispatch (gemm_kernel_name and friends).");
   m.def("_gpu_gemm_plan", [](int64_t M, int64_t N) {
@@ -73,6 +78,11 @@ Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen
     return nb::make_tuple(std::string(marlin::variant_name(p.variant)), p.tile.tile_m, p.tile.tile_n, p.tile.tile_k,
                           p.grid_x, p.grid_y, p.threads_per_group);
   }, "M"_a, "N"_a, "plan_gpu_gemm(M, N): (variant, tile_m, tile_n, tile_k, grid_x, grid_y, threads).");
+  m.def("_gpu_moe_plan", [](int64_t pairs, int E, int64_t N) {
+    auto p = marlin::plan_gpu_moe(pairs, E, N);
+    return nb::make_tuple(std::string(marlin::variant_name(p.variant)), p.tile.tile_m, p.tile.tile_n, p.grid_x,
+                          p.max_tiles, p.threads_per_group);
+  }, "pairs"_a, "E"_a, "N"_a, "plan_gpu_moe: (variant, tile_m, tile_n, grid_x, max_tiles, threads).");
 #if defined(MLX_MARLIN_METAL_EMULATOR)
   m.def("_emulator_module", [] { return marlin::emulator::kernel_module_path(); });
   m.def("_emulator_kernels", [] { return marlin::emulator::kernel_module_names(); });

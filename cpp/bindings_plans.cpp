@@ -3,6 +3,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
+#include "common/attention_params.h"
 #include "common/attention_plan.h"
 #include "common/gemm_plan.h"
 
@@ -23,6 +24,10 @@ void init_plans(nb::module_& m) {
     d["threads_per_group"] = p.threads_per_group;
     return d;
   }, "M"_a, "N"_a);
+  m.def("_attention_tile", [](int head_dim, int elem_bytes) {
+    return nb::make_tuple(marlin::attention_block_k(head_dim, elem_bytes),
+                          marlin::attention_threadgroup_bytes(head_dim, elem_bytes));
+  }, "head_dim"_a, "elem_bytes"_a, "(keys per tile, threadgroup bytes) of the Metal attention kernels.");
   m.def("_plan_attention", [](int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int units) {
     auto p = marlin::plan_attention(B, Hq, Hkv, Lq, Lk, units);
     nb::dict d;

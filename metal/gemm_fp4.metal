@@ -19,14 +19,10 @@
 #include <metal_simdgroup_matrix>
 
 #include "common/gemm_params.h"
-#include "marlin/gemm_tiles.h"
+#include "marlin/gemm_core.h"
 
 using namespace metal;
 using namespace marlin;
-
-// Threadgroup memory of one kernel: double-buffered x tile + per-simdgroup B slices.
-#define MARLIN_GEMM_TG_BYTES(T, BM, BN, BK, WM, WN) \
-  (sizeof(T) * (2 * (BM) * (BK) + (WM) * (WN) * 8 * ((BN) / (WN))))
 
 template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, int WN>
 [[kernel]] void fp4_gemm(const device T* x [[buffer(0)]],
@@ -39,66 +35,13 @@ template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, in
                          uint tid [[thread_index_in_threadgroup]],
                          uint sgid [[simdgroup_index_in_threadgroup]],
                          uint lane [[thread_index_in_simdgroup]]) {
-  constexpr int kThreads = WM * WN * 32;
-  constexpr int SM = BM / WM;
-  constexpr int SN = BN / WN;
-  constexpr int TM = SM / 8;
-  constexpr int TN = SN / 8;
-  static_assert(BM % 8 == 0 && BN % 8 == 0 && BK % 8 == 0 && SM % 8 == 0 && SN % 8 == 0,
-                "tile dims must be multiples of 8");
-  static_assert(MARLIN_GEMM_TG_BYTES(T, BM, BN, BK, WM, WN) <= 32768, "threadgroup memory over 32 KB");
-
   threadgroup T As[2 * BM * BK];
-  threadgroup T Bs[WM * WN * 8 * SN];
-
+  threadgroup T Bs[WM * WN * 8 * (BN / WN)];
   const int row0 = int(tgid.y) * BM;
-  const int col0 = int(tgid.x) * BN;
-  const int sm = int(sgid / WN) * SM;
-  const int sn = int(sgid % WN) * SN;
-  threadgroup T* bslice = Bs + sgid * 8 * SN;
-  // Fragment rows entirely past M are skipped (uniform per simdgroup): decode tiles
-  // at M = 1 multiply one 8-row fragment instead of four.
-  const int live_tm = clamp((p.M - row0 - sm + 7) / 8, 0, TM);
-
-  simdgroup_matrix<float, 8, 8> acc[TM][TN];
-  for (int i = 0; i < TM; ++i)
-    for (int j = 0; j < TN; ++j) acc[i][j] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
-
-  using ALoader = ATileLoader<T, BM, BK, kThreads>;
-  using BLoader = BStager<T, S, SN>;
-  const int rows = min(BM, p.M - row0);
-  const int num_k_tiles = p.K / BK;
-
-  ALoader::load(x, row0 + rows, p.K, row0, 0, As, tid);
-  threadgroup_barrier(mem_flags::mem_threadgroup);
-
-  for (int kt = 0; kt < num_k_tiles; ++kt) {
-    if (kt + 1 < num_k_tiles)
-      ALoader::load(x, row0 + rows, p.K, row0, (kt + 1) * BK, As + ((kt + 1) & 1) * BM * BK, tid);
-    const threadgroup T* a_tile = As + (kt & 1) * BM * BK;
-
-    for (int kk = 0; kk < BK; kk += 8) {
-      BLoader::stage(w, scales, p.N, p.group_size, kt * BK + kk, col0 + sn, bslice, lane);
-#if !defined(MARLIN_PLANT_RACE)  // tests/test_metal_gemm.py: the emulator must report this
-      simdgroup_barrier(mem_flags::mem_threadgroup);
-#endif
-      simdgroup_matrix<T, 8, 8> b[TN];
-      for (int j = 0; j < TN; ++j) simdgroup_load(b[j], bslice, SN, ulong2(j * 8, 0));
-      for (int i = 0; i < TM; ++i) {
-        if (i < live_tm) {
-          simdgroup_matrix<T, 8, 8> a;
-          simdgroup_load(a, a_tile, BK, ulong2(kk, sm + i * 8));
-          for (int j = 0; j < TN; ++j) simdgroup_multiply_accumulate(acc[i][j], a, b[j], acc[i][j]);
-        }
-      }
-      simdgroup_barrier(mem_flags::mem_threadgroup);  // slice is restaged next step
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-  }
-
-  for (int i = 0; i < live_tm; ++i)
-    for (int j = 0; j < TN; ++j)
-      store_fragment<O>(acc[i][j], out, p, bias, row0 + sm + i * 8, col0 + sn + j * 8, lane);
+  const DenseRows rows{row0, min(BM, p.M - row0)};
+  const Epilogue ep{bias, p.has_bias, p.activation};
+  gemm_tile<T, S, O, BM, BN, BK, WM, WN>(x, w, scales, out, p.N, p.K, p.group_size, rows, int(tgid.x) * BN, ep, As,
+                                         Bs, tid, sgid, lane);
 }
 
 // g[M, N] @ dequant(w)^T -> out[M, K] (the input gradient; no bias or activation).
@@ -146,19 +89,21 @@ template <typename T, typename S>
   MARLIN_GEMM(large_m, xname, T, sname, S, oname, O, 128, 64, BK, 4, 2)
 
 MARLIN_GEMM_VARIANTS(f16, half, f16, half, "", half, 32)
+MARLIN_GEMM_VARIANTS(f32, float, f16, half, "", float, 16)
+MARLIN_GEMM_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
+MARLIN_GEMM_T(f16, half, f16, half)
+MARLIN_GEMM_T(f32, float, f16, half)
+
+#if defined(__HAVE_BFLOAT__)  // bfloat: Metal 3.1+ (macOS 14); missing kernels fail at lookup
 MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "", half, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "", bfloat, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "", bfloat, 32)
-MARLIN_GEMM_VARIANTS(f32, float, f16, half, "", float, 16)
 MARLIN_GEMM_VARIANTS(f32, float, bf16, bfloat, "", float, 16)
-MARLIN_GEMM_VARIANTS(f16, half, f16, half, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(f16, half, bf16, bfloat, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, f16, half, "_out_f32", float, 32)
 MARLIN_GEMM_VARIANTS(bf16, bfloat, bf16, bfloat, "_out_f32", float, 32)
-
-MARLIN_GEMM_T(f16, half, f16, half)
 MARLIN_GEMM_T(f16, half, bf16, bfloat)
 MARLIN_GEMM_T(bf16, bfloat, f16, half)
 MARLIN_GEMM_T(bf16, bfloat, bf16, bfloat)
-MARLIN_GEMM_T(f32, float, f16, half)
 MARLIN_GEMM_T(f32, float, bf16, bfloat)
+#endif

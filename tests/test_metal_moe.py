@@ -1,211 +1,156 @@
-"""Metal MoE routing / grouping kernels (metal/moe_route.metal) on the checked
-Metal-on-CPU emulator, launched through its Python API, against the semantics of
-cpp/common/moe_plan.h (route_token: softmax + top-k, ties to the lower id, NaN last;
-build_expert_groups: stable counting sort).  Outputs start poisoned."""
-import ctypes
-import math
+"""The Metal MoE kernels (metal/moe_gemm.metal: grouping, grouped expert GEMM, weighted
+combine) run directly on the checked Metal-on-CPU emulator against numpy: every host
+name moe_*_kernel_name can return.  The op path (mm.moe_gemm through encode_moe_gemm)
+is covered by tests/test_moe.py under scripts/emulator_tests.sh."""
+
+import struct
+import zlib
 
 import numpy as np
 import pytest
 
-from metal_helpers import compile_metal, from_device, nan_buffer, run_probe, to_device
+import mlx_marlin._ext as ext
+from test_metal_gemm import (ACTS, KERNELS, TOL, activation, emu, from_device, poisoned,  # noqa: F401
+                             pytestmark, random_weight, rel_err, to_device)
 
-PROBE = r"""
-#include <cstdio>
-#include "common/moe_params.h"
-#include "common/moe_plan.h"
-using namespace marlin;
-int main() {
-  std::printf("{\"names\": [");
-  auto names = all_moe_kernel_names();
-  for (size_t i = 0; i < names.size(); ++i) std::printf("%s\"%s\"", i ? ", " : "", names[i].c_str());
-  std::printf("], \"sizes\": [%zu, %zu], \"consts\": [%d, %d, %d]}\n", sizeof(MoeRouteParams), sizeof(MoeGroupParams),
-              kMoeMaxExperts, kMoeRouteTokensPerGroup, kMoeGroupThreads);
-}
-"""
-MAX_E, TOKENS_PER_GROUP, GROUP_THREADS = 256, 4, 256
-TOL = {"f32": 2e-6, "f16": 1e-3, "bf16": 8e-3}
+MOE_GEMM = [n for n in KERNELS if n.startswith("moe_gemm_")]
+GROUP = [n for n in KERNELS if n.startswith("moe_group_")]
+COMBINE = [n for n in KERNELS if n.startswith("moe_combine_")]
+INDEX_DTYPES = {"i8": np.int8, "u8": np.uint8, "i16": np.int16, "u16": np.uint16, "i32": np.int32,
+                "u32": np.uint32, "i64": np.int64, "u64": np.uint64}
 
 
-class MoeRouteParams(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_int32) for n in ("T", "E", "k", "normalize", "token_stride", "expert_stride")]
+def moe_params(T, k, E, N, K, g, act, shared_x, tile_m, max_tiles, weighted):
+    return struct.pack("12i", T, k, E, N, K, g, ACTS[act], int(shared_x), T * k, tile_m, max_tiles, int(weighted))
 
 
-class MoeGroupParams(ctypes.Structure):
-    _fields_ = [("num_pairs", ctypes.c_int32), ("E", ctypes.c_int32)]
+def run_group(emu, name, idx, E, tile_m, max_tiles):
+    T, k = idx.shape
+    P = T * k
+    bufs = dict(offsets=np.full(E + 1, -7, np.int32), pairs=np.full(max(P, 1), -7, np.int32),
+                position=np.full(max(P, 1), -7, np.int32), tiles=np.full((max_tiles, 4), -7, np.int32),
+                status=np.full(4, -7, np.int32))
+    emu.launch(name, grid=(1, 1, 1), tg=(256, 1, 1),
+               buffers=[np.ascontiguousarray(idx), bufs["offsets"], bufs["pairs"], bufs["position"], bufs["tiles"],
+                        bufs["status"], moe_params(T, k, E, 8, 32, 32, "none", True, tile_m, max_tiles, False)])
+    return bufs
 
 
-@pytest.fixture(scope="module")
-def emu():
-    m = compile_metal("moe_route.metal", checked=True)
-    assert m.checked
-    return m
+def expected_groups(ids, E):
+    flat = ids.reshape(-1).astype(np.int64)
+    valid = (flat >= 0) & (flat < E)
+    order = np.argsort(np.where(valid, flat, E), kind="stable")[: valid.sum()]
+    counts = np.bincount(flat[valid], minlength=E)
+    return np.concatenate([[0], np.cumsum(counts)]), order
 
 
-def test_host_contract(emu):
-    probe = run_probe(PROBE)
-    assert sorted(probe["names"]) == sorted(emu.kernels())
-    assert probe["sizes"] == [ctypes.sizeof(MoeRouteParams), ctypes.sizeof(MoeGroupParams)]
-    assert probe["consts"] == [MAX_E, TOKENS_PER_GROUP, GROUP_THREADS]
+@pytest.mark.parametrize("name", GROUP)
+def test_group_kernel(emu, name):
+    """Stable grouping by expert (== numpy stable argsort), the tile list, and the first
+    invalid id, for every index dtype."""
+    dt = INDEX_DTYPES[name.rsplit("_", 1)[1]]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    for T, k, E in [(1, 1, 1), (7, 3, 5), (300, 2, 8), (40, 2, 300 if np.iinfo(dt).max > 300 else 100)]:
+        ids = rng.integers(0, E, (T, k)) if E > 1 else np.zeros((T, k), np.int64)
+        if T == 300:
+            ids[:, 1] = 3  # one expert takes more than a tile
+        idx = ids.astype(dt)
+        tile_m = 32
+        max_tiles = -(-T * k // tile_m) + min(E, T * k)
+        b = run_group(emu, name, idx, E, tile_m, max_tiles)
+        offsets, order = expected_groups(ids, E)
+        np.testing.assert_array_equal(b["offsets"], offsets)
+        np.testing.assert_array_equal(b["pairs"][: T * k], order)
+        np.testing.assert_array_equal(b["position"][order], np.arange(T * k))
+        assert b["status"][1] == 0
+        tiles = [(e, r, min(offsets[e + 1], r + tile_m), 0) for e in range(E) for r in range(offsets[e], offsets[e + 1], tile_m)]
+        assert b["status"][0] == len(tiles) <= max_tiles
+        np.testing.assert_array_equal(b["tiles"][: len(tiles)], np.array(tiles).reshape(-1, 4))
+    # Invalid ids: excluded from the groups, the first one reported.
+    ids = rng.integers(0, 6, (5, 2))
+    bad = np.array([6, 100] + ([-1] if np.issubdtype(dt, np.signedinteger) else []))
+    ids[3, 1] = bad[0]
+    ids[4, 0] = bad[-1]
+    idx = ids.astype(dt)
+    b = run_group(emu, name, idx, 6, 32, 16)
+    assert b["status"][1] == 3 * 2 + 1 + 1
+    offsets, order = expected_groups(idx.astype(np.int64) if np.issubdtype(dt, np.signedinteger) else ids, 6)
+    assert b["position"][7] == -1 and b["position"][8] == -1
+    np.testing.assert_array_equal(b["pairs"][: len(order)], order)
 
 
-# ---------------------------------------------------------------- routing
-def ref_route(logits, k, normalize):
-    """route_token of moe_plan.h in float64 (ranking on the logits: NaN as -inf after
-    real -inf, ties to the lower id)."""
-    T, E = logits.shape
-    idx = np.zeros((T, k), np.uint32)
-    w = np.zeros((T, k))
-    for t in range(T):
-        row = logits[t].astype(np.float64)
-        order = sorted(range(E), key=lambda e: (-(-np.inf if np.isnan(row[e]) else row[e]), bool(np.isnan(row[e])), e))
-        idx[t] = order[:k]
-        fin = row[~np.isnan(row)]
-        m = fin.max() if fin.size else -np.inf
-        m = m if np.isfinite(m) else 0.0
-        p = np.exp(row - m)
-        sel = p[order[:k]]
-        w[t] = sel / (sel.sum() if normalize else p.sum())
-    return idx, w
+def parse_moe(name):
+    rest = name[len("moe_gemm_"):]
+    out = None
+    if rest.endswith("_out_f32"):
+        rest, out = rest[: -len("_out_f32")], "f32"
+    variant, x, s = rest.split("_")
+    return variant, x, s, out or x
 
 
-def run_route(emu, logits_f32, k, normalize, dtype, layout="te"):
-    T, E = logits_f32.shape
-    if layout == "et":  # logits stored [E, T]: a transposed view
-        buf, vals = to_device(logits_f32.T, dtype)
-        vals = vals.T
-        ts, es = 1, T
-    else:
-        buf, vals = to_device(logits_f32, dtype)
-        ts, es = E, 1
-    p = MoeRouteParams(T, E, k, int(normalize), ts, es)
-    idx = np.full((T, k), 0xFFFFFFFF, np.uint32)
-    w = nan_buffer((T, k), dtype)
-    emu.launch(f"marlin_moe_route_{dtype}", grid=(math.ceil(T / TOKENS_PER_GROUP), 1, 1),
-               tg=(32 * TOKENS_PER_GROUP, 1, 1), buffers=[buf, idx, w, bytes(p)])
-    return idx, from_device(w, dtype), vals
+@pytest.mark.parametrize("name", MOE_GEMM)
+def test_moe_pipeline(emu, name):
+    """group -> grouped GEMM (this kernel) -> combine (weighted, for float32 outputs),
+    NaN-poisoned outputs, skewed routing with duplicate experts per token."""
+    variant, xdt, sdt, odt = parse_moe(name)
+    i = MOE_GEMM.index(name)
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    cases = [(5, 2, 4, 45, 64, 32, True), (37, 3, 3, 70, 128, 64, False)] if variant == "default" else \
+        [(1, 4, 8, 133, 96, 32, True), (3, 2, 6, 17, 128, 128, False)]
+    for j, (T, k, E, N, K, g, shared) in enumerate(cases):
+        act = list(ACTS)[(i + j) % 5]
+        weighted = odt == "f32" and (xdt != "f32" or j == 0)
+        ids = rng.integers(0, E, (T, k)).astype(np.int32)
+        if T > 30:
+            ids[:, 0] = 1  # > one tile of rows for expert 1
+        P = T * k
+        tile_m = 64 if variant == "default" else 32
+        pv, ptm, tn, grid_x, max_tiles, threads = ext._gpu_moe_plan(P, E, N)
+        max_tiles = -(-P // tile_m) + min(E, P)
+        threads = 128
+        grid_x = -(-N // (64 if variant == "default" else 128))
+        b = run_group(emu, "moe_group_i32", ids, E, tile_m, max_tiles)
+        x, x64 = to_device(rng.standard_normal((T, K) if shared else (T, k, K)), xdt)
+        ws, ss, dense = [], [], []
+        for _ in range(E):
+            w, s, wd = random_weight(rng, K, N, g, sdt)
+            ws.append(w), ss.append(s), dense.append(wd)
+        w, s = np.stack(ws), np.stack(ss)
+        p = moe_params(T, k, E, N, K, g, act, shared, tile_m, max_tiles, weighted)
+        y = poisoned((P, N), odt)
+        emu.launch(name, grid=(grid_x, max_tiles, 1), tg=(threads, 1, 1),
+                   buffers=[x, w, s, b["pairs"], b["tiles"], b["status"], y, p], check_uninitialized=True)
+        xr = x64.reshape(T, 1, K) if shared else x64
+        ref_pairs = np.stack([np.stack([activation(xr[t, 0 if shared else jj] @ dense[ids[t, jj]], act)
+                                        for jj in range(k)]) for t in range(T)])  # [T, k, N]
+        if not weighted:
+            got = from_device(y, odt).reshape(T, k, N)
+            assert np.all(np.isfinite(got))
+            assert rel_err(got, ref_pairs) < TOL[xdt], (name, T, k, E, N, K, act)
+            continue
+        wts = rng.standard_normal((T, k)).astype(np.float32)
+        out = poisoned((T, N), xdt)
+        emu.launch(f"moe_combine_{xdt}", grid=(-(-N // 128), T, 1), tg=(128, 1, 1),
+                   buffers=[y, wts, b["position"], out, p])
+        got = from_device(out, xdt)
+        ref = np.einsum("tk,tkn->tn", wts.astype(np.float64), ref_pairs)
+        assert np.all(np.isfinite(got))
+        assert rel_err(got, ref) < TOL[xdt], (name, T, k, E, N, K, act, "combine")
 
 
-@pytest.mark.parametrize("T,E,k,normalize,dtype", [
-    (1, 8, 2, True, "f32"), (37, 64, 8, True, "f32"), (37, 64, 8, False, "f16"), (300, 16, 1, True, "bf16"),
-    (5, 256, 256, True, "f32"), (5, 256, 7, False, "f32"), (9, 3, 3, False, "bf16"), (6, 100, 5, True, "f16"),
-    (7, 33, 4, True, "f32"), (3, 129, 128, False, "f32"),
-])
-def test_route_matches_reference(emu, T, E, k, normalize, dtype):
-    rng = np.random.default_rng(T * 1000 + E + k)
-    logits = (rng.standard_normal((T, E)) * 3).astype(np.float32)
-    idx, w, vals = run_route(emu, logits, k, normalize, dtype)
-    ref_idx, ref_w = ref_route(vals, k, normalize)
-    np.testing.assert_array_equal(idx, ref_idx)
-    np.testing.assert_allclose(w, ref_w, rtol=TOL[dtype], atol=TOL[dtype])
-
-
-def test_route_ties_lower_id_first(emu):
-    """Few distinct values (many ties), an all-equal row, +0 / -0 ties."""
-    rng = np.random.default_rng(10)
-    logits = rng.integers(-2, 3, size=(50, 12)).astype(np.float32)
-    logits[0] = 1.0
-    logits[1] = 0.0
-    logits[1, ::2] = -0.0
-    for k in (1, 3, 12):
-        idx, w, vals = run_route(emu, logits, k, True, "f32")
-        ref_idx, ref_w = ref_route(vals, k, True)
-        np.testing.assert_array_equal(idx, ref_idx)
-        np.testing.assert_allclose(w, ref_w, rtol=1e-5, atol=1e-6)
-    idx, _, _ = run_route(emu, logits, 4, True, "f32")
-    np.testing.assert_array_equal(idx[0], [0, 1, 2, 3])
-    np.testing.assert_array_equal(idx[1], [0, 1, 2, 3])
-
-
-def test_route_nan_and_inf_rank_like_cpu(emu):
-    """NaN ranks after -inf; +inf first; matches the CPU backend (mm.moe_route) exactly."""
-    mx = pytest.importorskip("mlx.core")
-    mm = pytest.importorskip("mlx_marlin")
-    logits = np.array([[1.0, np.nan, -np.inf, 2.0, np.nan, -np.inf, 0.5, 3.0],
-                       [np.nan, np.nan, -np.inf, -np.inf, 0.0, -1.0, np.inf, 1.0]], np.float32)
-    idx, w, _ = run_route(emu, logits, 8, False, "f32")
-    cpu_idx, cpu_w = mm.moe_route(mx.array(logits), 8, normalize=False, stream=mx.cpu)
-    np.testing.assert_array_equal(idx, np.array(cpu_idx))
-    np.testing.assert_array_equal(idx[0], [7, 3, 0, 6, 2, 5, 1, 4])
-    np.testing.assert_allclose(w, np.array(cpu_w), rtol=1e-6, equal_nan=True)
-
-
-def test_route_strided_and_cpu_backend(emu):
-    """Logits stored [E, T] (strided), compared with the CPU backend bit for bit on idx."""
-    mx = pytest.importorskip("mlx.core")
-    mm = pytest.importorskip("mlx_marlin")
-    rng = np.random.default_rng(11)
-    logits = (rng.standard_normal((23, 160)) * 2).astype(np.float32)
-    idx, w, _ = run_route(emu, logits, 6, True, "f32", layout="et")
-    cpu_idx, cpu_w = mm.moe_route(mx.array(logits), 6, normalize=True, stream=mx.cpu)
-    np.testing.assert_array_equal(idx, np.array(cpu_idx))
-    np.testing.assert_allclose(w, np.array(cpu_w), rtol=2e-6, atol=1e-7)
-
-
-# ---------------------------------------------------------------- grouping
-def ref_groups(ids, E):
-    pairs = np.argsort(ids, kind="stable")
-    counts = np.bincount(ids, minlength=E)
-    offsets = np.concatenate([[0], np.cumsum(counts)])
-    position = np.empty_like(pairs)
-    position[pairs] = np.arange(len(ids))
-    return offsets, pairs, position, int((counts > 0).sum()), int(counts.max(initial=0))
-
-
-def run_group(emu, ids, E):
-    ids = np.ascontiguousarray(ids, np.uint32)
-    n = len(ids)
-    offsets = np.full(E + 1, 0xFFFFFFFF, np.uint32)
-    pairs = np.full(max(n, 1), 0xFFFFFFFF, np.uint32)
-    position = np.full(max(n, 1), 0xFFFFFFFF, np.uint32)
-    stats = np.full(3, -7, np.int32)
-    emu.launch("marlin_moe_group", grid=(1, 1, 1), tg=(GROUP_THREADS, 1, 1),
-               buffers=[ids if n else np.zeros(1, np.uint32), offsets, pairs, position, stats,
-                        bytes(MoeGroupParams(n, E))], check_uninitialized=True)
-    return offsets, pairs[:n], position[:n], stats
-
-
-@pytest.mark.parametrize("n,E,pattern", [
-    (0, 4, "random"), (1, 1, "random"), (37 * 8, 64, "random"), (5000, 256, "random"), (2000, 256, "one"),
-    (777, 3, "random"), (300, 256, "sorted"), (4099, 17, "skewed"),
-])
-def test_group_matches_counting_sort(emu, n, E, pattern):
-    rng = np.random.default_rng(n + E)
-    if pattern == "one":
-        ids = np.full(n, 3, np.uint32)
-    elif pattern == "sorted":
-        ids = np.sort(rng.integers(0, E, n)).astype(np.uint32)
-    elif pattern == "skewed":
-        ids = np.minimum(rng.geometric(0.4, n) - 1, E - 1).astype(np.uint32)
-    else:
-        ids = rng.integers(0, E, n).astype(np.uint32)
-    offsets, pairs, position, stats = run_group(emu, ids, E)
-    r_off, r_pairs, r_pos, active, largest = ref_groups(ids.astype(np.int64), E)
-    np.testing.assert_array_equal(offsets, r_off)
-    np.testing.assert_array_equal(pairs, r_pairs)
-    np.testing.assert_array_equal(position, r_pos)
-    assert list(stats) == [-1, active, largest]
-
-
-def test_group_of_route_output(emu):
-    """Routing then grouping, as the MoE GEMM consumes them (T = 61, E = 40, k = 6)."""
-    rng = np.random.default_rng(12)
-    logits = rng.standard_normal((61, 40)).astype(np.float32)
-    idx, _, _ = run_route(emu, logits, 6, True, "f32")
-    offsets, pairs, position, stats = run_group(emu, idx.reshape(-1), 40)
-    r_off, r_pairs, r_pos, active, largest = ref_groups(idx.reshape(-1).astype(np.int64), 40)
-    np.testing.assert_array_equal(offsets, r_off)
-    np.testing.assert_array_equal(pairs, r_pairs)
-    assert stats[0] == -1
-
-
-def test_group_invalid_ids(emu):
-    """Ids outside [0, E) (including -1 as uint32): stats[0] is the first bad pair and
-    nothing is indexed with it (the checked build would report it)."""
-    rng = np.random.default_rng(13)
-    ids = rng.integers(0, 8, 1000).astype(np.uint32)
-    ids[700] = 8
-    ids[123] = 0xFFFFFFFF
-    offsets, _, _, stats = run_group(emu, ids, 8)
-    assert stats[0] == 123
-    assert (offsets == 0xFFFFFFFF).all()
+@pytest.mark.parametrize("name", COMBINE)
+def test_combine_kernel(emu, name):
+    """Slot-order fp32 sum, pairs with an invalid expert (position -1) skipped."""
+    odt = name.rsplit("_", 1)[1]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    T, k, N = 6, 3, 130
+    y = rng.standard_normal((T * k, N)).astype(np.float32)
+    wts = rng.standard_normal((T, k)).astype(np.float32)
+    position = rng.permutation(T * k).astype(np.int32)
+    position[4] = -1
+    out = poisoned((T, N), odt)
+    emu.launch(name, grid=(2, T, 1), tg=(128, 1, 1),
+               buffers=[y, wts, position, out, moe_params(T, k, 4, N, 32, 32, "none", True, 32, 8, True)])
+    yy = np.where((position >= 0)[:, None], y[np.maximum(position, 0)], 0).astype(np.float64).reshape(T, k, N)
+    ref = np.einsum("tk,tkn->tn", wts.astype(np.float64), yy)
+    assert rel_err(from_device(out, odt), ref) < TOL[odt]

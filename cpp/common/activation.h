@@ -2,6 +2,8 @@
 // kernel ABI (they travel in parameter structs), so they are fixed here once.
 #pragma once
 
+#include "portable.h"
+
 namespace marlin {
 
 enum class Activation : int {
@@ -12,6 +14,6 @@ enum class Activation : int {
   Silu = 4,        // x * sigmoid(x)
 };
 
-constexpr int kNumActivations = 5;
+MARLIN_CONST int kNumActivations = 5;
 
 } // namespace marlin

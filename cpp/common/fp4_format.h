@@ -14,6 +14,8 @@
 //   * Expert-batched weights prepend an expert axis: [E, K/8, N] and [E, K/g, N].
 #pragma once
 
+#include "portable.h"
+
 // MARLIN_TABLE declares a lookup table: in Metal's constant address space (program
 // scope `constant` variables must be initialised constant expressions; constexpr also
 // gives internal linkage, so several .metal sources of one library may include this),
@@ -32,19 +34,19 @@
 namespace marlin {
 
 // Number of FP4 codes packed in one uint32 word (along K).
-constexpr int kCodesPerWord = 8;
-constexpr int kBitsPerCode = 4;
-constexpr unsigned kCodeMask = 0xFu;
-constexpr unsigned kSignBit = 0x8u;
-constexpr int kNumCodes = 16;
+MARLIN_CONST int kCodesPerWord = 8;
+MARLIN_CONST int kBitsPerCode = 4;
+MARLIN_CONST unsigned kCodeMask = 0xFu;
+MARLIN_CONST unsigned kSignBit = 0x8u;
+MARLIN_CONST int kNumCodes = 16;
 
 // Largest E2M1 magnitude: quantization maps a group's absmax onto it.
-constexpr float kE2M1Max = 6.0f;
+MARLIN_CONST float kE2M1Max = 6.0f;
 
 // Supported group sizes along K.  Every group size divides the largest, so a K
 // that is a multiple of kMaxGroupSize works with all of them.
-constexpr int kGroupSizes[3] = {32, 64, 128};
-constexpr int kMaxGroupSize = 128;
+MARLIN_CONST int kGroupSizes[3] = {32, 64, 128};
+MARLIN_CONST int kMaxGroupSize = 128;
 
 constexpr bool is_supported_group_size(int g) {
   return g == 32 || g == 64 || g == 128;

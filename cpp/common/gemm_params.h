@@ -4,6 +4,8 @@
 // Plain ints only: the layout is identical in C++, MSL and the emulator.
 #pragma once
 
+#include "portable.h"
+
 namespace marlin {
 
 struct GemmParams {
@@ -22,7 +24,7 @@ enum GemmBinding { kGemmX = 0, kGemmW = 1, kGemmScales = 2, kGemmBias = 3, kGemm
 enum GemmTransposedBinding { kGemmTG = 0, kGemmTW = 1, kGemmTScales = 2, kGemmTOut = 3, kGemmTParams = 4 };
 
 // The transposed kernel: threads (x: packed K words, y: rows) per threadgroup.
-constexpr int kGemmTransposedThreadsX = 32;
-constexpr int kGemmTransposedThreadsY = 4;
+MARLIN_CONST int kGemmTransposedThreadsX = 32;
+MARLIN_CONST int kGemmTransposedThreadsY = 4;
 
 } // namespace marlin

@@ -1,14 +1,54 @@
-// Parameters of the Metal MoE routing / grouping kernels (metal/moe_route.metal),
-// shared by the kernels and the host encoder (cpp/gpu/moe_route.cpp).  Compiled by
-// C++ and Metal (real and emulated): constexpr scalars and plain structs only.
+// Parameter block of the MoE expert-GEMM GPU kernels (metal/moe_gemm.metal), shared with
+// the host encoder (cpp/gpu/moe_gemm.cpp).  Plain ints: same layout in C++ and MSL.
+//
+// Pipeline (one moe_gemm call):
+//   1. moe_group_<index type>  (1 threadgroup): the expert grouping of
+//      cpp/common/moe_plan.h build_expert_groups (stable counting sort of the (token,
+//      slot) pairs by expert): offsets [E + 1], pairs [P] (grouped position -> pair),
+//      position [P] (pair -> grouped position, -1 for an invalid expert id), the tile
+//      list tiles [max_tiles][4] = (expert, row begin, row end, 0) in grouped order,
+//      and status [4] = (number of tiles, 1 + first pair with an invalid id or 0, 0, 0).
+//   2. moe_gemm_<variant>_<x>_<s>[_out_f32]: grid (N tiles, max_tiles); threadgroup y
+//      computes tile y of one expert's grouped rows with the fp4_gemm tile machinery
+//      (metal/include/marlin/gemm_core.h), rows gathered from x.  Output rows: the pair
+//      row of out [T, k, N] (unweighted), or the grouped row of y [P, N] float32.
+//   3. moe_combine_<out> (weighted only): out[t] = sum_j weights[t, j] * y[position[t k + j]]
+//      in slot order, fp32 (deterministic, one writer per token) like the CPU backend.
 #pragma once
+
+#include "portable.h"
 
 namespace marlin {
 
-constexpr int kMoeMaxExperts = 256;           // routing: E <= 256 (8 experts per lane)
-constexpr int kMoeRouteTokensPerGroup = 4;    // routing: one simdgroup per token
-constexpr int kMoeGroupThreads = 256;         // grouping: one threadgroup of 8 simdgroups
-constexpr int kMoeGroupSimdgroups = kMoeGroupThreads / 32;
+struct MoeGemmParams {
+  int T;           // tokens
+  int k;           // slots per token
+  int E;           // experts
+  int N;           // output columns
+  int K;           // reduction length
+  int group_size;
+  int activation;  // marlin::Activation, applied per pair before the combine
+  int shared_x;    // 1: x [T, K] shared by a token's slots; 0: x [T, k, K]
+  int pairs;       // T * k
+  int tile_m;      // rows per tile (the GEMM variant's BM)
+  int max_tiles;   // capacity of the tile list: ceil(pairs / tile_m) + min(E, pairs)
+  int weighted;    // 1: the GEMM writes grouped rows of y [P, N] f32 for moe_combine
+};
+
+MARLIN_CONST int kMoeGroupThreads = 256;
+MARLIN_CONST int kMoeCombineThreads = 128;
+
+// Buffer bindings.
+enum MoeGroupBinding { kMoeGIndices = 0, kMoeGOffsets = 1, kMoeGPairs = 2, kMoeGPosition = 3, kMoeGTiles = 4,
+                       kMoeGStatus = 5, kMoeGParams = 6 };
+enum MoeGemmBinding { kMoeX = 0, kMoeW = 1, kMoeScales = 2, kMoePairs = 3, kMoeTiles = 4, kMoeStatus = 5,
+                      kMoeOut = 6, kMoeParams = 7 };
+enum MoeCombineBinding { kMoeCY = 0, kMoeCWeights = 1, kMoeCPosition = 2, kMoeCOut = 3, kMoeCParams = 4 };
+
+// ---- Routing and grouping kernels (metal/moe_route.metal, cpp/gpu/moe_route.cpp)
+MARLIN_CONST int kMoeMaxExperts = 256;           // routing: E <= 256 (8 experts per lane)
+MARLIN_CONST int kMoeRouteTokensPerGroup = 4;    // routing: one simdgroup per token
+MARLIN_CONST int kMoeGroupSimdgroups = kMoeGroupThreads / 32;
 
 // moe_route_*: grid (ceil(T / kMoeRouteTokensPerGroup)), 32 * kMoeRouteTokensPerGroup threads.
 struct MoeRouteParams {

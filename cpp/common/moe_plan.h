@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -105,6 +106,61 @@ int64_t build_expert_groups(int64_t num_pairs, int E, ExpertOf expert_of, Expert
     g.position[p] = i;
   }
   return -1;
+}
+
+// ------------------------------------------------------------------ GPU plan
+// The Metal expert GEMM (cpp/common/moe_params.h describes the pipeline).  Rows per
+// expert are only known on the device, so the variant follows the average: decode
+// tiles (32 x 128) when experts get <= kDecodeMaxRows rows on average, else the
+// default tiles (64 x 64).  The tile list has room for every expert's partial tile.
+struct GpuMoePlan {
+  GemmVariant variant;
+  GemmTile tile;
+  int grid_x;     // tiles along N
+  int max_tiles;  // threadgroups along y (those past the device's tile count exit)
+  int threads_per_group;
+};
+
+inline GpuMoePlan plan_gpu_moe(int64_t pairs, int E, int64_t N) {
+  GpuMoePlan p{};
+  p.variant = pairs <= int64_t(kDecodeMaxRows) * E ? GemmVariant::Decode : GemmVariant::Default;
+  p.tile = tile_for(p.variant);
+  p.grid_x = static_cast<int>((N + p.tile.tile_n - 1) / p.tile.tile_n);
+  p.max_tiles = static_cast<int>((pairs + p.tile.tile_m - 1) / p.tile.tile_m + std::min<int64_t>(E, pairs));
+  p.threads_per_group = 32 * p.tile.simdgroups;
+  return p;
+}
+
+// Host names of the MoE kernels (metal/moe_gemm.metal instantiates every one).
+inline std::string moe_gemm_kernel_name(GemmVariant v, GpuDtype x, GpuDtype scales, GpuDtype out) {
+  if (out != x && out != GpuDtype::Float32) throw std::invalid_argument("moe_gemm_kernel_name: unsupported output dtype");
+  return std::string("moe_gemm_") + variant_name(v) + "_" + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales) +
+      (out != x ? "_out_f32" : "");
+}
+
+// Index dtypes: signed/unsigned integers of 8, 16, 32 or 64 bits.
+inline std::string moe_group_kernel_name(int bits, bool is_signed) {
+  if (bits != 8 && bits != 16 && bits != 32 && bits != 64) throw std::invalid_argument("moe_group_kernel_name: bits");
+  return std::string("moe_group_") + (is_signed ? "i" : "u") + std::to_string(bits);
+}
+
+inline std::string moe_combine_kernel_name(GpuDtype out) {
+  return std::string("moe_combine_") + gpu_dtype_name(out);
+}
+
+template <class F>
+inline void for_each_moe_kernel_name(F&& f) {
+  const GpuDtype xs[] = {GpuDtype::Float16, GpuDtype::BFloat16, GpuDtype::Float32};
+  const GpuDtype ss[] = {GpuDtype::Float16, GpuDtype::BFloat16};
+  for (GemmVariant v : {GemmVariant::Decode, GemmVariant::Default})
+    for (GpuDtype x : xs)
+      for (GpuDtype s : ss) {
+        f(moe_gemm_kernel_name(v, x, s, x));
+        if (x != GpuDtype::Float32) f(moe_gemm_kernel_name(v, x, s, GpuDtype::Float32));
+      }
+  for (int bits : {8, 16, 32, 64})
+    for (bool sgn : {true, false}) f(moe_group_kernel_name(bits, sgn));
+  for (GpuDtype x : xs) f(moe_combine_kernel_name(x));
 }
 
 // ------------------------------------------------------------------ CPU schedule

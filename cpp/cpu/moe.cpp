@@ -85,7 +85,18 @@ void MoeRoute::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::ar
 }
 
 // ------------------------------------------------------------------ MoeGemm
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+namespace emulator {
+void eval_moe_gemm(MoeGemm& op, const std::vector<mx::array>& inputs, mx::array& out);  // emulator/ops.cpp
+}
+#endif
+
 void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  // Emulator build: the Metal kernels run here, on the CPU stream (docs/metal.md).
+  emulator::eval_moe_gemm(*this, inputs, out);
+  return;
+#endif
   begin_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& indices = inputs[3];

@@ -13,10 +13,16 @@ namespace marlin::emulator {
 namespace {
 constexpr const char* kModuleFile = "mlx_marlin_metal_emu.so";
 
+// Checked modules: bounds, races and reads of never-written threadgroup memory.
+// MLX_MARLIN_EMULATOR_RACES=0 skips race tracking, MLX_MARLIN_EMULATOR_UNINIT=0 the
+// uninitialized-read check (bounds checks stay), for speed.
 int launch_flags() {
-  // MLX_MARLIN_EMULATOR_RACES=0 skips race tracking (bounds checks stay) for speed.
-  const char* v = std::getenv("MLX_MARLIN_EMULATOR_RACES");
-  return (v && v[0] == '0') ? MTLEMU_NO_RACE_CHECK : 0;
+  auto off = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && v[0] == '0';
+  };
+  return (off("MLX_MARLIN_EMULATOR_RACES") ? MTLEMU_NO_RACE_CHECK : 0) |
+      (off("MLX_MARLIN_EMULATOR_UNINIT") ? 0 : MTLEMU_CHECK_UNINITIALIZED);
 }
 } // namespace
 

@@ -1,12 +1,17 @@
 // eval_cpu of the op primitives in a Metal-emulator build (MLX_MARLIN_METAL_EMULATOR):
 // the GPU encoders (cpp/gpu/) run on the emulator, so the op tests exercise the .metal
-// kernels.  fp4_gemm, attention and moe_route run here; moe_gemm / moe_mlp keep
-// their CPU eval (no Metal kernels yet), as does moe_route with more than 256 experts.
+// kernels: fp4_gemm, moe_gemm, attention and moe_route (E <= 256) run here; moe_mlp
+// keeps its CPU eval (its Metal pipeline is not assembled yet).
+#include <stdexcept>
+#include <string>
+
+#include "cpu/expert_grouping.h"
 #include "emulator/emulator_launcher.h"
 #include "gpu/attention.h"
 #include "gpu/fp4_gemm.h"
 #include "gpu/moe_route.h"
 #include "ops/attention.h"
+#include "gpu/moe_gemm.h"
 #include "ops/fp4_gemm.h"
 #include "ops/moe.h"
 
@@ -32,6 +37,30 @@ bool eval_moe_route(MoeRoute& op, const std::vector<mx::array>& inputs, std::vec
     gpu::encode_moe_route(l, inputs[0], outputs[0], outputs[1], op.top_k(), op.normalize());
   });
   return true;
+}
+
+} // namespace marlin::emulator
+
+namespace marlin::emulator {
+
+void eval_moe_gemm(MoeGemm& op, const std::vector<mx::array>& inputs, mx::array& out) {
+  std::vector<mx::array> outs = {out};
+  run_on_emulator(op.stream(), outs, [&](gpu::KernelLauncher& l) {
+    auto status = gpu::encode_moe_gemm(l, inputs, out, op.group_size(), op.activation(), op.has_weights());
+    if (!status) return;
+    // Launches are synchronous here, so the grouping kernel's report can be read back
+    // and raised like the CPU backend does.
+    const int bad = status->data<int32_t>()[1];
+    if (bad > 0) {
+      const auto& idx = inputs[3];
+      const int64_t p = bad - 1;
+      const int64_t k = idx.shape(1);
+      const int E = inputs[1].shape(0);
+      throw std::invalid_argument("[moe_gemm] indices must lie in [0, E) = [0, " + std::to_string(E) +
+                                  "), got indices[" + std::to_string(p / k) + ", " + std::to_string(p % k) +
+                                  "] = " + std::to_string(cpu::read_index(idx.data<void>(), idx.dtype(), p)) + ".");
+    }
+  });
 }
 
 } // namespace marlin::emulator

@@ -28,9 +28,12 @@ void MoeRoute::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) 
   gpu_backend_unavailable("moe_route");
 }
 
+#if !defined(MLX_MARLIN_METAL)
+// With the Metal backend, cpp/metal/moe_gemm.cpp defines this instead.
 void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_gemm");
 }
+#endif
 
 void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_mlp");

@@ -6,13 +6,12 @@
 //   BStager      one simdgroup's private slice: 8 k x SN columns, decoded from packed
 //                words (one uint32 = 8 consecutive k of one column per lane, so lanes
 //                read consecutive words) times the group scale, in the MMA input type.
-//   Fragment     8x8 simdgroup_matrix accumulators and the epilogue that writes them.
+//   fragment_coord  where a lane's two elements of an 8x8 simdgroup_matrix live.
 #pragma once
 
 #include <metal_stdlib>
 #include <metal_simdgroup_matrix>
 
-#include "common/gemm_params.h"
 #include "marlin/epilogue.h"
 #include "marlin/fp4_decode.h"
 
@@ -24,14 +23,15 @@ template <typename T, int BM, int BK, int kThreads>
 struct ATileLoader {
   static_assert(BM % 8 == 0 && BK % 8 == 0, "tile dims must be multiples of 8");
 
-  // Rows [row0, row0 + rows) with rows <= BM are loaded (the rest of the tile is
+  // Tile rows r < rows.count come from x row rows.src(r) (the rest of the tile is
   // zero); columns [k0, k0 + BK) always exist because K is a multiple of BK.
-  static METAL_FUNC void load(const device T* x, int M, int K, int row0, int k0, threadgroup T* dst, uint tid) {
+  template <typename Rows>
+  static METAL_FUNC void load(const device T* x, thread const Rows& rows, int K, int k0, threadgroup T* dst,
+                              uint tid) {
     for (int e = int(tid); e < BM * BK; e += kThreads) {
       const int r = e / BK;
       const int c = e % BK;
-      const int gr = row0 + r;
-      dst[e] = gr < M ? x[ulong(gr) * ulong(K) + ulong(k0 + c)] : T(0);
+      dst[e] = r < rows.count ? x[ulong(rows.src(r)) * ulong(K) + ulong(k0 + c)] : T(0);
     }
   }
 };
@@ -64,24 +64,6 @@ METAL_FUNC short2 fragment_coord(uint lane) {
   const short row = (qid & 4) + short((lane / 2) % 4);
   const short col = (qid & 2) * 2 + short(lane % 2) * 2;
   return short2(col, row);
-}
-
-// out[m, n] = act(acc + bias[n]) for the fragment at (m0, n0), bounds-checked.
-template <typename T>
-METAL_FUNC void store_fragment(thread simdgroup_matrix<float, 8, 8>& acc, device T* out, constant GemmParams& p,
-                               const device float* bias, int m0, int n0, uint lane) {
-  const short2 rc = fragment_coord(lane);
-  const int m = m0 + rc.y;
-  if (m >= p.M) return;
-  const float2 v = acc.thread_elements();
-  for (int e = 0; e < 2; ++e) {
-    const int n = n0 + rc.x + e;
-    if (n < p.N) {
-      float y = v[e];
-      if (p.has_bias) y += bias[n];
-      out[ulong(m) * ulong(p.N) + ulong(n)] = T(apply_activation(y, p.activation));
-    }
-  }
 }
 
 } // namespace marlin

@@ -1,0 +1,104 @@
+// encode_moe_gemm: grouping kernel -> grouped expert GEMM -> (weighted) combine.
+#include "gpu/moe_gemm.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "common/fp4_format.h"
+#include "common/moe_params.h"
+#include "common/moe_plan.h"
+
+namespace marlin::gpu {
+
+namespace {
+GpuDtype gpu_dtype(mx::Dtype t) {
+  if (t == mx::float16) return GpuDtype::Float16;
+  if (t == mx::bfloat16) return GpuDtype::BFloat16;
+  if (t == mx::float32) return GpuDtype::Float32;
+  throw std::invalid_argument("[moe_gemm] unsupported float dtype");
+}
+
+bool is_signed_int(mx::Dtype t) {
+  return t == mx::int8 || t == mx::int16 || t == mx::int32 || t == mx::int64;
+}
+
+uint32_t cdiv(int64_t a, int64_t b) {
+  return static_cast<uint32_t>((a + b - 1) / b);
+}
+} // namespace
+
+std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs,
+                                         mx::array& out, int group_size, Activation activation, bool has_weights) {
+  const mx::array& x = inputs[0];
+  const mx::array& w = inputs[1];
+  const mx::array& scales = inputs[2];
+  const mx::array& indices = inputs[3];
+  MoeGemmParams p{};
+  p.T = indices.shape(0);
+  p.k = indices.shape(1);
+  p.E = w.shape(0);
+  p.N = w.shape(2);
+  p.K = w.shape(1) * kCodesPerWord;
+  p.group_size = group_size;
+  p.activation = static_cast<int>(activation);
+  p.shared_x = x.ndim() == 2 ? 1 : 0;
+  p.pairs = p.T * p.k;
+  p.weighted = has_weights ? 1 : 0;
+  if (p.T == 0 || p.N == 0) return std::nullopt;
+  const GpuDtype xt = gpu_dtype(x.dtype());
+  const GpuDtype st = gpu_dtype(scales.dtype());
+
+  if (p.pairs == 0) {  // k = 0: a weighted combine of nothing is zero
+    if (!has_weights) return std::nullopt;
+    Dispatch c;
+    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
+    c.threadgroups = {cdiv(p.N, kMoeCombineThreads), static_cast<uint32_t>(p.T), 1};
+    c.threads_per_group = {kMoeCombineThreads, 1, 1};
+    launcher.dispatch(c, {KernelArg::input(x), KernelArg::input(x), KernelArg::input(x), KernelArg::output(out),
+                          KernelArg::value(p)});
+    return std::nullopt;
+  }
+
+  const GpuMoePlan plan = plan_gpu_moe(p.pairs, p.E, p.N);
+  p.tile_m = plan.tile.tile_m;
+  p.max_tiles = plan.max_tiles;
+
+  mx::array offsets = launcher.scratch({p.E + 1}, mx::int32);
+  mx::array pairs = launcher.scratch({p.pairs}, mx::int32);
+  mx::array position = launcher.scratch({p.pairs}, mx::int32);
+  mx::array tiles = launcher.scratch({p.max_tiles, 4}, mx::int32);
+  mx::array status = launcher.scratch({4}, mx::int32);
+
+  Dispatch g;
+  g.kernel = moe_group_kernel_name(static_cast<int>(mx::size_of(indices.dtype()) * 8), is_signed_int(indices.dtype()));
+  g.threadgroups = {1, 1, 1};
+  g.threads_per_group = {kMoeGroupThreads, 1, 1};
+  launcher.dispatch(g, {KernelArg::input(indices), KernelArg::output(offsets), KernelArg::output(pairs),
+                        KernelArg::output(position), KernelArg::output(tiles), KernelArg::output(status),
+                        KernelArg::value(p)});
+
+  // Unweighted: rows land in out [T, k, N] at their pair row; weighted: grouped rows of
+  // a float32 y [P, N] for the combine.
+  std::optional<mx::array> y;
+  if (has_weights) y = launcher.scratch({p.pairs, p.N}, mx::float32);
+  mx::array& gemm_out = has_weights ? *y : out;
+  Dispatch m;
+  m.kernel = moe_gemm_kernel_name(plan.variant, xt, st, gpu_dtype(gemm_out.dtype()));
+  m.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.max_tiles), 1};
+  m.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
+  launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(pairs),
+                        KernelArg::input(tiles), KernelArg::input(status), KernelArg::output(gemm_out),
+                        KernelArg::value(p)});
+
+  if (has_weights) {
+    Dispatch c;
+    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
+    c.threadgroups = {cdiv(p.N, kMoeCombineThreads), static_cast<uint32_t>(p.T), 1};
+    c.threads_per_group = {kMoeCombineThreads, 1, 1};
+    launcher.dispatch(c, {KernelArg::input(*y), KernelArg::input(inputs[4]), KernelArg::input(position),
+                          KernelArg::output(out), KernelArg::value(p)});
+  }
+  return status;
+}
+
+} // namespace marlin::gpu

@@ -226,7 +226,9 @@ class Prepass:
             base = re.match(r"^(.*?)(\w+)\s*(<.*)?$", fn, re.S)
             if not base:
                 raise PrepassError(f"{self.filename}:{self.line_of(mt.start())}: cannot parse kernel instantiation")
-            roles = f"{base.group(1)}__mtlemu_roles_{base.group(2)}"
+            # Token pasting, not text: inside a macro the name may be a macro
+            # parameter (MLX: `decltype(func<__VA_ARGS__>) func<__VA_ARGS__>`).
+            roles = f"{base.group(1)}MTLEMU_ROLES({base.group(2)})"
             text = f"MTLEMU_REGISTER({host_expr}, {roles}, {fn});"
             self.edits.add(mt.start(), end + 1, keep_lines(self.src[mt.start():end + 1], text))
             self.instances.append({"host_name": host_expr, "function": fn, "line": self.line_of(mt.start())})
@@ -303,6 +305,8 @@ class Prepass:
             if mx:
                 o = decl_start + mx.end() - 1
                 max_threads = self.src[o + 1:match_close(m, o, "(", ")")].strip()
+                if is_template and not max_threads.isdigit():
+                    max_threads = "0"  # may name template parameters: not enforced
             # The table ends with a kArgLimits entry (one past the parameters).
             table = ", ".join(roles + [f"{{::mtlemu::kArgLimits, int({max_threads}), 0}}"])
             text = f" static constexpr ::mtlemu::ArgRole __mtlemu_roles_{name}[] = {{{table}}};"
@@ -374,6 +378,68 @@ class Prepass:
                 continue
             self.edits.add(i, i, "static ")
 
+    # -------------------------------------------------------------- address-space overloads
+    def do_address_space_overloads(self):
+        """MSL overloads functions on address spaces: member functions on the
+        object's (`complex_t() thread`, `complex_t() threadgroup`) and free
+        functions on their parameters' (`operator+=(thread T&, ..)`,
+        `operator+=(threadgroup T&, ..)`). With one flat address space these
+        are redefinitions: of each group of definitions that are identical
+        once address-space keywords are ignored, keep the first."""
+        m = self.m
+        as_kw = re.compile(r"\b(thread|threadgroup|device|constant)\b")
+        tail = re.compile(r"\)\s*(const\s+)?(?:(thread|threadgroup|device|constant)\s*)?(?:noexcept\s*)?"
+                          r"(?:->[^{;]*?)?(?=[{:])")
+        seen = set()
+        for mt in tail.finditer(m):
+            close = mt.start()
+            if m[mt.end()] == ":" and not mt.group(2):
+                continue  # `x ? (a) : b`, labels... only constructors with a qualifier take this form
+            depth, open_ = 0, None
+            for j in range(close, -1, -1):  # the matching '('
+                if m[j] == ")":
+                    depth += 1
+                elif m[j] == "(":
+                    depth -= 1
+                    if depth == 0:
+                        open_ = j
+                        break
+            if open_ is None:
+                continue
+            before = m[:open_].rstrip()
+            if not before or not (before[-1].isalnum() or before[-1] in "_>=+-*/&|^!<[]%~"):
+                continue
+            if re.search(r"\b(if|for|while|switch|catch|return|sizeof|decltype)$", before):
+                continue
+            start = max(m.rfind(";", 0, open_), m.rfind("{", 0, open_), m.rfind("}", 0, open_)) + 1
+            sig = m[start:close + 1]
+            if not (mt.group(2) or as_kw.search(sig)):
+                continue
+            depth, scope = 0, -1
+            for j in range(start - 1, -1, -1):  # enclosing scope: nearest unmatched '{'
+                if m[j] == "}":
+                    depth += 1
+                elif m[j] == "{":
+                    if depth == 0:
+                        scope = j
+                        break
+                    depth -= 1
+            key = (scope, " ".join(as_kw.sub(" ", sig).split()), bool(mt.group(1)))
+            k = mt.end()
+            while k < len(m) and m[k] not in "{;":
+                if m[k] == "(":
+                    k = match_close(m, k, "(", ")")
+                k += 1
+            if k >= len(m) or m[k] != "{":
+                continue
+            end = match_close(m, k, "{", "}") + 1
+            if end < len(m) and m[end] == ";":
+                end += 1
+            if key in seen:
+                self.edits.add(start, end, keep_lines(self.src[start:end], ""))
+            else:
+                seen.add(key)
+
     # -------------------------------------------------------------- function constants
     def do_function_constants(self):
         m = self.m
@@ -415,7 +481,7 @@ class Prepass:
         for mt in re.finditer(r"(?<![\w.>:])((?:metal::)?(?:" + alt + r"))\s*\(", m):
             a, b = mt.start(1), mt.end(1)
             before = m[:a].rstrip()
-            if re.search(r"\b(typedef|using|struct|class)\s*$", before):
+            if re.search(r"\b(typedef|using|struct|class|operator)\s*$", before):
                 continue
             self.edits.add(a, b, f"::mtlemu::vctor<{self.src[a:b]}>")
         # vec<T, N>(...)
@@ -424,7 +490,7 @@ class Prepass:
             k = close + 1
             while k < len(m) and m[k] in " \t":
                 k += 1
-            if k < len(m) and m[k] == "(":
+            if k < len(m) and m[k] == "(" and not re.search(r"\boperator\s*$", m[:mt.start()]):
                 t = self.src[mt.start():close + 1]
                 self.edits.add(mt.start(), close + 1, f"::mtlemu::vctor<{t}>")
         # static_cast<float4>(x)
@@ -464,6 +530,7 @@ class Prepass:
         depths = brace_depths(self.m)
         self.do_instantiations()
         self.do_kernels()
+        self.do_address_space_overloads()
         self.do_function_constants()
         self.do_threadgroup_locals(depths)
         self.do_local_constants(depths)

@@ -79,6 +79,7 @@ struct Registrar {
 
 }  // namespace mtlemu
 
+#define MTLEMU_ROLES(kernel) __mtlemu_roles_##kernel
 #define MTLEMU_CAT2(a, b) a##b
 #define MTLEMU_CAT(a, b) MTLEMU_CAT2(a, b)
 // MTLEMU_REGISTER("host_name", roles_array, function-id): emitted by mtlpp.py

@@ -15,8 +15,9 @@ so compiler diagnostics point at the original .metal lines.
     threadgroup arena, shared by the lanes of one threadgroup.
   * `constant` arrays at function scope become static.
   * vector constructors `float4(...)`, `vec<T,N>(...)`, vector typedefs,
-    `static_cast<float4>(...)` and C-style `(float4)x` casts use
-    mtlemu::vctor / mtlemu::vcast with MSL conversion semantics.
+    functional casts to template type parameters and half/bfloat, every
+    `static_cast<X>(...)` and C-style `(float4)x`/`(T)x` casts use
+    mtlemu::construct / vctor / vcast with MSL conversion semantics.
   * `constant T x [[function_constant(i)]];` reads the launch's value; program
     scope `constant` values computed from function constants are re-evaluated.
   * `1.0h` half literals become `1.0f16`.
@@ -476,14 +477,24 @@ class Prepass:
             names.add(mt.group(1))
         for mt in re.finditer(r"\busing\s+(\w+)\s*=\s*" + vec_rhs + r"\s*;", m):
             names.add(mt.group(1))
+        # Scalar casts needing MSL semantics, and template type parameters
+        # (which may be vectors or half/bfloat when instantiated).
+        cast_names = {"half", "bfloat", "bfloat16_t", "float16_t"}
+        for mt in re.finditer(r"\btemplate\s*<", m):
+            close = match_close(m, mt.end() - 1, "<", ">")
+            cast_names.update(re.findall(r"\b(?:typename|class)\s+(\w+)", m[mt.end():close]))
+        cast_names -= {"enable_if", "conditional", "void"}
+        names |= cast_names
         alt = "|".join(sorted(names, key=len, reverse=True))
-        # constructor calls: float4(...), metal::half2(...), alias(...)
-        for mt in re.finditer(r"(?<![\w.>:])((?:metal::)?(?:" + alt + r"))\s*\(", m):
+        # constructor calls: float4(...), metal::half2(...), alias(...), T(...)
+        for mt in re.finditer(r"(?<![\w.>:~])((?:metal::)?(?:" + alt + r"))\s*\(", m):
             a, b = mt.start(1), mt.end(1)
             before = m[:a].rstrip()
-            if re.search(r"\b(typedef|using|struct|class|operator)\s*$", before):
+            if re.search(r"\b(typedef|using|struct|class|operator|typename)\s*$", before):
                 continue
-            self.edits.add(a, b, f"::mtlemu::vctor<{self.src[a:b]}>")
+            if before.endswith(":") and not before.endswith("::"):
+                continue  # constructor initializer list: `: T(x)` names a base
+            self.edits.add(a, b, f"::mtlemu::construct<{self.src[a:b]}>")
         # vec<T, N>(...)
         for mt in re.finditer(r"(?<![\w.>])(?:metal::)?vec\s*<", m):
             close = match_close(m, mt.end() - 1, "<", ">")
@@ -493,10 +504,12 @@ class Prepass:
             if k < len(m) and m[k] == "(" and not re.search(r"\boperator\s*$", m[:mt.start()]):
                 t = self.src[mt.start():close + 1]
                 self.edits.add(mt.start(), close + 1, f"::mtlemu::vctor<{t}>")
-        # static_cast<float4>(x)
-        for mt in re.finditer(r"\bstatic_cast\s*<\s*((?:metal::)?(?:" + alt + r"))\s*>", m):
-            self.edits.add(mt.start(), mt.end(), f"::mtlemu::vctor<{mt.group(1)}>")
-        # C-style casts (float4)x: clang would reinterpret same-sized vectors
+        # static_cast<X>(x) for every X
+        for mt in re.finditer(r"\bstatic_cast\s*<", m):
+            close = match_close(m, mt.end() - 1, "<", ">")
+            t = self.src[mt.end():close]
+            self.edits.add(mt.start(), close + 1, f"::mtlemu::construct<{t}>")
+        # C-style casts (float4)x, (bfloat)x, (T)x
         for mt in re.finditer(r"\(\s*((?:metal::)?(?:" + alt + r"))\s*\)", m):
             before = m[:mt.start()].rstrip()
             prev = before[-1:] if before else ""

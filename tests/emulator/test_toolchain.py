@@ -52,7 +52,7 @@ def test_prepass_keeps_lines_and_skips_comments():
     body = out.split("\n", 1)[1]
     assert body.count("\n") == src.count("\n")
     assert "// float4(x) in a comment" in body and '"float4(1)"' in body
-    assert "::mtlemu::vctor<float4>(1.5f16)" in body and "::mtlemu::vcast<float4>()->*" in body
+    assert "::mtlemu::construct<float4>(1.5f16)" in body and "::mtlemu::vcast<float4>()->*" in body
     assert "mtlemu_tg_alloc" in body and "[[" not in body
     assert info["kernels"][0]["name"] == "k"
 

@@ -59,3 +59,12 @@ def test_half_and_bfloat_rounding(build):
         prod = bf16_value(bf16_bits(xb * yb))
         ref_b = bf16_bits(prod + xb)
     np.testing.assert_array_equal(bfsum, ref_b)
+
+
+@pytest.mark.parametrize("kernel,first", [("template_casts_uint4", 1 + 10 * 4), ("template_casts_half4", 1.5 + 10 * float(np.float16(4.9)))])
+def test_template_and_half_bfloat_casts(build, kernel, first):
+    m = build("vectors")
+    out = np.zeros(4, np.float32)
+    m.launch(kernel, grid=1, tg=1, buffers=[out])
+    assert out[0] == pytest.approx(first, rel=1e-6)
+    assert list(out[1:]) == [2.75, 5.5, 3.0]

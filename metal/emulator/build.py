@@ -54,6 +54,7 @@ def common_flags(checked: bool) -> list[str]:
         # Bitwise reproducible against numpy references; kernels type-pun freely.
         "-ffp-contract=off", "-fno-strict-aliasing",
         "-Wno-unknown-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes",
+        "-Wno-duplicate-decl-specifier",
         f"-I{INCLUDE}",
     ]
     if checked:

@@ -235,11 +235,13 @@ class Prepass:
             self.instances.append({"host_name": host_expr, "function": fn, "line": self.line_of(mt.start())})
 
     def param_roles(self, params: str, name: str, line: int) -> list[str]:
-        roles, used, parsed, spaces = [], set(), [], []
+        roles, used, parsed, spaces, optional = [], set(), [], [], []
         for a, b in split_top(mask_code(params)):
             p = params[a:b]
-            attrs = re.findall(r"\[\[\s*(.*?)\s*\]\]", p, re.S)
-            role = None
+            attrs = []
+            for group in re.findall(r"\[\[\s*(.*?)\s*\]\]", p, re.S):
+                attrs += [group[x:y].strip() for x, y in split_top(mask_code(group))]
+            role, opt = None, False
             for at in attrs:
                 bm = re.match(r"(buffer|threadgroup)\s*\((.*)\)$", at, re.S)
                 if bm:
@@ -249,7 +251,9 @@ class Prepass:
                         used.add(int(bm.group(2)))
                 elif at.split("(")[0].strip() in BUILTINS:
                     role = ("kArgBuiltin", "::mtlemu::" + BUILTINS[at.split("(")[0].strip()])
-                elif at.startswith("function_constant") or at.startswith("stage_in"):
+                elif at.startswith("function_constant"):
+                    opt = True  # bound only when the constant is true: may be missing
+                elif at.startswith("stage_in"):
                     raise PrepassError(f"{self.filename}:{line}: kernel '{name}': [[{at}]] is not supported")
             if role is None:
                 if "*" in p or "&" in p:
@@ -258,19 +262,20 @@ class Prepass:
                     raise PrepassError(f"{self.filename}:{line}: kernel '{name}': parameter '{p.strip()}' "
                                        "has no [[buffer]]/[[threadgroup]]/builtin attribute")
             parsed.append(role)
+            optional.append(opt)
             words = set(re.findall(r"\w+", re.sub(r"\[\[.*?\]\]", "", p, flags=re.S)))
             spaces.append(2 if "constant" in words else 3 if "threadgroup" in words else 1)
         nxt = 0
-        for (kind, idx), space in zip(parsed, spaces):
+        for (kind, idx), space, opt in zip(parsed, spaces, optional):
             if kind == "auto":
                 while nxt in used:
                     nxt += 1
                 used.add(nxt)
                 kind, idx = "kArgBuffer", str(nxt)
             if kind == "kArgBuiltin":
-                roles.append(f"{{::mtlemu::kArgBuiltin, {idx}, 0}}")
+                roles.append(f"{{::mtlemu::kArgBuiltin, {idx}, 0, 0}}")
             else:
-                roles.append(f"{{::mtlemu::{kind}, int({idx}), {space}}}")
+                roles.append(f"{{::mtlemu::{kind}, int({idx}), {space}, {int(opt)}}}")
         return roles
 
     def do_kernels(self):
@@ -380,13 +385,37 @@ class Prepass:
             self.edits.add(i, i, "static ")
 
     # -------------------------------------------------------------- address-space overloads
+    @staticmethod
+    def _as_key(text: str) -> str:
+        """Declaration text as C++ sees it here: `constant` is const, the
+        other address spaces vanish."""
+        text = re.sub(r"\bconstant\b", "const", text)
+        text = re.sub(r"\b(thread|threadgroup|device)\b", " ", text)
+        text = " ".join(text.split())
+        while "const const" in text:
+            text = text.replace("const const", "const")
+        return text
+
+    def _enclosing_scope(self, start: int) -> int:
+        m, depth = self.m, 0
+        for j in range(start - 1, -1, -1):
+            if m[j] == "}":
+                depth += 1
+            elif m[j] == "{":
+                if depth == 0:
+                    return j
+                depth -= 1
+        return -1
+
     def do_address_space_overloads(self):
-        """MSL overloads functions on address spaces: member functions on the
-        object's (`complex_t() thread`, `complex_t() threadgroup`) and free
-        functions on their parameters' (`operator+=(thread T&, ..)`,
-        `operator+=(threadgroup T&, ..)`). With one flat address space these
-        are redefinitions: of each group of definitions that are identical
-        once address-space keywords are ignored, keep the first."""
+        """MSL overloads on address spaces: member functions on the object's
+        (`complex_t() thread`, `complex_t() threadgroup`), free functions and
+        class template specializations on their parameters'
+        (`operator+=(thread T&, ..)`, `pointer_element<device T*>`). With one
+        flat address space these are redefinitions: of each group of
+        definitions that are identical as C++ sees them, keep the first.
+        A trailing `constant` qualifier is dropped rather than becoming const
+        (constructors cannot be const)."""
         m = self.m
         as_kw = re.compile(r"\b(thread|threadgroup|device|constant)\b")
         tail = re.compile(r"\)\s*(const\s+)?(?:(thread|threadgroup|device|constant)\s*)?(?:noexcept\s*)?"
@@ -416,16 +445,7 @@ class Prepass:
             sig = m[start:close + 1]
             if not (mt.group(2) or as_kw.search(sig)):
                 continue
-            depth, scope = 0, -1
-            for j in range(start - 1, -1, -1):  # enclosing scope: nearest unmatched '{'
-                if m[j] == "}":
-                    depth += 1
-                elif m[j] == "{":
-                    if depth == 0:
-                        scope = j
-                        break
-                    depth -= 1
-            key = (scope, " ".join(as_kw.sub(" ", sig).split()), bool(mt.group(1)))
+            key = (self._enclosing_scope(start), self._as_key(sig), bool(mt.group(1)))
             k = mt.end()
             while k < len(m) and m[k] not in "{;":
                 if m[k] == "(":
@@ -438,8 +458,51 @@ class Prepass:
                 end += 1
             if key in seen:
                 self.edits.add(start, end, keep_lines(self.src[start:end], ""))
+                continue
+            seen.add(key)
+            if mt.group(2) == "constant":
+                self.edits.add(mt.start(2), mt.end(2), "")
+        for mt in re.finditer(r"\b(?:struct|class)\s+\w+\s*<", m):
+            close = match_close(m, mt.end() - 1, "<", ">")
+            k = close + 1
+            while k < len(m) and m[k] not in "{;":
+                k += 1
+            if k >= len(m) or m[k] != "{":
+                continue
+            start = max(m.rfind(";", 0, mt.start()), m.rfind("{", 0, mt.start()), m.rfind("}", 0, mt.start())) + 1
+            header = m[start:k]
+            if not as_kw.search(m[mt.end():close]):
+                continue
+            key = ("class", self._enclosing_scope(start), self._as_key(header))
+            end = match_close(m, k, "{", "}") + 1
+            if end < len(m) and m[end] == ";":
+                end += 1
+            if key in seen:
+                self.edits.add(start, end, keep_lines(self.src[start:end], ""))
             else:
                 seen.add(key)
+
+    def do_vector_direct_init(self, depths: list[int]):
+        """`short2 offset(a, b);` declares a vector by direct initialisation,
+        which clang rejects for ext vectors: becomes `short2 offset = ...`."""
+        m = self.m
+        alt = "|".join(sorted(VEC_NAMES, key=len, reverse=True))
+        for mt in re.finditer(r"(?<![\w.:>])((?:metal::)?(?:" + alt + r"))\s+(\w+)\s*\(", m):
+            if depths[mt.start()] <= 0:
+                continue
+            before = re.sub(r"(\b(const|constexpr|static|thread)\s*)+$", "", m[:mt.start()]).rstrip()
+            if before and before[-1] not in ";{}":
+                continue
+            popen = mt.end() - 1
+            pclose = match_close(m, popen, "(", ")")
+            after = m[pclose + 1:].lstrip()
+            if not after or after[0] not in ";,":
+                continue
+            args = [m[popen + 1 + x:popen + 1 + y] for x, y in split_top(m[popen + 1:pclose])]
+            if any(re.fullmatch(r"\s*[\w:<>, ]+?[\s*&]+\w+\s*", a) for a in args):
+                continue  # a function prototype `float4 f(float x);`
+            vec = self.src[mt.start(1):mt.end(1)]
+            self.edits.add(mt.start(2), popen + 1, f"{mt.group(2)} = ::mtlemu::construct<{vec}>(")
 
     # -------------------------------------------------------------- function constants
     def do_function_constants(self):
@@ -493,7 +556,11 @@ class Prepass:
             if re.search(r"\b(typedef|using|struct|class|operator|typename)\s*$", before):
                 continue
             if before.endswith(":") and not before.endswith("::"):
-                continue  # constructor initializer list: `: T(x)` names a base
+                stmt = m[max(m.rfind(";", 0, a), m.rfind("{", 0, a), m.rfind("}", 0, a)) + 1:a]
+                if "?" not in stmt:
+                    continue  # constructor initializer list: `: T(x)` names a base
+            if re.match(r"\(\s*[&*]+\s*\w+\s*\)", m[mt.end() - 1:]):
+                continue  # a declarator: `T (&vals)[N]`, `T (*fn)(..)`
             self.edits.add(a, b, f"::mtlemu::construct<{self.src[a:b]}>")
         # vec<T, N>(...)
         for mt in re.finditer(r"(?<![\w.>])(?:metal::)?vec\s*<", m):
@@ -544,6 +611,7 @@ class Prepass:
         self.do_instantiations()
         self.do_kernels()
         self.do_address_space_overloads()
+        self.do_vector_direct_init(depths)
         self.do_function_constants()
         self.do_threadgroup_locals(depths)
         self.do_local_constants(depths)

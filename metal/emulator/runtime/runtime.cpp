@@ -699,6 +699,11 @@ void* mtlemu_arg_buffer(int index, size_t min_bytes) {
   return g.bufs[index].ptr;
 }
 
+void* mtlemu_arg_buffer_optional(int index, size_t min_bytes) {
+  if (index < 0 || index >= static_cast<int>(g.bufs.size()) || !g.bufs[index].ptr) return nullptr;
+  return mtlemu_arg_buffer(index, min_bytes);
+}
+
 void* mtlemu_arg_threadgroup(int index) {
   if (index < 0 || index >= static_cast<int>(g.tg_arg_offsets.size())) {
     add_error(fmt("tgarg:%d", index), fmt("kernel '%s' uses [[threadgroup(%d)]] but the launch gave %zu threadgroup sizes",

@@ -44,9 +44,15 @@ template <class P>
 inline P bind_arg(const ArgRole& role) {
   if constexpr (std::is_pointer_v<P>) {
     if (role.kind == kArgThreadgroup) return (P)mtlemu_arg_threadgroup(role.index);
+    if (role.optional) return (P)mtlemu_arg_buffer_optional(role.index, 0);
     return (P)mtlemu_arg_buffer(role.index, 0);
   } else if constexpr (std::is_reference_v<P>) {
     using V = std::remove_reference_t<P>;
+    if (role.optional) {
+      void* p = mtlemu_arg_buffer_optional(role.index, sizeof(V));
+      static std::remove_cv_t<V> unbound{};  // a reference must refer to something
+      return p ? *(V*)p : unbound;
+    }
     return *(V*)mtlemu_arg_buffer(role.index, sizeof(V));
   } else {
     return builtin_value<P>(role.index);

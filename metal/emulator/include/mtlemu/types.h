@@ -96,7 +96,7 @@ inline constexpr bool is_floating_v =
 // _Float16 and __bf16 (their ranks are unordered), MSL allows explicit ones;
 // go through float, which represents both exactly.
 template <class T, class A>
-constexpr T fp_cast(const A& a) {
+constexpr T fp_cast(A a) {  // by value: MSL conversion operators are often non-const
   using S = std::remove_cvref_t<A>;
   if constexpr ((std::is_same_v<T, half> && std::is_same_v<S, bfloat>) ||
                 (std::is_same_v<T, bfloat> && std::is_same_v<S, half>)) {
@@ -187,17 +187,25 @@ constexpr decltype(auto) construct1(A&& a) {
     return static_cast<T>(std::forward<A>(a));
   }
 }
+// Arguments are taken by value (clang cannot bind references to vector
+// elements such as `T(tid.y)`), except for casts to reference types.
 template <class T, class... A>
-constexpr decltype(auto) construct(A&&... a) {
+  requires(!std::is_reference_v<T>)
+constexpr T construct(A... a) {
   if constexpr (is_vector_v<T>) {
     return vctor<T>(a...);
   } else if constexpr (sizeof...(A) == 0) {
     return T{};
   } else if constexpr (sizeof...(A) == 1) {
-    return construct1<T>(std::forward<A>(a)...);
+    return construct1<T>(a...);
   } else {
-    return T(std::forward<A>(a)...);
+    return T(a...);
   }
+}
+template <class T, class A>
+  requires std::is_reference_v<T>
+constexpr T construct(A&& a) {
+  return static_cast<T>(std::forward<A>(a));
 }
 
 // `(float4)x` C-style casts are rewritten to `mtlemu::vcast<float4>()->*x`:

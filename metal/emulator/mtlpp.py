@@ -499,7 +499,7 @@ class Prepass:
             if not after or after[0] not in ";,":
                 continue
             args = [m[popen + 1 + x:popen + 1 + y] for x, y in split_top(m[popen + 1:pclose])]
-            if any(re.fullmatch(r"\s*[\w:<>, ]+?[\s*&]+\w+\s*", a) for a in args):
+            if args and all(re.fullmatch(r"\s*[\w:<>, ]+?[\s*&]+\w+\s*", a) for a in args):
                 continue  # a function prototype `float4 f(float x);`
             vec = self.src[mt.start(1):mt.end(1)]
             self.edits.add(mt.start(2), popen + 1, f"{mt.group(2)} = ::mtlemu::construct<{vec}>(")

@@ -700,7 +700,14 @@ void* mtlemu_arg_buffer(int index, size_t min_bytes) {
 }
 
 void* mtlemu_arg_buffer_optional(int index, size_t min_bytes) {
-  if (index < 0 || index >= static_cast<int>(g.bufs.size()) || !g.bufs[index].ptr) return nullptr;
+  // Kernels may read fields of a parameter their function constant disabled
+  // (MLX's steel GEMM reads addmm_params->alpha unconditionally; the Metal
+  // compiler drops the dead load). Hand them zeros instead of a null pointer.
+  alignas(64) static unsigned char unbound[1 << 16];
+  if (index < 0 || index >= static_cast<int>(g.bufs.size()) || !g.bufs[index].ptr) {
+    memset(unbound, 0, sizeof unbound);
+    return unbound;
+  }
   return mtlemu_arg_buffer(index, min_bytes);
 }
 

@@ -48,11 +48,7 @@ inline P bind_arg(const ArgRole& role) {
     return (P)mtlemu_arg_buffer(role.index, 0);
   } else if constexpr (std::is_reference_v<P>) {
     using V = std::remove_reference_t<P>;
-    if (role.optional) {
-      void* p = mtlemu_arg_buffer_optional(role.index, sizeof(V));
-      static std::remove_cv_t<V> unbound{};  // a reference must refer to something
-      return p ? *(V*)p : unbound;
-    }
+    if (role.optional) return *(V*)mtlemu_arg_buffer_optional(role.index, sizeof(V));
     return *(V*)mtlemu_arg_buffer(role.index, sizeof(V));
   } else {
     return builtin_value<P>(role.index);

@@ -87,7 +87,8 @@ MTLEMU_HIDDEN const mtlemu::LaneInfo* mtlemu_lane(void);
 // error (and returns a scratch block) when a buffer is missing or smaller
 // than min_bytes.
 MTLEMU_HIDDEN void* mtlemu_arg_buffer(int index, size_t min_bytes);
-// Same for optional parameters: an unbound buffer yields nullptr, no error.
+// Same for optional parameters ([[buffer(i), function_constant(c)]]): an
+// unbound buffer yields a zero-filled block, no error.
 MTLEMU_HIDDEN void* mtlemu_arg_buffer_optional(int index, size_t min_bytes);
 MTLEMU_HIDDEN void* mtlemu_arg_threadgroup(int index);
 // Threadgroup barrier: blocks until every lane of the threadgroup arrives.

@@ -20,6 +20,11 @@ so compiler diagnostics point at the original .metal lines.
     mtlemu::construct / vctor / vcast with MSL conversion semantics.
   * `constant T x [[function_constant(i)]];` reads the launch's value; program
     scope `constant` values computed from function constants are re-evaluated.
+  * `short2 p(a, b);` vector direct initialisation becomes copy
+    initialisation from mtlemu::construct.
+  * overloads that differ only in address spaces (MSL classes and helpers
+    overload on `thread`/`threadgroup`/`device`/`constant`) are reduced to
+    one, since the emulator has a single flat address space.
   * `1.0h` half literals become `1.0f16`.
 """
 from __future__ import annotations

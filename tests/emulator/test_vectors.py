@@ -27,7 +27,7 @@ def test_vector_semantics(build):
         12: 4.5, 13: 1.0, 14: -73.0, 15: -1.0, 16: 6.5, 17: 35.0, 18: float(0x3F80),
         19: 2.0, 20: 101.0, 21: 5.0, 22: 41.0, 23: -3.0, 24: 4.0,
         25: float(np.float32(np.exp(np.float32(1))) + 2.0), 26: float(np.float16(1) / np.float16(3)),
-        27: 6.0, 28: 4.0,
+        27: 6.0, 28: 4.0, 29: -6.0,
     }
     for k, v in expect.items():
         assert out[k] == pytest.approx(v, rel=1e-6), f"result {k}: got {out[k]}, expected {v}"

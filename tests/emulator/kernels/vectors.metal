@@ -57,6 +57,8 @@ kernel void vector_semantics(device float* out [[buffer(0)]],
   constexpr float4 kc = float4(float2(1, 2), 3, 4);                          // constexpr constructor
   out[k++] = kc.x + kc.y + kc.z;                                             // 27
   out[k++] = float(half4(kc).w);                                             // 28
+  float4 neg = -(float4)uint4(1, 2, 3, 4) * 2.0f;                            // unary minus on a cast
+  out[k++] = neg.z;                                                          // 29
 }
 
 // Conversions of each input: half, bfloat (as bits) and per-op rounded math.

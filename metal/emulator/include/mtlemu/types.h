@@ -217,5 +217,20 @@ template <class V, class U>
 constexpr V operator->*(vcast<V>, const U& u) {
   return convert<V>(u);
 }
+// `-(float4)x` becomes `-vcast<float4>()->*x`: the minus lands on the tag.
+template <class V>
+struct vcast_negated {};
+template <class V>
+constexpr vcast_negated<V> operator-(vcast<V>) {
+  return {};
+}
+template <class V>
+constexpr vcast<V> operator+(vcast<V> c) {
+  return c;
+}
+template <class V, class U>
+constexpr V operator->*(vcast_negated<V>, const U& u) {
+  return -convert<V>(u);
+}
 
 }  // namespace mtlemu

@@ -111,6 +111,36 @@ def match_close(m: str, i: int, open_c: str, close_c: str) -> int:
     raise PrepassError(f"unbalanced {open_c}{close_c} at offset {i}")
 
 
+def match_angle(m: str, i: int) -> int:
+    """Index of the '>' closing the template bracket at m[i]. Comparison
+    operators are skipped: '<'/'>' inside parentheses, or with blanks on both
+    sides (`enable_if_t<sizeof(T) < 8, bool>`), and '<=', '>=', '->', '<<'."""
+    depth, parens = 0, 0
+    j = i
+    while j < len(m):
+        c = m[j]
+        if c == "(":
+            parens += 1
+        elif c == ")":
+            parens -= 1
+        elif c in ";{}":
+            break
+        elif parens == 0 and c in "<>":
+            prev, nxt = m[j - 1] if j else " ", m[j + 1] if j + 1 < len(m) else " "
+            spaced = prev in " \t\n" and nxt in " \t\n"
+            if c == "<" and j != i and (spaced or nxt in "<=" or prev == "<"):
+                j += 1
+                continue
+            if c == ">" and (prev in "-=" or nxt == "=" or spaced):
+                j += 1
+                continue
+            depth += 1 if c == "<" else -1
+            if depth == 0:
+                return j
+        j += 1
+    raise PrepassError(f"unbalanced <> at offset {i}")
+
+
 def split_top(s: str, sep: str = ",") -> list[tuple[int, int]]:
     """Spans of s split at top-level separators (outside (), [], {}, <>)."""
     spans, depth, start = [], 0, 0
@@ -468,7 +498,7 @@ class Prepass:
             if mt.group(2) == "constant":
                 self.edits.add(mt.start(2), mt.end(2), "")
         for mt in re.finditer(r"\b(?:struct|class)\s+\w+\s*<", m):
-            close = match_close(m, mt.end() - 1, "<", ">")
+            close = match_angle(m, mt.end() - 1)
             k = close + 1
             while k < len(m) and m[k] not in "{;":
                 k += 1
@@ -549,7 +579,7 @@ class Prepass:
         # (which may be vectors or half/bfloat when instantiated).
         cast_names = {"half", "bfloat", "bfloat16_t", "float16_t"}
         for mt in re.finditer(r"\btemplate\s*<", m):
-            close = match_close(m, mt.end() - 1, "<", ">")
+            close = match_angle(m, mt.end() - 1)
             cast_names.update(re.findall(r"\b(?:typename|class)\s+(\w+)", m[mt.end():close]))
         cast_names -= {"enable_if", "conditional", "void"}
         names |= cast_names
@@ -569,7 +599,7 @@ class Prepass:
             self.edits.add(a, b, f"::mtlemu::construct<{self.src[a:b]}>")
         # vec<T, N>(...)
         for mt in re.finditer(r"(?<![\w.>])(?:metal::)?vec\s*<", m):
-            close = match_close(m, mt.end() - 1, "<", ">")
+            close = match_angle(m, mt.end() - 1)
             k = close + 1
             while k < len(m) and m[k] in " \t":
                 k += 1
@@ -578,7 +608,7 @@ class Prepass:
                 self.edits.add(mt.start(), close + 1, f"::mtlemu::vctor<{t}>")
         # static_cast<X>(x) for every X
         for mt in re.finditer(r"\bstatic_cast\s*<", m):
-            close = match_close(m, mt.end() - 1, "<", ">")
+            close = match_angle(m, mt.end() - 1)
             t = self.src[mt.end():close]
             self.edits.add(mt.start(), close + 1, f"::mtlemu::construct<{t}>")
         # C-style casts (float4)x, (bfloat)x, (T)x

@@ -54,6 +54,7 @@ def common_flags(checked: bool) -> list[str]:
         # Bitwise reproducible against numpy references; kernels type-pun freely.
         "-ffp-contract=off", "-fno-strict-aliasing",
         "-Wno-unknown-attributes", "-Wno-unknown-pragmas", "-Wno-ignored-attributes",
+        "-Wno-duplicate-decl-specifier",
         f"-I{INCLUDE}",
     ]
     if checked:
@@ -159,7 +160,9 @@ def compile_metal(src: Path, build_dir: Path, checked: bool, cxx: str, include_d
                 raise BuildError(f"instrument {src}: {e}") from None
             ill = pp_root / f"{stem}.inst.ll"
             ill.write_text(inst)
-            _run([cxx, opt, "-fPIC", "-c", "-x", "ir", str(ill), "-o", str(tmp_obj)], f"codegen {src}")
+            # The IR is already optimised (-O1 before instrumentation); -O1 codegen
+            # is ~25% faster to build than -O2 and runs about as fast.
+            _run([cxx, "-O1", "-fPIC", "-c", "-x", "ir", str(ill), "-o", str(tmp_obj)], f"codegen {src}")
         else:
             _run([cxx, *flags, opt, "-x", "c++", "-c", str(main), "-o", str(tmp_obj)], f"compile {src}")
         tmp_obj.replace(obj)

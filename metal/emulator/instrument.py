@@ -11,8 +11,8 @@ memory (bounds + race checks), the checked heap holding the launch's
 buffers (bounds checks, writes to constant buffers), or anything else
 (thread-private memory; passes). It returns the pointer itself, or a scratch
 block after reporting an out-of-bounds access so execution continues
-safely. Accesses that provably hit the stack frame (allocas) or program
-globals are skipped. Atomic instructions are left alone (the MSL atomics
+safely. Accesses that provably hit the stack frame (allocas and addresses
+computed from them) or program globals are skipped. Atomic instructions are left alone (the MSL atomics
 check bounds themselves and are not races). Memory intrinsics this pass does
 not understand are an error: silently skipping them would leave a hole.
 """
@@ -114,6 +114,12 @@ class Instrumenter:
         am = re.match(r"(%[\w.$\"-]+) = alloca\b", body)
         if am:
             self.allocas.add(am.group(1))
+            out.append(line)
+            return
+        # Pointers computed from a stack slot stay in thread-private memory.
+        gm = re.match(r"(%[\w.$\"-]+) = getelementptr (?:inbounds |nuw |nusw )*[^,]+, ptr (%[\w.$\"-]+)[,\s]", body)
+        if gm and gm.group(2) in self.allocas:
+            self.allocas.add(gm.group(1))
             out.append(line)
             return
         if "addrspace(" in body and re.search(r"\b(load|store|call)\b", body):

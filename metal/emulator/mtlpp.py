@@ -15,10 +15,16 @@ so compiler diagnostics point at the original .metal lines.
     threadgroup arena, shared by the lanes of one threadgroup.
   * `constant` arrays at function scope become static.
   * vector constructors `float4(...)`, `vec<T,N>(...)`, vector typedefs,
-    `static_cast<float4>(...)` and C-style `(float4)x` casts use
-    mtlemu::vctor / mtlemu::vcast with MSL conversion semantics.
+    functional casts to template type parameters and half/bfloat, every
+    `static_cast<X>(...)` and C-style `(float4)x`/`(T)x` casts use
+    mtlemu::construct / vctor / vcast with MSL conversion semantics.
   * `constant T x [[function_constant(i)]];` reads the launch's value; program
     scope `constant` values computed from function constants are re-evaluated.
+  * `short2 p(a, b);` vector direct initialisation becomes copy
+    initialisation from mtlemu::construct.
+  * overloads that differ only in address spaces (MSL classes and helpers
+    overload on `thread`/`threadgroup`/`device`/`constant`) are reduced to
+    one, since the emulator has a single flat address space.
   * `1.0h` half literals become `1.0f16`.
 """
 from __future__ import annotations
@@ -103,6 +109,36 @@ def match_close(m: str, i: int, open_c: str, close_c: str) -> int:
             if depth == 0:
                 return j
     raise PrepassError(f"unbalanced {open_c}{close_c} at offset {i}")
+
+
+def match_angle(m: str, i: int) -> int:
+    """Index of the '>' closing the template bracket at m[i]. Comparison
+    operators are skipped: '<'/'>' inside parentheses, or with blanks on both
+    sides (`enable_if_t<sizeof(T) < 8, bool>`), and '<=', '>=', '->', '<<'."""
+    depth, parens = 0, 0
+    j = i
+    while j < len(m):
+        c = m[j]
+        if c == "(":
+            parens += 1
+        elif c == ")":
+            parens -= 1
+        elif c in ";{}":
+            break
+        elif parens == 0 and c in "<>":
+            prev, nxt = m[j - 1] if j else " ", m[j + 1] if j + 1 < len(m) else " "
+            spaced = prev in " \t\n" and nxt in " \t\n"
+            if c == "<" and j != i and (spaced or nxt in "<=" or prev == "<"):
+                j += 1
+                continue
+            if c == ">" and (prev in "-=" or nxt == "=" or spaced):
+                j += 1
+                continue
+            depth += 1 if c == "<" else -1
+            if depth == 0:
+                return j
+        j += 1
+    raise PrepassError(f"unbalanced <> at offset {i}")
 
 
 def split_top(s: str, sep: str = ",") -> list[tuple[int, int]]:
@@ -226,17 +262,21 @@ class Prepass:
             base = re.match(r"^(.*?)(\w+)\s*(<.*)?$", fn, re.S)
             if not base:
                 raise PrepassError(f"{self.filename}:{self.line_of(mt.start())}: cannot parse kernel instantiation")
-            roles = f"{base.group(1)}__mtlemu_roles_{base.group(2)}"
+            # Token pasting, not text: inside a macro the name may be a macro
+            # parameter (MLX: `decltype(func<__VA_ARGS__>) func<__VA_ARGS__>`).
+            roles = f"{base.group(1)}MTLEMU_ROLES({base.group(2)})"
             text = f"MTLEMU_REGISTER({host_expr}, {roles}, {fn});"
             self.edits.add(mt.start(), end + 1, keep_lines(self.src[mt.start():end + 1], text))
             self.instances.append({"host_name": host_expr, "function": fn, "line": self.line_of(mt.start())})
 
     def param_roles(self, params: str, name: str, line: int) -> list[str]:
-        roles, used, parsed, spaces = [], set(), [], []
+        roles, used, parsed, spaces, optional = [], set(), [], [], []
         for a, b in split_top(mask_code(params)):
             p = params[a:b]
-            attrs = re.findall(r"\[\[\s*(.*?)\s*\]\]", p, re.S)
-            role = None
+            attrs = []
+            for group in re.findall(r"\[\[\s*(.*?)\s*\]\]", p, re.S):
+                attrs += [group[x:y].strip() for x, y in split_top(mask_code(group))]
+            role, opt = None, False
             for at in attrs:
                 bm = re.match(r"(buffer|threadgroup)\s*\((.*)\)$", at, re.S)
                 if bm:
@@ -246,7 +286,9 @@ class Prepass:
                         used.add(int(bm.group(2)))
                 elif at.split("(")[0].strip() in BUILTINS:
                     role = ("kArgBuiltin", "::mtlemu::" + BUILTINS[at.split("(")[0].strip()])
-                elif at.startswith("function_constant") or at.startswith("stage_in"):
+                elif at.startswith("function_constant"):
+                    opt = True  # bound only when the constant is true: may be missing
+                elif at.startswith("stage_in"):
                     raise PrepassError(f"{self.filename}:{line}: kernel '{name}': [[{at}]] is not supported")
             if role is None:
                 if "*" in p or "&" in p:
@@ -255,19 +297,20 @@ class Prepass:
                     raise PrepassError(f"{self.filename}:{line}: kernel '{name}': parameter '{p.strip()}' "
                                        "has no [[buffer]]/[[threadgroup]]/builtin attribute")
             parsed.append(role)
+            optional.append(opt)
             words = set(re.findall(r"\w+", re.sub(r"\[\[.*?\]\]", "", p, flags=re.S)))
             spaces.append(2 if "constant" in words else 3 if "threadgroup" in words else 1)
         nxt = 0
-        for (kind, idx), space in zip(parsed, spaces):
+        for (kind, idx), space, opt in zip(parsed, spaces, optional):
             if kind == "auto":
                 while nxt in used:
                     nxt += 1
                 used.add(nxt)
                 kind, idx = "kArgBuffer", str(nxt)
             if kind == "kArgBuiltin":
-                roles.append(f"{{::mtlemu::kArgBuiltin, {idx}, 0}}")
+                roles.append(f"{{::mtlemu::kArgBuiltin, {idx}, 0, 0}}")
             else:
-                roles.append(f"{{::mtlemu::{kind}, int({idx}), {space}}}")
+                roles.append(f"{{::mtlemu::{kind}, int({idx}), {space}, {int(opt)}}}")
         return roles
 
     def do_kernels(self):
@@ -303,6 +346,8 @@ class Prepass:
             if mx:
                 o = decl_start + mx.end() - 1
                 max_threads = self.src[o + 1:match_close(m, o, "(", ")")].strip()
+                if is_template and not max_threads.isdigit():
+                    max_threads = "0"  # may name template parameters: not enforced
             # The table ends with a kArgLimits entry (one past the parameters).
             table = ", ".join(roles + [f"{{::mtlemu::kArgLimits, int({max_threads}), 0}}"])
             text = f" static constexpr ::mtlemu::ArgRole __mtlemu_roles_{name}[] = {{{table}}};"
@@ -374,6 +419,126 @@ class Prepass:
                 continue
             self.edits.add(i, i, "static ")
 
+    # -------------------------------------------------------------- address-space overloads
+    @staticmethod
+    def _as_key(text: str) -> str:
+        """Declaration text as C++ sees it here: `constant` is const, the
+        other address spaces vanish."""
+        text = re.sub(r"\bconstant\b", "const", text)
+        text = re.sub(r"\b(thread|threadgroup|device)\b", " ", text)
+        text = " ".join(text.split())
+        while "const const" in text:
+            text = text.replace("const const", "const")
+        return text
+
+    def _enclosing_scope(self, start: int) -> int:
+        m, depth = self.m, 0
+        for j in range(start - 1, -1, -1):
+            if m[j] == "}":
+                depth += 1
+            elif m[j] == "{":
+                if depth == 0:
+                    return j
+                depth -= 1
+        return -1
+
+    def do_address_space_overloads(self):
+        """MSL overloads on address spaces: member functions on the object's
+        (`complex_t() thread`, `complex_t() threadgroup`), free functions and
+        class template specializations on their parameters'
+        (`operator+=(thread T&, ..)`, `pointer_element<device T*>`). With one
+        flat address space these are redefinitions: of each group of
+        definitions that are identical as C++ sees them, keep the first.
+        A trailing `constant` qualifier is dropped rather than becoming const
+        (constructors cannot be const)."""
+        m = self.m
+        as_kw = re.compile(r"\b(thread|threadgroup|device|constant)\b")
+        tail = re.compile(r"\)\s*(const\s+)?(?:(thread|threadgroup|device|constant)\s*)?(?:noexcept\s*)?"
+                          r"(?:->[^{;]*?)?(?=[{:])")
+        seen = set()
+        for mt in tail.finditer(m):
+            close = mt.start()
+            if m[mt.end()] == ":" and not mt.group(2):
+                continue  # `x ? (a) : b`, labels... only constructors with a qualifier take this form
+            depth, open_ = 0, None
+            for j in range(close, -1, -1):  # the matching '('
+                if m[j] == ")":
+                    depth += 1
+                elif m[j] == "(":
+                    depth -= 1
+                    if depth == 0:
+                        open_ = j
+                        break
+            if open_ is None:
+                continue
+            before = m[:open_].rstrip()
+            if not before or not (before[-1].isalnum() or before[-1] in "_>=+-*/&|^!<[]%~"):
+                continue
+            if re.search(r"\b(if|for|while|switch|catch|return|sizeof|decltype)$", before):
+                continue
+            start = max(m.rfind(";", 0, open_), m.rfind("{", 0, open_), m.rfind("}", 0, open_)) + 1
+            sig = m[start:close + 1]
+            if not (mt.group(2) or as_kw.search(sig)):
+                continue
+            key = (self._enclosing_scope(start), self._as_key(sig), bool(mt.group(1)))
+            k = mt.end()
+            while k < len(m) and m[k] not in "{;":
+                if m[k] == "(":
+                    k = match_close(m, k, "(", ")")
+                k += 1
+            if k >= len(m) or m[k] != "{":
+                continue
+            end = match_close(m, k, "{", "}") + 1
+            if end < len(m) and m[end] == ";":
+                end += 1
+            if key in seen:
+                self.edits.add(start, end, keep_lines(self.src[start:end], ""))
+                continue
+            seen.add(key)
+            if mt.group(2) == "constant":
+                self.edits.add(mt.start(2), mt.end(2), "")
+        for mt in re.finditer(r"\b(?:struct|class)\s+\w+\s*<", m):
+            close = match_angle(m, mt.end() - 1)
+            k = close + 1
+            while k < len(m) and m[k] not in "{;":
+                k += 1
+            if k >= len(m) or m[k] != "{":
+                continue
+            start = max(m.rfind(";", 0, mt.start()), m.rfind("{", 0, mt.start()), m.rfind("}", 0, mt.start())) + 1
+            header = m[start:k]
+            if not as_kw.search(m[mt.end():close]):
+                continue
+            key = ("class", self._enclosing_scope(start), self._as_key(header))
+            end = match_close(m, k, "{", "}") + 1
+            if end < len(m) and m[end] == ";":
+                end += 1
+            if key in seen:
+                self.edits.add(start, end, keep_lines(self.src[start:end], ""))
+            else:
+                seen.add(key)
+
+    def do_vector_direct_init(self, depths: list[int]):
+        """`short2 offset(a, b);` declares a vector by direct initialisation,
+        which clang rejects for ext vectors: becomes `short2 offset = ...`."""
+        m = self.m
+        alt = "|".join(sorted(VEC_NAMES, key=len, reverse=True))
+        for mt in re.finditer(r"(?<![\w.:>])((?:metal::)?(?:" + alt + r"))\s+(\w+)\s*\(", m):
+            if depths[mt.start()] <= 0:
+                continue
+            before = re.sub(r"(\b(const|constexpr|static|thread)\s*)+$", "", m[:mt.start()]).rstrip()
+            if before and before[-1] not in ";{}":
+                continue
+            popen = mt.end() - 1
+            pclose = match_close(m, popen, "(", ")")
+            after = m[pclose + 1:].lstrip()
+            if not after or after[0] not in ";,":
+                continue
+            args = [m[popen + 1 + x:popen + 1 + y] for x, y in split_top(m[popen + 1:pclose])]
+            if args and all(re.fullmatch(r"\s*[\w:<>, ]+?[\s*&]+\w+\s*", a) for a in args):
+                continue  # a function prototype `float4 f(float x);`
+            vec = self.src[mt.start(1):mt.end(1)]
+            self.edits.add(mt.start(2), popen + 1, f"{mt.group(2)} = ::mtlemu::construct<{vec}>(")
+
     # -------------------------------------------------------------- function constants
     def do_function_constants(self):
         m = self.m
@@ -410,27 +575,43 @@ class Prepass:
             names.add(mt.group(1))
         for mt in re.finditer(r"\busing\s+(\w+)\s*=\s*" + vec_rhs + r"\s*;", m):
             names.add(mt.group(1))
+        # Scalar casts needing MSL semantics, and template type parameters
+        # (which may be vectors or half/bfloat when instantiated).
+        cast_names = {"half", "bfloat", "bfloat16_t", "float16_t"}
+        for mt in re.finditer(r"\btemplate\s*<", m):
+            close = match_angle(m, mt.end() - 1)
+            cast_names.update(re.findall(r"\b(?:typename|class)\s+(\w+)", m[mt.end():close]))
+        cast_names -= {"enable_if", "conditional", "void"}
+        names |= cast_names
         alt = "|".join(sorted(names, key=len, reverse=True))
-        # constructor calls: float4(...), metal::half2(...), alias(...)
-        for mt in re.finditer(r"(?<![\w.>:])((?:metal::)?(?:" + alt + r"))\s*\(", m):
+        # constructor calls: float4(...), metal::half2(...), alias(...), T(...)
+        for mt in re.finditer(r"(?<![\w.>:~])((?:metal::)?(?:" + alt + r"))\s*\(", m):
             a, b = mt.start(1), mt.end(1)
             before = m[:a].rstrip()
-            if re.search(r"\b(typedef|using|struct|class)\s*$", before):
+            if re.search(r"\b(typedef|using|struct|class|operator|typename)\s*$", before):
                 continue
-            self.edits.add(a, b, f"::mtlemu::vctor<{self.src[a:b]}>")
+            if before.endswith(":") and not before.endswith("::"):
+                stmt = m[max(m.rfind(";", 0, a), m.rfind("{", 0, a), m.rfind("}", 0, a)) + 1:a]
+                if "?" not in stmt:
+                    continue  # constructor initializer list: `: T(x)` names a base
+            if re.match(r"\(\s*[&*]+\s*\w+\s*\)", m[mt.end() - 1:]):
+                continue  # a declarator: `T (&vals)[N]`, `T (*fn)(..)`
+            self.edits.add(a, b, f"::mtlemu::construct<{self.src[a:b]}>")
         # vec<T, N>(...)
         for mt in re.finditer(r"(?<![\w.>])(?:metal::)?vec\s*<", m):
-            close = match_close(m, mt.end() - 1, "<", ">")
+            close = match_angle(m, mt.end() - 1)
             k = close + 1
             while k < len(m) and m[k] in " \t":
                 k += 1
-            if k < len(m) and m[k] == "(":
+            if k < len(m) and m[k] == "(" and not re.search(r"\boperator\s*$", m[:mt.start()]):
                 t = self.src[mt.start():close + 1]
                 self.edits.add(mt.start(), close + 1, f"::mtlemu::vctor<{t}>")
-        # static_cast<float4>(x)
-        for mt in re.finditer(r"\bstatic_cast\s*<\s*((?:metal::)?(?:" + alt + r"))\s*>", m):
-            self.edits.add(mt.start(), mt.end(), f"::mtlemu::vctor<{mt.group(1)}>")
-        # C-style casts (float4)x: clang would reinterpret same-sized vectors
+        # static_cast<X>(x) for every X
+        for mt in re.finditer(r"\bstatic_cast\s*<", m):
+            close = match_angle(m, mt.end() - 1)
+            t = self.src[mt.end():close]
+            self.edits.add(mt.start(), close + 1, f"::mtlemu::construct<{t}>")
+        # C-style casts (float4)x, (bfloat)x, (T)x
         for mt in re.finditer(r"\(\s*((?:metal::)?(?:" + alt + r"))\s*\)", m):
             before = m[:mt.start()].rstrip()
             prev = before[-1:] if before else ""
@@ -464,6 +645,8 @@ class Prepass:
         depths = brace_depths(self.m)
         self.do_instantiations()
         self.do_kernels()
+        self.do_address_space_overloads()
+        self.do_vector_direct_init(depths)
         self.do_function_constants()
         self.do_threadgroup_locals(depths)
         self.do_local_constants(depths)

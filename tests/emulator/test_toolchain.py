@@ -52,7 +52,7 @@ def test_prepass_keeps_lines_and_skips_comments():
     body = out.split("\n", 1)[1]
     assert body.count("\n") == src.count("\n")
     assert "// float4(x) in a comment" in body and '"float4(1)"' in body
-    assert "::mtlemu::vctor<float4>(1.5f16)" in body and "::mtlemu::vcast<float4>()->*" in body
+    assert "::mtlemu::construct<float4>(1.5f16)" in body and "::mtlemu::vcast<float4>()->*" in body
     assert "mtlemu_tg_alloc" in body and "[[" not in body
     assert info["kernels"][0]["name"] == "k"
 
@@ -109,3 +109,10 @@ def test_compile_is_content_addressed(tmp_path):
         results.append((m.path, out[0]))
     assert [r[1] for r in results] == [1.0, 2.0, 1.0]
     assert results[0][0] != results[1][0] and results[0][0] == results[2][0]
+
+
+def test_prepass_template_brackets_with_comparisons():
+    src = ("template <typename T, metal::enable_if_t<sizeof(T) < 8, bool> = true>\n"
+           "T twice(T x) { return T(x) * T(2); }\n")
+    out, _ = mtlpp.preprocess(src, "t.metal")
+    assert "::mtlemu::construct<T>(x)" in out and "::mtlemu::construct<T>(2)" in out

@@ -27,7 +27,7 @@ def test_vector_semantics(build):
         12: 4.5, 13: 1.0, 14: -73.0, 15: -1.0, 16: 6.5, 17: 35.0, 18: float(0x3F80),
         19: 2.0, 20: 101.0, 21: 5.0, 22: 41.0, 23: -3.0, 24: 4.0,
         25: float(np.float32(np.exp(np.float32(1))) + 2.0), 26: float(np.float16(1) / np.float16(3)),
-        27: 6.0, 28: 4.0,
+        27: 6.0, 28: 4.0, 29: -6.0,
     }
     for k, v in expect.items():
         assert out[k] == pytest.approx(v, rel=1e-6), f"result {k}: got {out[k]}, expected {v}"
@@ -59,3 +59,12 @@ def test_half_and_bfloat_rounding(build):
         prod = bf16_value(bf16_bits(xb * yb))
         ref_b = bf16_bits(prod + xb)
     np.testing.assert_array_equal(bfsum, ref_b)
+
+
+@pytest.mark.parametrize("kernel,first", [("template_casts_uint4", 1 + 10 * 4), ("template_casts_half4", 1.5 + 10 * float(np.float16(4.9)))])
+def test_template_and_half_bfloat_casts(build, kernel, first):
+    m = build("vectors")
+    out = np.zeros(4, np.float32)
+    m.launch(kernel, grid=1, tg=1, buffers=[out])
+    assert out[0] == pytest.approx(first, rel=1e-6)
+    assert list(out[1:]) == [2.75, 5.5, 3.0]

@@ -699,6 +699,18 @@ void* mtlemu_arg_buffer(int index, size_t min_bytes) {
   return g.bufs[index].ptr;
 }
 
+void* mtlemu_arg_buffer_optional(int index, size_t min_bytes) {
+  // Kernels may read fields of a parameter their function constant disabled
+  // (MLX's steel GEMM reads addmm_params->alpha unconditionally; the Metal
+  // compiler drops the dead load). Hand them zeros instead of a null pointer.
+  alignas(64) static unsigned char unbound[1 << 16];
+  if (index < 0 || index >= static_cast<int>(g.bufs.size()) || !g.bufs[index].ptr) {
+    memset(unbound, 0, sizeof unbound);
+    return unbound;
+  }
+  return mtlemu_arg_buffer(index, min_bytes);
+}
+
 void* mtlemu_arg_threadgroup(int index) {
   if (index < 0 || index >= static_cast<int>(g.tg_arg_offsets.size())) {
     add_error(fmt("tgarg:%d", index), fmt("kernel '%s' uses [[threadgroup(%d)]] but the launch gave %zu threadgroup sizes",

@@ -57,6 +57,8 @@ kernel void vector_semantics(device float* out [[buffer(0)]],
   constexpr float4 kc = float4(float2(1, 2), 3, 4);                          // constexpr constructor
   out[k++] = kc.x + kc.y + kc.z;                                             // 27
   out[k++] = float(half4(kc).w);                                             // 28
+  float4 neg = -(float4)uint4(1, 2, 3, 4) * 2.0f;                            // unary minus on a cast
+  out[k++] = neg.z;                                                          // 29
 }
 
 // Conversions of each input: half, bfloat (as bits) and per-op rounded math.
@@ -74,3 +76,27 @@ kernel void rounding(device const float* x [[buffer(0)]],
   bfloat c = bfloat(x[i]), d = bfloat(y[i]);
   bfsum[i] = as_type<ushort>(bfloat(c * d + c));
 }
+
+// Conversions inside templates: T(x) with T a vector converts per component
+// (a plain C++ functional cast would reinterpret same-sized vectors), and
+// half <-> bfloat conversions (which clang C++ rejects) are allowed as in MSL.
+template <typename T, typename U>
+METAL_FUNC T convert_to(U x) {
+  return T(x);
+}
+
+template <typename T>
+[[kernel]] void template_casts(device float* out [[buffer(0)]], uint tid [[thread_position_in_grid]]) {
+  if (tid != 0) return;
+  T v = convert_to<T>(float4(1.5f, 2.5f, -3.0f, 4.9f));
+  out[0] = float(v.x) + 10 * float(v.w);
+  half h = 2.75h;
+  bfloat b = bfloat(h);
+  bfloat b2 = static_cast<bfloat>(h);
+  half h2 = half(b) + (half)b2;
+  out[1] = float(b);
+  out[2] = float(h2);
+  out[3] = float(convert_to<half>(bfloat(3.0f)));
+}
+template [[host_name("template_casts_uint4")]] [[kernel]] decltype(template_casts<uint4>) template_casts<uint4>;
+template [[host_name("template_casts_half4")]] [[kernel]] decltype(template_casts<half4>) template_casts<half4>;

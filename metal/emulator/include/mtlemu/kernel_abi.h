@@ -44,9 +44,11 @@ template <class P>
 inline P bind_arg(const ArgRole& role) {
   if constexpr (std::is_pointer_v<P>) {
     if (role.kind == kArgThreadgroup) return (P)mtlemu_arg_threadgroup(role.index);
+    if (role.optional) return (P)mtlemu_arg_buffer_optional(role.index, 0);
     return (P)mtlemu_arg_buffer(role.index, 0);
   } else if constexpr (std::is_reference_v<P>) {
     using V = std::remove_reference_t<P>;
+    if (role.optional) return *(V*)mtlemu_arg_buffer_optional(role.index, sizeof(V));
     return *(V*)mtlemu_arg_buffer(role.index, sizeof(V));
   } else {
     return builtin_value<P>(role.index);
@@ -79,6 +81,7 @@ struct Registrar {
 
 }  // namespace mtlemu
 
+#define MTLEMU_ROLES(kernel) __mtlemu_roles_##kernel
 #define MTLEMU_CAT2(a, b) a##b
 #define MTLEMU_CAT(a, b) MTLEMU_CAT2(a, b)
 // MTLEMU_REGISTER("host_name", roles_array, function-id): emitted by mtlpp.py

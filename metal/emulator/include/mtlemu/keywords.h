@@ -6,10 +6,12 @@
 // like MSL, but C++ cannot copy a struct into or out of a non-default
 // address space, which MSL code does all the time.) Which memory an access
 // touches is decided at run time from the address instead (see rt.h).
+// `constant` keeps its read-only meaning as `const` (MSL code also writes
+// `const constant`; the duplicate is only a warning, silenced by build.py).
 #pragma once
 
 #define device
-#define constant
+#define constant const
 #define threadgroup
 #define threadgroup_imageblock
 #define thread

@@ -85,6 +85,9 @@ MTLEMU_UNARY_FLOAT(fabs, __builtin_fabsf(v))
 MTLEMU_UNARY_FLOAT(fract, __builtin_fminf(v - __builtin_floorf(v), 0x1.fffffep-1f))
 MTLEMU_UNARY_FLOAT(saturate, __builtin_fminf(__builtin_fmaxf(v, 0.0f), 1.0f))
 MTLEMU_UNARY_FLOAT(sign, v > 0.0f ? 1.0f : (v < 0.0f ? -1.0f : 0.0f))
+MTLEMU_UNARY_FLOAT(sinpi, __builtin_sinf(v * 3.14159265358979323846f))
+MTLEMU_UNARY_FLOAT(cospi, __builtin_cosf(v * 3.14159265358979323846f))
+MTLEMU_UNARY_FLOAT(tanpi, __builtin_tanf(v * 3.14159265358979323846f))
 #undef MTLEMU_UNARY_FLOAT
 
 #define MTLEMU_BINARY_FLOAT(name, expr)                                                   \
@@ -105,6 +108,7 @@ MTLEMU_BINARY_FLOAT(fmax, __builtin_fmaxf(u, w))
 MTLEMU_BINARY_FLOAT(fmin, __builtin_fminf(u, w))
 MTLEMU_BINARY_FLOAT(step, w < u ? 0.0f : 1.0f)
 MTLEMU_BINARY_FLOAT(divide, u / w)
+MTLEMU_BINARY_FLOAT(nextafter, __builtin_nextafterf(u, w))
 #undef MTLEMU_BINARY_FLOAT
 
 template <detail::Floating T>
@@ -116,6 +120,16 @@ inline T fma(T a, T b, T c) {
 }
 template <detail::Floating T>
 inline T mad(T a, T b, T c) { return fma(a, b, c); }
+template <detail::Floating T>
+inline T fmax3(T a, T b, T c) { return fmax(fmax(a, b), c); }
+template <detail::Floating T>
+inline T fmin3(T a, T b, T c) { return fmin(fmin(a, b), c); }
+template <detail::Floating T>
+inline T fmedian3(T a, T b, T c) { return fmax(fmin(a, b), fmin(fmax(a, b), c)); }
+template <detail::Floating T>
+inline T ldexp(T x, int k) { return static_cast<T>(__builtin_ldexpf(float(x), k)); }
+template <detail::Floating T>
+inline T frexp(T x, int& exponent) { return static_cast<T>(__builtin_frexpf(float(x), &exponent)); }
 
 // max/min follow fmax/fmin for floating types (NaN-ignoring) as in MSL.
 template <detail::Arith T>
@@ -302,7 +316,8 @@ using metal::log; using metal::log10; using metal::log2; using metal::max; using
 using metal::pow; using metal::powr; using metal::rint; using metal::round; using metal::rsqrt;
 using metal::saturate; using metal::sign; using metal::sin; using metal::sinh; using metal::sqrt;
 using metal::tan; using metal::tanh; using metal::trunc; using metal::erf; using metal::length;
-using metal::normalize; using metal::dot;
+using metal::normalize; using metal::dot; using metal::sinpi; using metal::cospi; using metal::tanpi;
+using metal::fmax3; using metal::fmin3; using metal::fmedian3; using metal::ldexp;
 }  // namespace fast
 namespace precise {
 using namespace fast;

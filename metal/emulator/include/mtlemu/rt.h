@@ -54,7 +54,8 @@ enum Builtin : int {
 struct ArgRole {
   int kind;
   int index;      // buffer / threadgroup slot, or Builtin
-  int space = 0;  // buffers: 1 device, 2 constant (writes to constant buffers are errors)
+  int space = 0;     // buffers: 1 device, 2 constant (writes to constant buffers are errors)
+  int optional = 0;  // [[buffer(i), function_constant(c)]]: may be unbound
 };
 
 // One threadgroup-scope variable declared inside a function body. The
@@ -86,6 +87,9 @@ MTLEMU_HIDDEN const mtlemu::LaneInfo* mtlemu_lane(void);
 // error (and returns a scratch block) when a buffer is missing or smaller
 // than min_bytes.
 MTLEMU_HIDDEN void* mtlemu_arg_buffer(int index, size_t min_bytes);
+// Same for optional parameters ([[buffer(i), function_constant(c)]]): an
+// unbound buffer yields a zero-filled block, no error.
+MTLEMU_HIDDEN void* mtlemu_arg_buffer_optional(int index, size_t min_bytes);
 MTLEMU_HIDDEN void* mtlemu_arg_threadgroup(int index);
 // Threadgroup barrier: blocks until every lane of the threadgroup arrives.
 MTLEMU_HIDDEN void mtlemu_threadgroup_barrier(void);

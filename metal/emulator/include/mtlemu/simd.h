@@ -123,17 +123,31 @@ inline T simd_shuffle_rotate_up(T v, ushort delta) {
   auto x = detail::exchange(v, mtlemu::kOpShuffleUp);
   return detail::from_lane(x, int((x.me + mtlemu::kSimdWidth - (delta % mtlemu::kSimdWidth)) % mtlemu::kSimdWidth), v);
 }
-// Lanes past the top read the fill value of lane (src - 32), as in MSL.
+// Within segments of `modulo` lanes (default: the whole simdgroup), lanes
+// shifted past the segment end read `fill` from the lane that many places
+// into the segment, as in MSL.
 template <class T>
-inline T simd_shuffle_and_fill_down(T v, T fill, ushort delta) {
+inline T simd_shuffle_and_fill_down(T v, T fill, ushort delta, ushort modulo = mtlemu::kSimdWidth) {
   struct Pair {
     T value, fill;
   };
   auto x = detail::exchange(Pair{v, fill}, mtlemu::kOpShuffleDown);
-  uint src = x.me + delta;
-  if (src < mtlemu::kSimdWidth) return x.active(src) ? x.at(src).value : v;
-  src -= mtlemu::kSimdWidth;
-  return x.active(src) ? x.at(src).fill : fill;
+  uint base = x.me - x.me % modulo, src = x.me % modulo + delta;
+  if (src < modulo) return x.active(base + src) ? x.at(base + src).value : v;
+  src -= modulo;
+  return x.active(base + src) ? x.at(base + src).fill : fill;
+}
+template <class T>
+inline T simd_shuffle_and_fill_up(T v, T fill, ushort delta, ushort modulo = mtlemu::kSimdWidth) {
+  struct Pair {
+    T value, fill;
+  };
+  auto x = detail::exchange(Pair{v, fill}, mtlemu::kOpShuffleUp);
+  uint base = x.me - x.me % modulo;
+  int src = int(x.me % modulo) - int(delta);
+  if (src >= 0) return x.active(base + src) ? x.at(base + src).value : v;
+  src += modulo;
+  return x.active(base + src) ? x.at(base + src).fill : fill;
 }
 
 // ---- reductions
@@ -145,12 +159,31 @@ template <class T>
 inline T simd_max(T v) { return detail::reduce(v, mtlemu::kOpMax, [](T a, T b) { return metal::max(a, b); }); }
 template <class T>
 inline T simd_min(T v) { return detail::reduce(v, mtlemu::kOpMin, [](T a, T b) { return metal::min(a, b); }); }
+namespace detail {
+// Bitwise reductions act on the bits, so they also accept floating types
+// (MLX's bfloat wrappers instantiate them for float).
+template <class T, class F>
+inline T bitwise(T a, T b, F f) {
+  if constexpr (std::is_integral_v<mtlemu::elem_t<T>>) {
+    return T(f(a, b));
+  } else {
+    using B = std::conditional_t<sizeof(T) == 2, uint16_t, std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>>;
+    return __builtin_bit_cast(T, B(f(__builtin_bit_cast(B, a), __builtin_bit_cast(B, b))));
+  }
+}
+}  // namespace detail
 template <class T>
-inline T simd_and(T v) { return detail::reduce(v, mtlemu::kOpAnd, [](T a, T b) { return T(a & b); }); }
+inline T simd_and(T v) {
+  return detail::reduce(v, mtlemu::kOpAnd, [](T a, T b) { return detail::bitwise(a, b, [](auto x, auto y) { return x & y; }); });
+}
 template <class T>
-inline T simd_or(T v) { return detail::reduce(v, mtlemu::kOpOr, [](T a, T b) { return T(a | b); }); }
+inline T simd_or(T v) {
+  return detail::reduce(v, mtlemu::kOpOr, [](T a, T b) { return detail::bitwise(a, b, [](auto x, auto y) { return x | y; }); });
+}
 template <class T>
-inline T simd_xor(T v) { return detail::reduce(v, mtlemu::kOpXor, [](T a, T b) { return T(a ^ b); }); }
+inline T simd_xor(T v) {
+  return detail::reduce(v, mtlemu::kOpXor, [](T a, T b) { return detail::bitwise(a, b, [](auto x, auto y) { return x ^ y; }); });
+}
 
 template <class T>
 inline T simd_prefix_inclusive_sum(T v) {

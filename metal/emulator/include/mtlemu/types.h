@@ -92,6 +92,20 @@ inline constexpr bool is_floating_v =
 // between same-sized vectors would reinterpret bits instead). Everything here
 // is constexpr (vectors are built with brace initialisation), so
 // `constexpr float2 k = float2(1, 2);` works.
+// Scalar conversion with MSL rules: clang refuses any conversion between
+// _Float16 and __bf16 (their ranks are unordered), MSL allows explicit ones;
+// go through float, which represents both exactly.
+template <class T, class A>
+constexpr T fp_cast(A a) {  // by value: MSL conversion operators are often non-const
+  using S = std::remove_cvref_t<A>;
+  if constexpr ((std::is_same_v<T, half> && std::is_same_v<S, bfloat>) ||
+                (std::is_same_v<T, bfloat> && std::is_same_v<S, half>)) {
+    return static_cast<T>(static_cast<float>(a));
+  } else {
+    return static_cast<T>(a);
+  }
+}
+
 // Vector component access usable in constant expressions (clang does not
 // constant-evaluate vector subscripts, but it does bit_cast vectors).
 template <class V>
@@ -106,7 +120,7 @@ constexpr elem_t<V> get(const V& v) {
 
 template <class V, class U, size_t... I>
 constexpr V convert_each(const U& u, std::index_sequence<I...>) {
-  return V{static_cast<elem_t<V>>(get<int(I)>(u))...};
+  return V{fp_cast<elem_t<V>>(get<int(I)>(u))...};
 }
 template <class V, class U>
 constexpr V convert(const U& u) {
@@ -114,10 +128,10 @@ constexpr V convert(const U& u) {
     static_assert(vec_size_v<V> == vec_size_v<U>, "vector conversion needs equal component counts");
     return convert_each<V>(u, std::make_index_sequence<vec_size_v<V>>{});
   } else if constexpr (is_vector_v<V>) {
-    return V(static_cast<elem_t<V>>(u));  // scalar splat
+    return V(fp_cast<elem_t<V>>(u));  // scalar splat
   } else {
     static_assert(!is_vector_v<U>, "cannot convert a vector to a scalar");
-    return static_cast<V>(u);
+    return fp_cast<V>(u);
   }
 }
 
@@ -130,8 +144,8 @@ inline constexpr int total_components = (vec_size_v<A> + ... + 0);
 template <class E, int K, class A, class... Rest>
 constexpr E component(const A& a, const Rest&... rest) {
   if constexpr (K < vec_size_v<A>) {
-    if constexpr (is_vector_v<A>) return static_cast<E>(get<K>(a));
-    else return static_cast<E>(a);
+    if constexpr (is_vector_v<A>) return fp_cast<E>(get<K>(a));
+    else return fp_cast<E>(a);
   } else if constexpr (sizeof...(Rest) > 0) {
     return component<E, K - vec_size_v<A>>(rest...);
   } else {
@@ -158,6 +172,42 @@ constexpr V vctor(const A&... args) {
   }
 }
 
+// Explicit conversions the pre-pass routes here: `static_cast<X>(..)`, and
+// functional casts `T(..)` whose type is a template parameter or
+// half/bfloat. Vectors get MSL constructor semantics (a template's `T(x)`
+// with T = uint4 would otherwise reinterpret a float4's bits), half<->bfloat
+// goes through float, everything else is the plain C++ cast.
+template <class T, class A>
+constexpr decltype(auto) construct1(A&& a) {
+  using S = std::remove_cvref_t<T>;
+  if constexpr (!std::is_reference_v<T> &&
+                (std::is_arithmetic_v<S> || std::is_same_v<S, half> || std::is_same_v<S, bfloat>)) {
+    return fp_cast<std::remove_cv_t<T>>(a);
+  } else {
+    return static_cast<T>(std::forward<A>(a));
+  }
+}
+// Arguments are taken by value (clang cannot bind references to vector
+// elements such as `T(tid.y)`), except for casts to reference types.
+template <class T, class... A>
+  requires(!std::is_reference_v<T>)
+constexpr T construct(A... a) {
+  if constexpr (is_vector_v<T>) {
+    return vctor<T>(a...);
+  } else if constexpr (sizeof...(A) == 0) {
+    return T{};
+  } else if constexpr (sizeof...(A) == 1) {
+    return construct1<T>(a...);
+  } else {
+    return T(a...);
+  }
+}
+template <class T, class A>
+  requires std::is_reference_v<T>
+constexpr T construct(A&& a) {
+  return static_cast<T>(std::forward<A>(a));
+}
+
 // `(float4)x` C-style casts are rewritten to `mtlemu::vcast<float4>()->*x`:
 // ->* binds tighter than every binary operator, so the operand is the same
 // expression the cast would have applied to.
@@ -166,6 +216,21 @@ struct vcast {};
 template <class V, class U>
 constexpr V operator->*(vcast<V>, const U& u) {
   return convert<V>(u);
+}
+// `-(float4)x` becomes `-vcast<float4>()->*x`: the minus lands on the tag.
+template <class V>
+struct vcast_negated {};
+template <class V>
+constexpr vcast_negated<V> operator-(vcast<V>) {
+  return {};
+}
+template <class V>
+constexpr vcast<V> operator+(vcast<V> c) {
+  return c;
+}
+template <class V, class U>
+constexpr V operator->*(vcast_negated<V>, const U& u) {
+  return -convert<V>(u);
 }
 
 }  // namespace mtlemu

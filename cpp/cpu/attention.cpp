@@ -49,10 +49,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   emulator::eval_attention(*this, inputs, out);
   return;
 #endif
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) encoder.set_input_array(in);
-  encoder.set_output_array(out);
+  auto& encoder = cpu::begin_cpu_eval(stream(), inputs, {&out});
 
   const auto& q = inputs[0];
   const auto& k = inputs[1];

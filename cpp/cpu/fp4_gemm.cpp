@@ -22,10 +22,7 @@ void FP4Gemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   emulator::eval_fp4_gemm(*this, inputs, out);
   return;
 #endif
-  out.set_data(mx::allocator::malloc(out.nbytes()));
-  auto& encoder = mx::cpu::get_command_encoder(stream());
-  for (auto& in : inputs) encoder.set_input_array(in);
-  encoder.set_output_array(out);
+  auto& encoder = cpu::begin_cpu_eval(stream(), inputs, {&out});
 
   const auto& a = inputs[0];
   cpu::PackedWeight w = cpu::packed_weight_view(inputs[1], inputs[2], group_size_, 0);

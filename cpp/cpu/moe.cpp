@@ -39,15 +39,6 @@ void route_tokens(const float* logits, int64_t T, int E, int k, bool normalize, 
   });
 }
 
-void begin_eval(mx::Stream s, const std::vector<mx::array>& inputs, std::vector<mx::array*> outputs) {
-  auto& encoder = mx::cpu::get_command_encoder(s);
-  for (auto& in : inputs) encoder.set_input_array(in);
-  for (auto* out : outputs) {
-    out->set_data(mx::allocator::malloc(out->nbytes()));
-    encoder.set_output_array(*out);
-  }
-}
-
 } // namespace
 
 // ------------------------------------------------------------------ MoeRoute
@@ -63,7 +54,7 @@ void MoeRoute::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::ar
   // Emulator build: the Metal routing kernel runs here, on the CPU stream (docs/metal.md).
   if (emulator::eval_moe_route(*this, inputs, outputs)) return;
 #endif
-  begin_eval(stream(), inputs, {&outputs[0], &outputs[1]});
+  cpu::begin_cpu_eval(stream(), inputs, {&outputs[0], &outputs[1]});
   const auto& logits = inputs[0];
   const int64_t T = logits.shape(0);
   const int E = logits.shape(1);
@@ -97,7 +88,7 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   emulator::eval_moe_gemm(*this, inputs, out);
   return;
 #endif
-  begin_eval(stream(), inputs, {&out});
+  cpu::begin_cpu_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& indices = inputs[3];
   const int64_t T = indices.shape(0);
@@ -146,7 +137,7 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
 
 // ------------------------------------------------------------------ MoeMlp
 void MoeMlp::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
-  begin_eval(stream(), inputs, {&out});
+  cpu::begin_cpu_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& logits = inputs[1];
   const int64_t T = x.shape(0);

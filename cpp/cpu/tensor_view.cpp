@@ -48,4 +48,15 @@ void store_from_float32(const float* src, void* dst, ElemType type, int64_t coun
   }
 }
 
+mx::cpu::CommandEncoder& begin_cpu_eval(mx::Stream s, const std::vector<mx::array>& inputs,
+                                        std::initializer_list<mx::array*> outputs) {
+  auto& encoder = mx::cpu::get_command_encoder(s);
+  for (auto& in : inputs) encoder.set_input_array(in);
+  for (auto* out : outputs) {
+    out->set_data(mx::allocator::malloc(out->nbytes()));
+    encoder.set_output_array(*out);
+  }
+  return encoder;
+}
+
 } // namespace marlin::cpu

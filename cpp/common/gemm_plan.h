@@ -19,7 +19,7 @@ struct CpuGemmPlan {
   // decoded tile would cost more than it saves).
   static constexpr int kStreamingMaxRows = 8;
   // Rows handled together by the streaming kernel (weights decoded once per chunk).
-  static constexpr int kStreamingRowChunk = 4;
+  static constexpr int kStreamingRowChunk = 8;
   // Columns a streaming task owns: 4 vectors of 16 floats.
   static constexpr int kStreamingCols = 64;
   // Tiled kernel: a decoded [kKc x kNc] fp32 tile (32 KiB) stays in L1 while a

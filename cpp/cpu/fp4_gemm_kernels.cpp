@@ -46,8 +46,9 @@ inline V load_partial(const T* p, int valid) {
 struct Decoder {
 #if defined(__AVX512F__)
   __m512 table = _mm512_loadu_ps(kE2M1Table);
+  // vpermps reads only bits 3:0 of each index, so the code needs no mask.
   inline vf operator()(vu words, int shift) const {
-    vu idx = (words >> shift) & kCodeMask;
+    vu idx = words >> shift;
     return (vf)_mm512_permutexvar_ps((__m512i)idx, table);
   }
 #elif defined(__AVX2__)
@@ -103,6 +104,13 @@ inline int lanes_valid(int64_t n, int64_t N) {
 // Writes rows of fp32 accumulators (64 wide) as act(acc + bias) in the output type.
 void write_epilogue(const GemmArgs& a, const float* acc, int64_t acc_stride, int64_t m0,
                     int rows, int64_t n0, int cols) {
+  if (a.out_type == ElemType::Float32 && a.activation == Activation::None && !a.bias) {
+    // Plain fp32 product (MoE expert GEMMs): a row copy, not a per-element switch.
+    for (int r = 0; r < rows; ++r)
+      std::memcpy(static_cast<float*>(a.out) + (m0 + r) * a.out_row_stride + n0, acc + r * acc_stride,
+                  cols * sizeof(float));
+    return;
+  }
   for (int r = 0; r < rows; ++r) {
     const float* src = acc + r * acc_stride;
     int64_t base = (m0 + r) * a.out_row_stride + n0;
@@ -124,9 +132,21 @@ void write_epilogue(const GemmArgs& a, const float* acc, int64_t acc_stride, int
   }
 }
 
+// Software prefetch distances.  Weight rows are N*4 bytes apart (a new page almost
+// every row), so the hardware prefetchers do not follow a column strip down K.
+constexpr int64_t kWordPrefetchRows = 16;
+constexpr int64_t kScalePrefetchGroups = 2;
+
 // ------------------------------------------------------------------ streaming
-// R rows x NV*kLanes columns, all of K.  Partial sums within a quantization group are
-// scaled once at the group's end.
+// R rows x NV*kLanes columns, all of K; the packed words are decoded in registers
+// and never stored.  Two forms:
+//  * R <= 2 (partial sums): within a quantization group the products code * x are
+//    summed unscaled and the group's scale is applied once at the group's end (no
+//    multiply per weight).  With one row, even and odd codes of a word go to two
+//    sets of partial sums so 2*NV independent FMA chains hide the FMA latency.
+//  * R >= 3 (scaled decode): each decoded vector is multiplied by its scale once
+//    (code * scale is exact in fp32: 2 and 8 significant bits) and then used by all
+//    R rows, so only R*NV accumulators live in registers and R can reach 8.
 template <int R, int NV>
 void stream_rows(const GemmArgs& a, const Decoder& dec, int64_t m0, int64_t n0, float* acc_out,
                  int64_t acc_stride) {
@@ -135,41 +155,66 @@ void stream_rows(const GemmArgs& a, const Decoder& dec, int64_t m0, int64_t n0, 
   const int64_t num_groups = w.K / w.group_size;
   int valid[NV];
   for (int v = 0; v < NV; ++v) valid[v] = std::max<int64_t>(0, std::min<int64_t>(kLanes, w.N - n0 - v * kLanes));
+  const float* x0 = a.x + m0 * a.x_row_stride;
   vf acc[R][NV] = {};
   for (int64_t g = 0; g < num_groups; ++g) {
-    vf part[R][NV] = {};
+    vf s[NV];
+    for (int v = 0; v < NV; ++v) {
+      s[v] = valid[v] ? load_scales(w, g, n0 + v * kLanes, valid[v]) : vf{};
+      // Scale rows are N*2 bytes apart: one line (32 columns) per two vectors.
+      if (v % 2 == 0) __builtin_prefetch(w.scales + (g + kScalePrefetchGroups) * w.N + n0 + v * kLanes);
+    }
+    constexpr int kSets = R == 1 ? 2 : 1;
+    vf part[kSets][R <= 2 ? R : 1][NV] = {};
     for (int64_t kb = g * words_per_group; kb < (g + 1) * words_per_group; ++kb) {
       vu words[NV];
       for (int v = 0; v < NV; ++v) {
         words[v] = valid[v] ? load_words(w, kb, n0 + v * kLanes, valid[v]) : vu{};
-        __builtin_prefetch(w.words + (kb + 8) * w.N + n0 + v * kLanes);
+        __builtin_prefetch(w.words + (kb + kWordPrefetchRows) * w.N + n0 + v * kLanes);
       }
-      const float* xk = a.x + m0 * a.x_row_stride + kb * kCodesPerWord;
+      const float* xk = x0 + kb * kCodesPerWord;
       for (int j = 0; j < kCodesPerWord; ++j) {
         vf d[NV];
         for (int v = 0; v < NV; ++v) d[v] = dec(words[v], kBitsPerCode * j);
-        for (int r = 0; r < R; ++r) {
-          vf xs = splat(xk[r * a.x_row_stride + j]);
-          for (int v = 0; v < NV; ++v) part[r][v] += xs * d[v];
+        if constexpr (R <= 2) {
+          for (int r = 0; r < R; ++r) {
+            vf xs = splat(xk[r * a.x_row_stride + j]);
+            for (int v = 0; v < NV; ++v) part[j % kSets][r][v] += xs * d[v];
+          }
+        } else {
+          for (int v = 0; v < NV; ++v) d[v] *= s[v];
+          for (int r = 0; r < R; ++r) {
+            vf xs = splat(xk[r * a.x_row_stride + j]);
+            for (int v = 0; v < NV; ++v) acc[r][v] += xs * d[v];
+          }
         }
       }
     }
-    for (int v = 0; v < NV; ++v) {
-      vf s = valid[v] ? load_scales(w, g, n0 + v * kLanes, valid[v]) : vf{};
-      for (int r = 0; r < R; ++r) acc[r][v] += part[r][v] * s;
+    if constexpr (R <= 2) {
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) {
+          vf p = part[0][r][v];
+          if constexpr (kSets == 2) p += part[kSets - 1][r][v];
+          acc[r][v] += p * s[v];
+        }
     }
   }
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < NV; ++v) store(acc_out + r * acc_stride + v * kLanes, acc[r][v]);
 }
 
-// Vectors per row that fit the register file: R*NV accumulators twice over (the
-// running sum and the current group's partial sum), capped at one task's width.
+// Vectors per row that fit the register file, capped at one task's width:
+//  partial sums (R <= 2): running sums, partial sums and words;
+//  scaled decode: R*NV accumulators plus scales, words and decoded vectors.
 template <int R>
 constexpr int streaming_vectors() {
-  constexpr int fit = kVectorRegisters / (4 * R) > 0 ? kVectorRegisters / (4 * R) : 1;
   constexpr int cap = CpuGemmPlan::kStreamingCols / kLanes;
-  return fit < cap ? fit : cap;
+  constexpr int fit = R == 1 ? kVectorRegisters / 4
+      : R == 2           ? kVectorRegisters / 5
+                         : (kVectorRegisters - 2) / (R + 3);
+  // A power of two, so the vectors tile the task's width exactly.
+  constexpr int nv = fit >= 8 ? 8 : fit >= 4 ? 4 : fit >= 2 ? 2 : 1;
+  return nv < cap ? nv : cap;
 }
 
 template <int R>
@@ -179,25 +224,29 @@ void stream_task_rows(const GemmArgs& a, const Decoder& dec, int64_t m0, int64_t
   for (int c = 0; c < cols; c += NV * kLanes) stream_rows<R, NV>(a, dec, m0, n0 + c, acc + c, acc_stride);
 }
 
+using StreamTask = void (*)(const GemmArgs&, const Decoder&, int64_t, int64_t, int, float*, int64_t);
+constexpr StreamTask kStreamTasks[CpuGemmPlan::kStreamingRowChunk + 1] = {
+    nullptr, stream_task_rows<1>, stream_task_rows<2>, stream_task_rows<3>, stream_task_rows<4>,
+    stream_task_rows<5>, stream_task_rows<6>, stream_task_rows<7>, stream_task_rows<8>};
+
 void gemm_streaming(const GemmArgs& a) {
   constexpr int kCols = CpuGemmPlan::kStreamingCols;
+  constexpr int kChunk = CpuGemmPlan::kStreamingRowChunk;
   const CpuGemmPlan plan = plan_cpu_gemm(a.M, a.w.N);
   const Decoder dec;
+  // Rows in chunks of at most kChunk, of balanced sizes (M = 12: 6 + 6, not 8 + 4).
+  const int64_t chunks = (a.M + kChunk - 1) / kChunk;
   parallel_for(plan.num_col_blocks, [&](int block) {
     const int64_t n0 = int64_t(block) * kCols;
     const int cols = static_cast<int>(std::min<int64_t>(kCols, a.w.N - n0));
     // Padded so the last sub-block may store full vectors past `cols`.
-    alignas(64) float acc[CpuGemmPlan::kStreamingRowChunk * (kCols + 64)];
+    alignas(64) float acc[kChunk * (kCols + 64)];
     const int64_t stride = kCols + 64;
-    for (int64_t m0 = 0; m0 < a.M; m0 += CpuGemmPlan::kStreamingRowChunk) {
-      int rows = static_cast<int>(std::min<int64_t>(CpuGemmPlan::kStreamingRowChunk, a.M - m0));
-      switch (rows) {
-        case 1: stream_task_rows<1>(a, dec, m0, n0, cols, acc, stride); break;
-        case 2: stream_task_rows<2>(a, dec, m0, n0, cols, acc, stride); break;
-        case 3: stream_task_rows<3>(a, dec, m0, n0, cols, acc, stride); break;
-        default: stream_task_rows<4>(a, dec, m0, n0, cols, acc, stride); break;
-      }
+    for (int64_t c = 0, m0 = 0; c < chunks; ++c) {
+      const int rows = static_cast<int>((a.M - m0) / (chunks - c));
+      kStreamTasks[rows](a, dec, m0, n0, cols, acc, stride);
       write_epilogue(a, acc, stride, m0, rows, n0, cols);
+      m0 += rows;
     }
   });
 }
@@ -220,6 +269,13 @@ void decode_tile(const PackedWeight& w, const Decoder& dec, int64_t k0, int kc, 
     if (g != current_group) {
       for (int v = 0; v < kNv; ++v) s[v] = valid[v] ? load_scales(w, g, n0 + v * kLanes, valid[v]) : vf{};
       current_group = g;
+    }
+    // The next tile's rows (and scales) while this one decodes.
+    for (int line = 0; line < kNc / 16; ++line)  // 16 words per 64-byte line
+      __builtin_prefetch(w.words + (kb + kKc / kCodesPerWord) * w.N + n0 + 16 * line);
+    if ((k + kKc) % w.group_size == 0) {
+      __builtin_prefetch(w.scales + ((k + kKc) / w.group_size) * w.N + n0);
+      __builtin_prefetch(w.scales + ((k + kKc) / w.group_size) * w.N + n0 + 32);
     }
     for (int v = 0; v < kNv; ++v) {
       vu words = valid[v] ? load_words(w, kb, n0 + v * kLanes, valid[v]) : vu{};
@@ -282,10 +338,13 @@ void gemm_tiled(const GemmArgs& a) {
     for (int64_t k0 = 0; k0 < a.w.K; k0 += kKc) {
       int kc = static_cast<int>(std::min<int64_t>(kKc, a.w.K - k0));
       decode_tile(a.w, dec, k0, kc, n0, tile.data());
-      for (int64_t m = m_begin; m < m_end; m += kMr) {
-        int rows = static_cast<int>(std::min<int64_t>(kMr, m_end - m));
+      // Register blocks of balanced sizes (9 rows: 5 + 4, not 6 + 3).
+      const int64_t blocks = (m_end - m_begin + kMr - 1) / kMr;
+      for (int64_t b = 0, m = m_begin; b < blocks; ++b) {
+        const int rows = static_cast<int>((m_end - m) / (blocks - b));
         kMicroKernels[rows](a.x + m * a.x_row_stride + k0, a.x_row_stride, tile.data(), kc,
                             c.data() + (m - m_begin) * kNc);
+        m += rows;
       }
     }
     write_epilogue(a, c.data(), kNc, m_begin, static_cast<int>(m_end - m_begin), n0, cols);

@@ -6,6 +6,10 @@
 //   4. scatter back to (token, slot) order, or combine with the routing weights.
 // Work is spread over the thread pool by the GEMM kernel itself or, for many small
 // expert GEMMs, across experts (plan_cpu_moe).
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
 #include "common/fp4_format.h"
@@ -38,6 +42,49 @@ void route_tokens(const float* logits, int64_t T, int E, int k, bool normalize, 
       route_token(logits + t * E, E, k, normalize, idx + t * k, weight + t * k, scratch);
   });
 }
+
+// MLX_MARLIN_MOE_PROFILE=1: per-call phase times (wall, us) on stderr; off by default.
+struct PhaseTimer {
+  bool on;
+  const char* op;
+  std::chrono::steady_clock::time_point t;
+  char buf[512];
+  int len = 0;
+  explicit PhaseTimer(const char* name) : on(enabled()), op(name), t(std::chrono::steady_clock::now()) {}
+  static bool enabled() {
+    static const bool e = [] {
+      const char* v = std::getenv("MLX_MARLIN_MOE_PROFILE");
+      return v && *v && *v != '0';
+    }();
+    return e;
+  }
+  void mark(const char* phase) {
+    if (!on) return;
+    auto now = std::chrono::steady_clock::now();
+    double us = std::chrono::duration<double, std::micro>(now - t).count();
+    t = now;
+    len += std::snprintf(buf + len, sizeof(buf) - len, " %s=%.0f", phase, us);
+    if (len >= int(sizeof(buf))) len = sizeof(buf) - 1;
+  }
+  ~PhaseTimer() {
+    if (on) std::fprintf(stderr, "[moe-profile] %s:%s\n", op, buf);
+  }
+};
+
+// Uninitialized fp32 scratch from MLX's allocator: its buffer cache hands back the
+// pages of an earlier call, where a std::vector would zero-fill (and, for large sizes,
+// page-fault in) fresh memory on every call.
+class Scratch {
+ public:
+  explicit Scratch(int64_t n)
+      : data_(mx::allocator::malloc(std::max<int64_t>(1, n) * sizeof(float))),
+        ptr_(static_cast<float*>(data_.buffer().raw_ptr())) {}
+  float* data() const { return ptr_; }
+
+ private:
+  mx::allocator::Data data_;  // returned to MLX's cache on destruction
+  float* ptr_;
+};
 
 } // namespace
 
@@ -116,22 +163,26 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
       }
       return;
     }
+    PhaseTimer timer("moe_gemm");
     ExpertGroups groups;
     cpu::group_pairs_or_throw("moe_gemm", pairs, k, E,
                               [&](int64_t p) { return cpu::read_index(idx_ptr, idx_type, p); }, groups);
     std::vector<float> x_storage;
     const float* x32 = cpu::as_float32(x_ptr, x_type, (shared_x ? T : pairs) * K, x_storage);
-    std::vector<float> panel(pairs * K);
+    Scratch panel(pairs * K);
     cpu::gather_rows(x32, K, pairs, [&](int64_t i) { return shared_x ? groups.pairs[i] / k : groups.pairs[i]; },
                      panel.data());
-    std::vector<float> y(pairs * N);
+    timer.mark("group+gather");
+    Scratch y(pairs * N);
     cpu::for_each_active_expert(groups, N, [&](int e) {
       cpu::expert_gemm(groups, e, panel.data(), K, views[e], act, y.data(), N);
     });
+    timer.mark("gemms");
     if (weight_ptr)
       cpu::combine_pairs(groups, y.data(), N, weight_ptr, T, k, out_ptr, out_type);
     else
       cpu::scatter_pairs(groups, y.data(), N, out_ptr, out_type);
+    timer.mark("scatter");
   });
 }
 
@@ -163,39 +214,56 @@ void MoeMlp::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
       [=, gate = std::move(gate), up = std::move(up), down = std::move(down)]() {
         const int64_t pairs = T * k;
         if (pairs == 0) return;
+        PhaseTimer timer("moe_mlp");
         // 1. routing (fp32 weights, never rounded to x's dtype)
         std::vector<float> l_storage;
         const float* l32 = cpu::as_float32(l_ptr, l_type, T * E, l_storage);
         std::vector<uint32_t> idx(pairs);
         std::vector<float> weight(pairs);
         route_tokens(l32, T, E, k, normalize, idx.data(), weight.data());
+        timer.mark("route");
         // 2. grouping + gather of x rows (each token's row once per chosen expert)
         ExpertGroups groups;
         build_expert_groups(pairs, E, [&](int64_t p) { return int64_t(idx[p]); }, groups);
         std::vector<float> x_storage;
         const float* x32 = cpu::as_float32(x_ptr, x_type, T * K, x_storage);
-        std::vector<float> panel(pairs * K);
+        Scratch panel(pairs * K);
         cpu::gather_rows(x32, K, pairs, [&](int64_t i) { return groups.pairs[i] / k; }, panel.data());
+        timer.mark("group+gather");
         // 3. per expert: [gate | up] = x @ [W_gate | W_up] (fp32, rows 2I apart), then
         //    h = act(gate) * up in place of the gate half, then down = h @ W_down.
         const int64_t gu_stride = 2 * I;
-        std::vector<float> gu(pairs * gu_stride);
-        std::vector<float> y(pairs * N_out);
+        Scratch gu(pairs * gu_stride);
+        Scratch y(pairs * N_out);
+        std::atomic<int64_t> t_gu{0}, t_act{0}, t_down{0};
+        auto now = [&] { return timer.on ? std::chrono::steady_clock::now().time_since_epoch().count() : 0; };
         cpu::for_each_active_expert(groups, std::max<int64_t>(2 * I, N_out), [&](int e) {
+          int64_t c0 = now();
           if (fused) {
             cpu::expert_gemm(groups, e, panel.data(), K, gate[e], Activation::None, gu.data(), gu_stride);
           } else {
             cpu::expert_gemm(groups, e, panel.data(), K, gate[e], Activation::None, gu.data(), gu_stride);
             cpu::expert_gemm(groups, e, panel.data(), K, up[e], Activation::None, gu.data() + I, gu_stride);
           }
+          int64_t c1 = now();
           for (int64_t r = groups.offsets[e]; r < groups.offsets[e + 1]; ++r) {
             float* row = gu.data() + r * gu_stride;
             for (int64_t c = 0; c < I; ++c) row[c] = cpu::apply_activation(row[c], act) * row[I + c];
           }
+          int64_t c2 = now();
           cpu::expert_gemm(groups, e, gu.data(), gu_stride, down[e], Activation::None, y.data(), N_out);
+          int64_t c3 = now();
+          t_gu += c1 - c0;
+          t_act += c2 - c1;
+          t_down += c3 - c2;
         });
+        if (timer.on)
+          std::fprintf(stderr, "[moe-profile] moe_mlp experts (summed over tasks, us): gate_up=%.0f act=%.0f down=%.0f\n",
+                       t_gu * 1e-3, t_act * 1e-3, t_down * 1e-3);
+        timer.mark("experts");
         // 4. weighted combine in slot order
         cpu::combine_pairs(groups, y.data(), N_out, weight.data(), T, k, out_ptr, out_type);
+        timer.mark("combine");
       });
 }
 

@@ -104,6 +104,12 @@ def test_moe_memory_is_flat_over_10000_calls(rng):
         return mm.moe_gemm(x, w, s, idx, group_size=32, weights=wts, stream=mx.cpu)
 
     _assert_flat_memory(step)
+    hidden = 32
+    # moe_mlp with gate and up concatenated: [E, 2 * hidden, K] and down [E, K, hidden].
+    wg, sg = mm.quantize(mx.array(rng.standard_normal((e, 2 * hidden, k)).astype(np.float32)), 32)
+    wdn, sdn = mm.quantize(mx.array(rng.standard_normal((e, k, hidden)).astype(np.float32)), 32)
+    _assert_flat_memory(lambda: mm.moe_mlp(x, logits, wg, sg, None, None, wdn, sdn, top_k=top, group_size=32,
+                                           stream=mx.cpu))
 
 
 def test_concurrent_streams_from_threads(rng):
@@ -115,6 +121,17 @@ def test_concurrent_streams_from_threads(rng):
         x = mx.array(rng.standard_normal((1 + 7 * i, k)).astype(np.float32))
         ref = to_np(x) @ to_np(mm.dequantize(packed, scales, 64)).T
         cases.append((x, packed, scales, ref))
+    # Every op family in every thread: fp4_gemm, moe_gemm (+ routing) and attention.
+    e, top = 8, 2
+    we, se = mm.quantize(mx.array(rng.standard_normal((e, 40, 128)).astype(np.float32)), 64)
+    wed = to_np(mm.dequantize(we, se, 64))
+    xm = mx.array(rng.standard_normal((6, 128)).astype(np.float32))
+    logits = mx.array(rng.standard_normal((6, e)).astype(np.float32))
+    idx_ref, w_ref = (np.array(a) for a in mm.moe_route(logits, top, stream=mx.cpu))
+    moe_ref = sum(w_ref[:, j:j + 1] * np.einsum("tk,tnk->tn", to_np(xm), wed[idx_ref[:, j]]) for j in range(top))
+    q = mx.array(rng.standard_normal((1, 4, 5, 64)).astype(np.float32))
+    kv = mx.array(rng.standard_normal((1, 2, 9, 64)).astype(np.float32))
+    attn_ref = to_np(mx.fast.scaled_dot_product_attention(q, kv, kv, scale=0.125, mask="causal", stream=mx.cpu))
     errors = []
 
     def worker(i):
@@ -123,8 +140,13 @@ def test_concurrent_streams_from_threads(rng):
             x, packed, scales, ref = cases[i]
             for _ in range(50):
                 y = mm.fp4_gemm(x, packed, scales, group_size=64, stream=s)
-                mx.eval(y)
+                idx, wts = mm.moe_route(logits, top, stream=s)
+                ym = mm.moe_gemm(xm, we, se, idx, group_size=64, weights=wts, stream=s)
+                ya = mm.attention(q, kv, kv, scale=0.125, mask="causal", stream=s)
+                mx.eval(y, ym, ya)
                 assert rel_err(y, ref) < TOL[mx.float32]
+                assert rel_err(ym, moe_ref) < 1e-4
+                assert rel_err(ya, attn_ref) < 1e-4
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append((i, repr(e)))
 

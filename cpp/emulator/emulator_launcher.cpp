@@ -61,7 +61,9 @@ void EmulatorLauncher::dispatch(const gpu::Dispatch& d, const std::vector<gpu::K
   for (const auto& a : args) {
     if (a.array) {
       const mx::array& arr = *a.array;
-      buffers.push_back(mtlemu::Buffer{const_cast<void*>(arr.data<void>()), arr.nbytes()});
+      // The bytes this view really spans from its data pointer: smaller than nbytes() for
+      // broadcast (stride-0) inputs, larger for strided slices.
+      buffers.push_back(mtlemu::Buffer{const_cast<void*>(arr.data<void>()), arr.data_size() * arr.itemsize()});
     } else {
       values.emplace_back(static_cast<const char*>(a.bytes), static_cast<const char*>(a.bytes) + a.num_bytes);
       buffers.push_back(mtlemu::Buffer{values.back().data(), a.num_bytes});

@@ -186,21 +186,21 @@ inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, 
 
 // ------------------------------------------------------------------ GPU kernel names
 // metal/moe_route.metal instantiates every value returned here (checked by
-// tests/test_metal_moe.py against the compiled module).
-enum class MoeKernel : int { Route = 0, Group = 1 };
+// tests/test_metal_moe_route.py against the compiled module).  Grouping is
+// moe_group_kernel_name (metal/moe_gemm.metal).
+enum class MoeKernel : int { Route = 0 };
 enum class MoeDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
-// Route kernels are per logits dtype; the grouping kernel has one instantiation.
+// Route kernels, one per logits dtype.
 inline std::string moe_kernel_name(MoeKernel kind, MoeDtype dtype = MoeDtype::Float32) {
   static const char* dtypes[] = {"f16", "bf16", "f32"};
-  if (kind == MoeKernel::Group) return "marlin_moe_group";
+  (void)kind;
   return std::string("marlin_moe_route_") + dtypes[static_cast<int>(dtype)];
 }
 
 inline std::vector<std::string> all_moe_kernel_names() {
   std::vector<std::string> names;
   for (int t = 0; t < 3; ++t) names.push_back(moe_kernel_name(MoeKernel::Route, static_cast<MoeDtype>(t)));
-  names.push_back(moe_kernel_name(MoeKernel::Group));
   return names;
 }
 

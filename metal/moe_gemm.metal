@@ -203,7 +203,7 @@ template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, in
   const int count = tile.z - tile.y;
   for (int r = int(tid); r < count; r += kThreads) {
     const int q = pairs[tile.y + r];
-    src_rows[r] = p.shared_x ? q / p.k : q;
+    src_rows[r] = p.shared_x == 2 ? tile.y + r : (p.shared_x ? q / p.k : q);
     dst_rows[r] = p.weighted ? tile.y + r : q;
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -235,6 +235,20 @@ template <typename O>
     if (pos >= 0) acc += weights[q] * y[ulong(pos) * ulong(p.N) + ulong(n)];
   }
   out[ulong(t) * ulong(p.N) + ulong(n)] = O(acc);
+}
+
+// moe_mlp between its two grouped GEMMs: h = act(gate) * up, float32 grouped rows.
+[[kernel]] void moe_glu(const device float* gate [[buffer(0)]],
+                        const device float* up [[buffer(1)]],
+                        device float* h [[buffer(2)]],
+                        constant MoeGluParams& p [[buffer(3)]],
+                        uint2 gid [[thread_position_in_grid]]) {
+  const int c = int(gid.x);
+  const int r = int(gid.y);
+  if (c >= p.I || r >= p.rows) return;
+  const float g = gate[ulong(r) * ulong(p.gate_stride) + ulong(c)];
+  const float u = up[ulong(r) * ulong(p.up_stride) + ulong(p.up_offset + c)];
+  h[ulong(r) * ulong(p.I) + ulong(c)] = apply_activation(g, p.activation) * u;
 }
 
 // Host names: moe_gemm_kernel_name / moe_group_kernel_name / moe_combine_kernel_name

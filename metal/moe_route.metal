@@ -10,7 +10,8 @@
 //   id, so ties go to the lower id and the sorted order is the CPU's partial_sort
 //   order.  Softmax statistics (NaN-ignoring max, sum of exp) are simd_max /
 //   simd_sum reductions; the top-k weights are exp(l - max) / (sum of all, or of the
-//   k selected with `normalize`).
+//   k selected with `normalize`), written in the logits' dtype, or in float32 (the
+//   _wf32 kernels, for moe_mlp).
 // Expert grouping (a stable counting sort by expert with simdgroup prefix sums) is
 // moe_group_<index type> in metal/moe_gemm.metal.
 #include "common/moe_params.h"
@@ -33,9 +34,9 @@ METAL_FUNC bool key_less(uint2 a, uint2 b) {
   return a.x < b.x || (a.x == b.x && a.y < b.y);
 }
 
-template <typename T>
+template <typename T, typename W = T>
 [[kernel]] void moe_route(const device T* logits [[buffer(0)]], device uint* idx [[buffer(1)]],
-                          device T* weights [[buffer(2)]], constant MoeRouteParams& p [[buffer(3)]],
+                          device W* weights [[buffer(2)]], constant MoeRouteParams& p [[buffer(3)]],
                           uint group [[threadgroup_position_in_grid]],
                           uint sg [[simdgroup_index_in_threadgroup]],
                           uint lane [[thread_index_in_simdgroup]]) {
@@ -105,7 +106,7 @@ template <typename T>
     const int pos = int(lane) * epl + j;
     if (pos < p.k) {
       idx[long(t) * p.k + pos] = key[j].y & 0xFFFFu;
-      weights[long(t) * p.k + pos] = T(w[j] / denom);
+      weights[long(t) * p.k + pos] = W(w[j] / denom);
     }
   }
 }
@@ -116,3 +117,8 @@ template <typename T>
 template [[host_name("marlin_moe_route_f16")]] [[kernel]] decltype(marlin::moe_route<half>) marlin::moe_route<half>;
 template [[host_name("marlin_moe_route_bf16")]] [[kernel]] decltype(marlin::moe_route<bfloat>) marlin::moe_route<bfloat>;
 template [[host_name("marlin_moe_route_f32")]] [[kernel]] decltype(marlin::moe_route<float>) marlin::moe_route<float>;
+// float32 weights from half / bfloat logits (moe_mlp: the combine weights are never rounded).
+template [[host_name("marlin_moe_route_f16_wf32")]] [[kernel]] decltype(marlin::moe_route<half, float>)
+    marlin::moe_route<half, float>;
+template [[host_name("marlin_moe_route_bf16_wf32")]] [[kernel]] decltype(marlin::moe_route<bfloat, float>)
+    marlin::moe_route<bfloat, float>;

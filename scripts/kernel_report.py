@@ -73,6 +73,7 @@ def kernels():
                            x=call.group(2)))
     for call in re.finditer(r"^MARLIN_MOE_COMBINE\((\w+),\s*(\w+)\)", moe, re.M):
         rows.append(simple(f"moe_combine_{call.group(1)}", "combine", 128, 0, out=call.group(2)))
+    rows.append(simple("moe_glu", "glu", 128, 0, x="float", out="float"))  # moe_mlp: act(gate) * up
     return rows + extension_kernels()
 
 
@@ -98,7 +99,7 @@ def extension_kernels():
                              tile_k=block_k, simdgroups="8", threads=256, a_tile_bytes=0, b_staging_bytes=0,
                              other_bytes=tg, threadgroup_bytes=tg))
         elif name.startswith("marlin_moe_route_"):
-            rows.append(simple(name, "route", 128, 0, x=elem[name.rsplit("_", 1)[1]][0]))
+            rows.append(simple(name, "route", 128, 0, x=elem[name[len("marlin_moe_route_"):].split("_")[0]][0]))
     return rows
 
 

@@ -66,7 +66,7 @@ def ref_route(logits, k, normalize):
     return idx, w
 
 
-def run_route(emu, logits_f32, k, normalize, dtype, layout="te"):
+def run_route(emu, logits_f32, k, normalize, dtype, layout="te", wf32=False):
     T, E = logits_f32.shape
     if layout == "et":  # logits stored [E, T]: a transposed view
         buf, vals = to_device(logits_f32.T, dtype)
@@ -77,10 +77,12 @@ def run_route(emu, logits_f32, k, normalize, dtype, layout="te"):
         ts, es = E, 1
     p = MoeRouteParams(T, E, k, int(normalize), ts, es)
     idx = np.full((T, k), 0xFFFFFFFF, np.uint32)
-    w = nan_buffer((T, k), dtype)
-    emu.launch(f"marlin_moe_route_{dtype}", grid=(math.ceil(T / TOKENS_PER_GROUP), 1, 1),
+    wdt = "f32" if wf32 else dtype
+    w = nan_buffer((T, k), wdt)
+    name = f"marlin_moe_route_{dtype}" + ("_wf32" if wf32 and dtype != "f32" else "")
+    emu.launch(name, grid=(math.ceil(T / TOKENS_PER_GROUP), 1, 1),
                tg=(32 * TOKENS_PER_GROUP, 1, 1), buffers=[buf, idx, w, bytes(p)])
-    return idx, from_device(w, dtype), vals
+    return idx, from_device(w, wdt), vals
 
 
 @pytest.mark.parametrize("T,E,k,normalize,dtype", [
@@ -137,3 +139,16 @@ def test_route_strided_and_cpu_backend(emu):
     cpu_idx, cpu_w = mm.moe_route(mx.array(logits), 6, normalize=True, stream=mx.cpu)
     np.testing.assert_array_equal(idx, np.array(cpu_idx))
     np.testing.assert_allclose(w, np.array(cpu_w), rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_route_float32_weights(emu, dtype):
+    """marlin_moe_route_<dtype>_wf32 (moe_mlp): same ids, weights in float32 at float32
+    accuracy."""
+    rng = np.random.default_rng(41)
+    logits = (rng.standard_normal((19, 40)) * 3).astype(np.float32)
+    idx, w, vals = run_route(emu, logits, 5, True, dtype, wf32=True)
+    assert w.dtype == np.float32
+    ref_idx, ref_w = ref_route(vals, 5, True)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(w, ref_w, rtol=TOL["f32"], atol=1e-7)

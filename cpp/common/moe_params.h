@@ -31,7 +31,8 @@ struct MoeGemmParams {
   int K;           // reduction length
   int group_size;
   int activation;  // marlin::Activation, applied per pair before the combine
-  int shared_x;    // 1: x [T, K] shared by a token's slots; 0: x [T, k, K]
+  int shared_x;    // 1: x [T, K] shared by a token's slots; 0: x [T, k, K];
+                   // 2: x [P, K] in grouped order (moe_mlp's down projection)
   int pairs;       // T * k
   int tile_m;      // rows per tile (the GEMM variant's BM)
   int max_tiles;   // capacity of the tile list: ceil(pairs / tile_m) + min(E, pairs)
@@ -49,6 +50,18 @@ enum MoeGroupBinding { kMoeGIndices = 0, kMoeGOffsets = 1, kMoeGPairs = 2, kMoeG
 enum MoeGemmBinding { kMoeX = 0, kMoeW = 1, kMoeScales = 2, kMoePairs = 3, kMoeTiles = 4, kMoeStatus = 5,
                       kMoeOut = 6, kMoeParams = 7 };
 enum MoeCombineBinding { kMoeCY = 0, kMoeCWeights = 1, kMoeCPosition = 2, kMoeCOut = 3, kMoeCParams = 4 };
+
+// moe_glu (moe_mlp): h[r, c] = act(gate[r * gate_stride + c]) * up[r * up_stride + up_offset + c]
+// for r < rows, c < I, float32; grid (ceil(I / kMoeCombineThreads), rows), kMoeCombineThreads
+// threads; buffers gate, up, h, params.
+struct MoeGluParams {
+  int rows;
+  int I;
+  int gate_stride;
+  int up_stride;
+  int up_offset;
+  int activation;
+};
 
 // ---- Routing kernels (metal/moe_route.metal, cpp/gpu/moe_route.cpp)
 MARLIN_CONST int kMoeMaxExperts = 256;           // routing: E <= 256 (8 experts per lane)

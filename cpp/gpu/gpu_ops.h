@@ -13,7 +13,7 @@ inline std::vector<std::string> gpu_ops() {
   ops.push_back("fp4_gemm");
 #endif
 #if defined(MLX_MARLIN_METAL)  // cpp/metal/: MetalLauncher + the encoders of cpp/gpu/
-  for (const char* op : {"fp4_gemm", "moe_gemm", "moe_route", "attention"}) ops.push_back(op);
+  for (const char* op : {"fp4_gemm", "moe_gemm", "moe_route", "moe_mlp", "attention"}) ops.push_back(op);
 #endif
   return ops;
 }

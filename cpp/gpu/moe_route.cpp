@@ -42,7 +42,10 @@ void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::arr
   p.token_stride = static_cast<int>(logits.strides()[0]);
   p.expert_stride = static_cast<int>(logits.strides()[1]);
   Dispatch d;
-  d.kernel = moe_kernel_name(MoeKernel::Route, moe_dtype(logits.dtype()));
+  if (weights.dtype() != logits.dtype() && weights.dtype() != mx::float32)
+    throw std::invalid_argument("[moe_route] the GPU kernels write weights in the logits' dtype or float32");
+  d.kernel = moe_kernel_name(weights.dtype() == logits.dtype() ? MoeKernel::Route : MoeKernel::RouteWeightsF32,
+                             moe_dtype(logits.dtype()));
   d.threadgroups = {static_cast<uint32_t>((T + kMoeRouteTokensPerGroup - 1) / kMoeRouteTokensPerGroup), 1, 1};
   d.threads_per_group = {32u * kMoeRouteTokensPerGroup, 1, 1};
   launcher.dispatch(d, {KernelArg::input(logits), KernelArg::output(idx), KernelArg::output(weights),

@@ -38,9 +38,12 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 }
 #endif
 
+#if !defined(MLX_MARLIN_METAL)
+// With the Metal backend, cpp/metal/moe_mlp.cpp defines this instead.
 void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_mlp");
 }
+#endif
 
 #if !defined(MLX_MARLIN_METAL)
 // With the Metal backend, cpp/metal/attention.cpp defines this instead.

@@ -98,6 +98,10 @@ mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   }
   const Activation act = parse_activation(op, activation);
   auto stream = mx::to_stream(s);
+#if defined(MLX_MARLIN_METAL)
+  // The Metal routing kernel takes E <= kMoeMaxExperts; larger E runs on the CPU stream.
+  if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
+#endif
 
   std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream),
                                     mx::contiguous(scales, false, stream), mx::contiguous(indices, false, stream)};
@@ -168,6 +172,10 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   check_top_k(op, top_k, E);
   const Activation act = parse_activation(op, activation);
   auto stream = mx::to_stream(s);
+#if defined(MLX_MARLIN_METAL)
+  // The Metal routing kernel takes E <= kMoeMaxExperts; larger E runs on the CPU stream.
+  if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
+#endif
 
   const int T = static_cast<int>(x.size() / K);
   std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),

@@ -206,3 +206,49 @@ def test_combine_kernel(emu, name):
     yy = np.where((position >= 0)[:, None], y[np.maximum(position, 0)], 0).astype(np.float64).reshape(T, k, N)
     ref = np.einsum("tk,tkn->tn", wts.astype(np.float64), yy)
     assert rel_err(from_device(out, odt), ref) < TOL[odt]
+
+
+def test_glu_kernel(emu):
+    """moe_glu (moe_mlp): h = act(gate) * up over float32 grouped rows, for separate
+    gate / up buffers and the [gate | up] layout, every activation, NaN-poisoned output."""
+    rng = np.random.default_rng(7)
+    P, I = 37, 150
+    for act in ACTS:
+        gu = rng.standard_normal((P, 2 * I)).astype(np.float32)
+        ref = activation(gu[:, :I].astype(np.float64), act) * gu[:, I:]
+        for fused in (True, False):
+            if fused:
+                gate, up, strides = gu, gu, (2 * I, 2 * I, I)
+            else:
+                gate, up, strides = np.ascontiguousarray(gu[:, :I]), np.ascontiguousarray(gu[:, I:]), (I, I, 0)
+            h = poisoned((P, I), "f32")
+            emu.launch("moe_glu", grid=(-(-I // 128), P, 1), tg=(128, 1, 1),
+                       buffers=[gate, up, h, struct.pack("6i", P, I, *strides, ACTS[act])])
+            assert rel_err(from_device(h, "f32"), ref) < TOL["f32"], (act, fused)
+
+
+@pytest.mark.parametrize("variant", ["decode", "default"])
+def test_gemm_on_grouped_rows(emu, variant):
+    """shared_x = 2 (moe_mlp's down projection): x is [P, K] in grouped order, so
+    grouped row r multiplies its own expert's weights into y[r] (float32, weighted mode)."""
+    rng = np.random.default_rng(11)
+    T, k, E, N, K, g = 23, 3, 5, 70, 96, 32
+    ids = rng.integers(0, E, (T, k)).astype(np.int32)
+    ids[:, 0] = 2  # one expert with more than one decode tile
+    P = T * k
+    tile_m, tile_n = (32, 128) if variant == "decode" else (64, 64)
+    max_tiles = -(-P // tile_m) + min(E, P)
+    b = run_group(emu, "moe_group_i32", ids, E, tile_m, max_tiles)
+    _, order = expected_groups(ids, E)
+    expert_of_row = ids.reshape(-1)[order]
+    x, x64 = to_device(rng.standard_normal((P, K)), "f32")
+    ws, ss, dense = [], [], []
+    for _ in range(E):
+        w, s, wd = random_weight(rng, K, N, g, "f16")
+        ws.append(w), ss.append(s), dense.append(wd)
+    y = poisoned((P, N), "f32")
+    emu.launch(f"moe_gemm_{variant}_f32_f16", grid=(-(-N // tile_n), max_tiles, 1), tg=(128, 1, 1),
+               buffers=[x, np.stack(ws), np.stack(ss), b["pairs"], b["tiles"], b["status"], y,
+                        moe_params(T, k, E, N, K, g, "none", 2, tile_m, max_tiles, True)], check_uninitialized=True)
+    ref = np.stack([x64[r] @ dense[expert_of_row[r]] for r in range(P)])
+    assert rel_err(from_device(y, "f32"), ref) < TOL["f32"]

@@ -11,11 +11,47 @@
 using namespace metal;
 using namespace marlin;
 
-// One threadgroup.  The grouping of build_expert_groups (cpp/common/moe_plan.h): each
-// thread owns experts e = tid, tid + 256, ... and scans the pairs in order, so counts
-// and the scatter are deterministic and stable without atomics.  Pairs with an expert
-// id outside [0, E) are left out of every group (position -1) and the first one is
-// reported in status[1] (the emulator build raises it as the CPU backend does).
+// One chunk of 32 pairs (one per lane; e = 0xFFFFFFFF for lanes without a pair of the
+// current expert window): `rank` = earlier lanes holding this lane's expert; every lane
+// also adds the chunk's pairs of the experts it owns (e % 32 == lane) to its register
+// counters cnt[e / 32].  All data moves by simd_shuffle: no atomics, no shared counters.
+METAL_FUNC uint chunk_rank_and_count(uint e, uint lane, uint W, thread uint* cnt) {
+  uint rank = 0;
+  for (ushort j = 0; j < 32; ++j) {
+    const uint ej = simd_shuffle(e, j);
+    if (ej == e && j < lane) ++rank;
+    if (ej < W && (ej & 31u) == lane) ++cnt[ej >> 5];
+  }
+  return rank;
+}
+
+// Expert id of pair q relative to the window [w0, w0 + W), or 0xFFFFFFFF outside it
+// (and for ids outside [0, E)).
+template <typename I>
+METAL_FUNC uint window_expert(const device I* indices, int q, long w0, long W) {
+  const long e = long(indices[q]) - w0;
+  return (e >= 0 && e < W) ? uint(e) : 0xFFFFFFFFu;
+}
+
+// One threadgroup of kMoeGroupSimdgroups simdgroups: the grouping of build_expert_groups
+// (cpp/common/moe_plan.h), a stable counting sort of the (token, slot) pairs by expert
+// with simdgroup prefix sums and no atomics.  Simdgroup s owns a contiguous range of
+// pairs, taken in chunks of 32.  Experts are processed in windows of
+// kMoeGroupWindow (= 256, 8 per lane; one window covers E <= 256, larger E costs one
+// more pass over the pairs per window).  Per window:
+//   1. per-simdgroup histograms: in a chunk every lane gets its rank among earlier
+//      lanes with the same expert (32 simd_shuffles) and the owner lane of expert e
+//      (lane e % 32, register e / 32) counts it: counters live in registers;
+//   2. expert totals (thread tid = expert w0 + tid) -> simd_prefix_inclusive_sum, then
+//      across the simdgroup totals -> offsets[] and each simdgroup's start cursor per
+//      expert; the same two-level scan over ceil(count / tile_m) places each expert's
+//      tiles (expert, row begin, row end, 0) in the tile list, written by its thread;
+//   3. scatter pairs[] / position[] in pair order, cursors fetched from their owner
+//      lanes by shuffle (stable, deterministic).
+// Pairs with an expert id outside [0, E) are left out of every group (position -1) and
+// the first one is reported in status[1] (the emulator build raises it as the CPU
+// backend does; on Metal they are dropped).  status = (tiles, 1 + first bad pair or 0,
+// active experts, largest group); offsets[E] = number of valid pairs.
 template <typename I>
 [[kernel]] void moe_group(const device I* indices [[buffer(0)]],
                           device int* offsets [[buffer(1)]],
@@ -24,53 +60,120 @@ template <typename I>
                           device int4* tiles [[buffer(4)]],
                           device int* status [[buffer(5)]],
                           constant MoeGemmParams& p [[buffer(6)]],
-                          uint tid [[thread_index_in_threadgroup]]) {
-  threadgroup int first_bad[kMoeGroupThreads];
-  const int P = p.pairs;
+                          uint tid [[thread_index_in_threadgroup]],
+                          uint sg [[simdgroup_index_in_threadgroup]],
+                          uint lane [[thread_index_in_simdgroup]]) {
+  constexpr int S = kMoeGroupSimdgroups;
+  constexpr int W = kMoeGroupWindow;
+  constexpr int kSlots = W / 32;     // experts of a window owned per lane
+  threadgroup uint hist[S][W];       // per-simdgroup counts, then start cursors
+  threadgroup uint red_bad[S];
+  threadgroup uint red_rows[S];
+  threadgroup uint red_tiles[S];
+  threadgroup uint red_active[S];
+  threadgroup uint red_max[S];
+  const int N = p.pairs;
   const int E = p.E;
-  int bad = P;
-  for (int q = int(tid); q < P; q += kMoeGroupThreads) {
-    const long e = long(indices[q]);
-    if (e < 0 || e >= long(E)) {
-      bad = min(bad, q);
+  const int per = (N + S - 1) / S;
+  const int begin = min(N, int(sg) * per);
+  const int end = min(N, begin + per);
+
+  // Invalid ids: position -1, first one reported.
+  uint first_bad = 0xFFFFFFFFu;
+  for (int q = begin + int(lane); q < end; q += 32) {
+    if (window_expert(indices, q, 0, E) == 0xFFFFFFFFu) {
+      first_bad = min(first_bad, uint(q));
       position[q] = -1;
     }
   }
-  first_bad[tid] = bad;
-  for (int e = int(tid); e < E; e += kMoeGroupThreads) {
-    int c = 0;
-    for (int q = 0; q < P; ++q) c += long(indices[q]) == long(e) ? 1 : 0;
-    offsets[e + 1] = c;
-  }
-  threadgroup_barrier(mem_flags::mem_device | mem_flags::mem_threadgroup);
+  first_bad = simd_min(first_bad);
+  if (lane == 0) red_bad[sg] = first_bad;
 
-  if (tid == 0) {
-    int min_bad = P;
-    for (int i = 0; i < kMoeGroupThreads; ++i) min_bad = min(min_bad, first_bad[i]);
-    offsets[0] = 0;
-    int num_tiles = 0;
-    for (int e = 0; e < E; ++e) {
-      const int begin = offsets[e];
-      const int end = begin + offsets[e + 1];
-      offsets[e + 1] = end;
-      for (int r = begin; r < end; r += p.tile_m) tiles[num_tiles++] = int4(e, r, min(end, r + p.tile_m), 0);
+  uint rows_before = 0, tiles_before = 0, active = 0, largest = 0;  // uniform: windows so far
+  for (int w0 = 0; w0 < E; w0 += W) {
+    const int wn = min(W, E - w0);
+    // Pass 1: per-simdgroup histograms of this window, in the owners' registers.
+    uint cnt[kSlots];
+    for (int i = 0; i < kSlots; ++i) cnt[i] = 0;
+    for (int c = begin; c < end; c += 32) {
+      const int q = c + int(lane);
+      const uint e = q < end ? window_expert(indices, q, w0, wn) : 0xFFFFFFFFu;
+      chunk_rank_and_count(e, lane, uint(wn), cnt);
     }
-    status[0] = num_tiles;
-    status[1] = min_bad < P ? min_bad + 1 : 0;
-    status[2] = 0;
-    status[3] = 0;
-  }
-  threadgroup_barrier(mem_flags::mem_device);
+    for (int i = 0; i < kSlots; ++i) hist[sg][i * 32 + int(lane)] = cnt[i];
+    threadgroup_barrier(mem_flags::mem_threadgroup);
 
-  for (int e = int(tid); e < E; e += kMoeGroupThreads) {
-    int cursor = offsets[e];
-    for (int q = 0; q < P; ++q) {
-      if (long(indices[q]) == long(e)) {
-        pairs[cursor] = q;
-        position[q] = cursor;
-        ++cursor;
+    // Pass 2: totals of expert w0 + tid, two-level prefix sums of rows and tiles.
+    uint total = 0;
+    if (int(tid) < wn)
+      for (int s = 0; s < S; ++s) total += hist[s][tid];
+    const uint ntiles = (total + uint(p.tile_m) - 1) / uint(p.tile_m);
+    const uint incl = simd_prefix_inclusive_sum(total);
+    const uint tincl = simd_prefix_inclusive_sum(ntiles);
+    const uint act = simd_sum(uint(total > 0));
+    const uint big = simd_max(total);
+    if (lane == 31) {
+      red_rows[sg] = incl;
+      red_tiles[sg] = tincl;
+    }
+    if (lane == 0) {
+      red_active[sg] = act;
+      red_max[sg] = big;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    uint before = rows_before, tbefore = tiles_before;
+    for (int s = 0; s < S; ++s) {
+      if (s < int(sg)) {
+        before += red_rows[s];
+        tbefore += red_tiles[s];
+      }
+      rows_before += red_rows[s];
+      tiles_before += red_tiles[s];
+      active += red_active[s];
+      largest = max(largest, red_max[s]);
+    }
+    if (int(tid) < wn) {
+      const uint off = before + incl - total;
+      uint run = off;  // simdgroup s starts this expert's pairs after those of s' < s
+      for (int s = 0; s < S; ++s) {
+        const uint h = hist[s][tid];
+        hist[s][tid] = run;
+        run += h;
+      }
+      offsets[w0 + int(tid)] = int(off);
+      uint t = tbefore + tincl - ntiles;
+      for (uint r = 0; r < total; r += uint(p.tile_m))
+        tiles[t++] = int4(w0 + int(tid), int(off + r), int(off + min(total, r + uint(p.tile_m))), 0);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+
+    // Pass 3: scatter in pair order; cursors live in the owners' registers.
+    for (int i = 0; i < kSlots; ++i) cnt[i] = hist[sg][i * 32 + int(lane)];
+    for (int c = begin; c < end; c += 32) {
+      const int q = c + int(lane);
+      const uint e = q < end ? window_expert(indices, q, w0, wn) : 0xFFFFFFFFu;
+      uint base = 0;
+      for (int i = 0; i < kSlots; ++i) {  // fetch cursor[e] from its owner, slot by slot
+        const uint v = simd_shuffle(cnt[i], ushort(e & 31u));
+        if (e != 0xFFFFFFFFu && int(e >> 5) == i) base = v;
+      }
+      const uint rank = chunk_rank_and_count(e, lane, uint(wn), cnt);
+      if (e != 0xFFFFFFFFu) {
+        pairs[base + rank] = q;
+        position[q] = int(base + rank);
       }
     }
+    threadgroup_barrier(mem_flags::mem_threadgroup);  // hist / red_* are reused by the next window
+  }
+
+  threadgroup_barrier(mem_flags::mem_threadgroup);  // red_bad (E = 0 runs no window)
+  if (tid == 0) {
+    for (int s = 0; s < S; ++s) first_bad = min(first_bad, red_bad[s]);
+    offsets[E] = int(rows_before);
+    status[0] = int(tiles_before);
+    status[1] = first_bad != 0xFFFFFFFFu ? int(first_bad) + 1 : 0;
+    status[2] = int(active);
+    status[3] = int(largest);
   }
 }
 
@@ -100,7 +203,7 @@ template <typename T, typename S, typename O, int BM, int BN, int BK, int WM, in
   const int count = tile.z - tile.y;
   for (int r = int(tid); r < count; r += kThreads) {
     const int q = pairs[tile.y + r];
-    src_rows[r] = p.shared_x ? q / p.k : q;
+    src_rows[r] = p.shared_x == 2 ? tile.y + r : (p.shared_x ? q / p.k : q);
     dst_rows[r] = p.weighted ? tile.y + r : q;
   }
   threadgroup_barrier(mem_flags::mem_threadgroup);
@@ -132,6 +235,20 @@ template <typename O>
     if (pos >= 0) acc += weights[q] * y[ulong(pos) * ulong(p.N) + ulong(n)];
   }
   out[ulong(t) * ulong(p.N) + ulong(n)] = O(acc);
+}
+
+// moe_mlp between its two grouped GEMMs: h = act(gate) * up, float32 grouped rows.
+[[kernel]] void moe_glu(const device float* gate [[buffer(0)]],
+                        const device float* up [[buffer(1)]],
+                        device float* h [[buffer(2)]],
+                        constant MoeGluParams& p [[buffer(3)]],
+                        uint2 gid [[thread_position_in_grid]]) {
+  const int c = int(gid.x);
+  const int r = int(gid.y);
+  if (c >= p.I || r >= p.rows) return;
+  const float g = gate[ulong(r) * ulong(p.gate_stride) + ulong(c)];
+  const float u = up[ulong(r) * ulong(p.up_stride) + ulong(p.up_offset + c)];
+  h[ulong(r) * ulong(p.I) + ulong(c)] = apply_activation(g, p.activation) * u;
 }
 
 // Host names: moe_gemm_kernel_name / moe_group_kernel_name / moe_combine_kernel_name

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the extension with MLX_MARLIN_METAL_EMULATOR=ON (the ops wired to Metal kernels
-# -- fp4_gemm, moe_gemm, attention, moe_route -- evaluate through metal/*.metal on the
+# -- fp4_gemm, moe_gemm, attention, moe_route, moe_mlp -- evaluate through metal/*.metal on the
 # Metal-on-CPU emulator, checked build: bounds and race detection) into build/emulator,
 # stages the package with the kernel module beside the extension, and runs tests against it.
 # Usage: scripts/emulator_tests.sh [pytest args]   (default: the op, mlx-lm integration and

@@ -20,6 +20,9 @@ METAL = Path(__file__).resolve().parents[1] / "metal"
 SIZEOF = {"half": 2, "bfloat": 2, "float": 4}
 LIMIT = 32 * 1024
 MOE_GROUP_THREADS = 256  # kMoeGroupThreads (cpp/common/moe_params.h)
+MOE_GROUP_WINDOW = 256  # kMoeGroupWindow
+# moe_group: per-simdgroup histograms of one expert window + five per-simdgroup reduction slots.
+MOE_GROUP_TG_BYTES = 4 * (MOE_GROUP_THREADS // 32) * (MOE_GROUP_WINDOW + 5)
 
 
 def strip_comments(text):
@@ -66,17 +69,17 @@ def kernels():
     # moe_gemm: + src_rows[BM] and dst_rows[BM] int tables.
     rows += tiled(moe, "MARLIN_MOE_VARIANTS", "MARLIN_MOE_GEMM", "moe_gemm", 2)
     for call in re.finditer(r"^MARLIN_MOE_GROUP\((\w+),\s*(\w+)\)", moe, re.M):
-        rows.append(simple(f"moe_group_{call.group(1)}", "group", MOE_GROUP_THREADS, 4 * MOE_GROUP_THREADS,
+        rows.append(simple(f"moe_group_{call.group(1)}", "group", MOE_GROUP_THREADS, MOE_GROUP_TG_BYTES,
                            x=call.group(2)))
     for call in re.finditer(r"^MARLIN_MOE_COMBINE\((\w+),\s*(\w+)\)", moe, re.M):
         rows.append(simple(f"moe_combine_{call.group(1)}", "combine", 128, 0, out=call.group(2)))
+    rows.append(simple("moe_glu", "glu", 128, 0, x="float", out="float"))  # moe_mlp: act(gate) * up
     return rows + extension_kernels()
 
 
 def extension_kernels():
     """Attention (tile sizes from attention_block_k, the kernels' own source of truth) and
-    MoE routing/grouping (metal/moe_route.metal: routing lives in registers; grouping holds
-    per-simdgroup histograms of kMoeMaxExperts counters plus four reduction slots)."""
+    MoE routing (metal/moe_route.metal: everything in registers)."""
     try:
         import mlx_marlin._ext as ext
     except ImportError:  # an in-tree build (scripts/dev_build.sh) of this checkout
@@ -96,10 +99,7 @@ def extension_kernels():
                              tile_k=block_k, simdgroups="8", threads=256, a_tile_bytes=0, b_staging_bytes=0,
                              other_bytes=tg, threadgroup_bytes=tg))
         elif name.startswith("marlin_moe_route_"):
-            rows.append(simple(name, "route", 128, 0, x=elem[name.rsplit("_", 1)[1]][0]))
-        elif name == "marlin_moe_group":
-            simdgroups, max_experts = 8, 256  # kMoeGroupSimdgroups, kMoeMaxExperts
-            rows.append(simple(name, "group", 32 * simdgroups, 4 * simdgroups * (max_experts + 4)))
+            rows.append(simple(name, "route", 128, 0, x=elem[name[len("marlin_moe_route_"):].split("_")[0]][0]))
     return rows
 
 

@@ -1,4 +1,4 @@
-// Runs the backend-neutral GPU encoders (cpp/gpu/attention.cpp, moe_route.cpp) on the
+// Runs the backend-neutral GPU encoders (cpp/gpu/attention.cpp, moe_route.cpp, moe_gemm.cpp) on the
 // Metal-on-CPU emulator through a minimal KernelLauncher, and compares them with the
 // CPU backend of the same ops.  Built and run by tests/test_gpu_encoders.py:
 //   gpu_encoder_check <emulator module .so>
@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "gpu/attention.h"
+#include "gpu/moe_gemm.h"
 #include "gpu/moe_route.h"
 #include "mlx/mlx.h"
 #include "ops/attention.h"
@@ -145,16 +146,22 @@ int main(int argc, char** argv) {
     report(std::string("moe_route_idx_") + (t == mx::float32 ? "f32" : "bf16"), idx_err, 0.f, l.dispatches);
     report(std::string("moe_route_w_") + (t == mx::float32 ? "f32" : "bf16"), max_err(w, ref.second),
            t == mx::float32 ? 2e-6f : 8e-3f, l.dispatches);
-    auto g = gpu::encode_moe_group(l, idx, E);
-    // counting-sort reference: stable argsort of the ids
-    mx::array flat = mx::flatten(ref.first);
-    mx::array order = mx::astype(mx::argsort(mx::astype(flat, mx::int32) * (T * k) + mx::arange(T * k)), mx::uint32);
-    report(std::string("moe_group_pairs_") + (t == mx::float32 ? "f32" : "bf16"), max_err(g.pairs, order), 0.f,
-           l.dispatches);
-    mx::array stats = g.stats;
-    stats.eval();
-    report(std::string("moe_group_status_") + (t == mx::float32 ? "f32" : "bf16"),
-           float(std::abs(stats.data<int32_t>()[0] + 1)), 0.f, l.dispatches);
+    // The routing output through encode_moe_gemm (moe_group_u32 -> grouped GEMM ->
+    // weighted combine) against the CPU backend's moe_gemm.
+    const int K = 64, N = 40, gs = 32;
+    mx::array x = mx::astype(mx::random::normal({T, K}), t);
+    mx::array wq = mx::random::bits({E, K / 8, N}, 4);
+    mx::array sc = mx::astype(mx::random::uniform(0.05f, 0.2f, {E, K / gs, N}), mx::float16);
+    mx::array wts = mx::astype(ref.second, mx::float32);
+    mx::array ref_out = moe_gemm(x, wq, sc, ref.first, gs, wts, std::string("silu"), mx::Device::cpu);
+    mx::eval({x, wq, sc, wts, ref_out});
+    mx::array out = poisoned({T, N}, t);
+    TestLauncher lg(mod);
+    auto status = gpu::encode_moe_gemm(lg, {x, wq, sc, idx, wts}, out, gs, Activation::Silu, true);
+    const std::string sfx = t == mx::float32 ? "f32" : "bf16";
+    report("moe_gemm_of_route_" + sfx, max_err(out, ref_out), t == mx::float32 ? 1e-3f : 0.1f, lg.dispatches);
+    status->eval();
+    report("moe_group_status_" + sfx, float(std::abs(status->data<int32_t>()[1])), 0.f, lg.dispatches);
   }
   std::printf("{\"cases\": [");
   for (size_t i = 0; i < rows.size(); ++i) std::printf("%s%s", i ? ", " : "", rows[i].c_str());

@@ -32,7 +32,9 @@ def run_probe(source, args=()):
     cxx = shutil.which("clang++-19") or shutil.which("c++")
     import hashlib
 
-    tag = hashlib.sha256(source.encode()).hexdigest()[:12]
+    # Keyed on the headers too: a probe prints what they define.
+    headers = b"".join(h.read_bytes() for h in sorted((ROOT / "cpp" / "common").glob("*.h")))
+    tag = hashlib.sha256(source.encode() + headers).hexdigest()[:12]
     exe = BUILD_DIR / f"probe_{tag}"
     if not exe.exists():
         src = BUILD_DIR / f"probe_{tag}.cpp"

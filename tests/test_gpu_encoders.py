@@ -1,4 +1,4 @@
-"""The host-side GPU encoders (cpp/gpu/attention.cpp, cpp/gpu/moe_route.cpp, as built
+"""The host-side GPU encoders (cpp/gpu/attention.cpp, moe_route.cpp, moe_gemm.cpp, as built
 into build/dev/libmlx_marlin_core.a) driving the Metal kernels on the checked
 emulator through a minimal KernelLauncher (tests/gpu_encoder_check.cpp), compared
 with the CPU backend of the same ops.  Skipped without a dev build."""
@@ -21,7 +21,8 @@ def test_encoders_on_emulator():
     import mlx
 
     mlx_dir = Path(mlx.__path__[0])
-    so = mtlemu.build([str(ROOT / "metal" / "attention.metal"), str(ROOT / "metal" / "moe_route.metal")],
+    so = mtlemu.build([str(ROOT / "metal" / "attention.metal"), str(ROOT / "metal" / "moe_route.metal"),
+                      str(ROOT / "metal" / "moe_gemm.metal")],
                       include_dirs=[str(ROOT / "metal" / "include"), str(ROOT / "cpp")], build_dir=str(BUILD_DIR))
     BUILD_DIR.mkdir(parents=True, exist_ok=True)
     exe = BUILD_DIR / f"gpu_encoder_check_{os.getpid()}"
@@ -42,3 +43,4 @@ def test_encoders_on_emulator():
     by_name = {c[0]: c for c in cases}
     assert by_name["attn_prefill_causal_f16"][3] == 1
     assert by_name["attn_decode_splitk_f32"][3] == 2  # decode + merge
+    assert by_name["moe_gemm_of_route_f32"][3] == 3  # group + grouped GEMM + combine

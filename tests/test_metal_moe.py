@@ -28,11 +28,12 @@ def run_group(emu, name, idx, E, tile_m, max_tiles):
     T, k = idx.shape
     P = T * k
     bufs = dict(offsets=np.full(E + 1, -7, np.int32), pairs=np.full(max(P, 1), -7, np.int32),
-                position=np.full(max(P, 1), -7, np.int32), tiles=np.full((max_tiles, 4), -7, np.int32),
+                position=np.full(max(P, 1), -7, np.int32), tiles=np.full((max(max_tiles, 1), 4), -7, np.int32),
                 status=np.full(4, -7, np.int32))
     emu.launch(name, grid=(1, 1, 1), tg=(256, 1, 1),
-               buffers=[np.ascontiguousarray(idx), bufs["offsets"], bufs["pairs"], bufs["position"], bufs["tiles"],
-                        bufs["status"], moe_params(T, k, E, 8, 32, 32, "none", True, tile_m, max_tiles, False)])
+               buffers=[np.ascontiguousarray(idx) if P else np.zeros(1, idx.dtype), bufs["offsets"], bufs["pairs"], bufs["position"], bufs["tiles"],
+                        bufs["status"], moe_params(T, k, E, 8, 32, 32, "none", True, tile_m, max_tiles, False)],
+               check_uninitialized=True)
     return bufs
 
 
@@ -62,7 +63,8 @@ def test_group_kernel(emu, name):
         np.testing.assert_array_equal(b["offsets"], offsets)
         np.testing.assert_array_equal(b["pairs"][: T * k], order)
         np.testing.assert_array_equal(b["position"][order], np.arange(T * k))
-        assert b["status"][1] == 0
+        counts = np.diff(offsets)
+        assert list(b["status"][1:]) == [0, int((counts > 0).sum()), int(counts.max())]
         tiles = [(e, r, min(offsets[e + 1], r + tile_m), 0) for e in range(E) for r in range(offsets[e], offsets[e + 1], tile_m)]
         assert b["status"][0] == len(tiles) <= max_tiles
         np.testing.assert_array_equal(b["tiles"][: len(tiles)], np.array(tiles).reshape(-1, 4))
@@ -77,6 +79,56 @@ def test_group_kernel(emu, name):
     offsets, order = expected_groups(idx.astype(np.int64) if np.issubdtype(dt, np.signedinteger) else ids, 6)
     assert b["position"][7] == -1 and b["position"][8] == -1
     np.testing.assert_array_equal(b["pairs"][: len(order)], order)
+    np.testing.assert_array_equal(b["offsets"], offsets)  # offsets[E] = valid pairs
+
+
+@pytest.mark.parametrize("n,E,pattern", [
+    (0, 4, "random"), (1, 1, "random"), (37 * 8, 64, "random"), (5000, 256, "random"), (2000, 256, "one"),
+    (777, 3, "random"), (300, 256, "sorted"), (4099, 17, "skewed"), (3000, 600, "random"), (1500, 513, "skewed"),
+])
+def test_group_prefix_sums(emu, n, E, pattern):
+    """The simdgroup-prefix-sum grouping (moe_group_u32, one threadgroup) == a stable
+    numpy argsort: 0 / 1 pairs, many pairs per simdgroup chunk, everything on one
+    expert, sorted and geometric ids, and E > 256 (several expert windows); offsets,
+    pairs, positions, the tile list and (tiles, -, active experts, largest group)."""
+    rng = np.random.default_rng(n + E)
+    if pattern == "one":
+        ids = np.full(n, 3)
+    elif pattern == "sorted":
+        ids = np.sort(rng.integers(0, E, n))
+    elif pattern == "skewed":
+        ids = np.minimum(rng.geometric(0.4, n) - 1, E - 1) + (E - 40 if E > 256 else 0)
+    else:
+        ids = rng.integers(0, E, n)
+    tile_m = 32
+    max_tiles = -(-n // tile_m) + min(E, n)
+    b = run_group(emu, "moe_group_u32", ids.astype(np.uint32).reshape(n, 1), E, tile_m, max_tiles)
+    offsets, order = expected_groups(ids, E)
+    counts = np.diff(offsets)
+    np.testing.assert_array_equal(b["offsets"], offsets)
+    np.testing.assert_array_equal(b["pairs"][:n], order)
+    np.testing.assert_array_equal(b["position"][order], np.arange(n))
+    tiles = [(e, r, min(offsets[e + 1], r + tile_m), 0) for e in range(E) for r in range(offsets[e], offsets[e + 1], tile_m)]
+    assert list(b["status"]) == [len(tiles), 0, int((counts > 0).sum()), int(counts.max(initial=0))]
+    np.testing.assert_array_equal(b["tiles"][: len(tiles)], np.array(tiles, np.int32).reshape(-1, 4))
+
+
+def test_group_invalid_ids_u32(emu):
+    """uint32 ids >= E (including 0xFFFFFFFF, i.e. -1) across simdgroups and expert windows:
+    the first bad pair is reported, bad pairs are left out (position -1), the rest grouped."""
+    rng = np.random.default_rng(13)
+    E = 300
+    ids = rng.integers(0, E, 1000).astype(np.uint32)
+    ids[700] = E
+    ids[123] = 0xFFFFFFFF
+    ids[900] = 100000
+    b = run_group(emu, "moe_group_u32", ids.reshape(-1, 1), E, 64, -(-1000 // 64) + E)
+    assert b["status"][1] == 123 + 1
+    assert (b["position"][[123, 700, 900]] == -1).all()
+    offsets, order = expected_groups(ids.astype(np.int64), E)
+    np.testing.assert_array_equal(b["offsets"], offsets)
+    np.testing.assert_array_equal(b["pairs"][: len(order)], order)
+    np.testing.assert_array_equal(b["position"][order], np.arange(len(order)))
 
 
 def parse_moe(name):
@@ -154,3 +206,49 @@ def test_combine_kernel(emu, name):
     yy = np.where((position >= 0)[:, None], y[np.maximum(position, 0)], 0).astype(np.float64).reshape(T, k, N)
     ref = np.einsum("tk,tkn->tn", wts.astype(np.float64), yy)
     assert rel_err(from_device(out, odt), ref) < TOL[odt]
+
+
+def test_glu_kernel(emu):
+    """moe_glu (moe_mlp): h = act(gate) * up over float32 grouped rows, for separate
+    gate / up buffers and the [gate | up] layout, every activation, NaN-poisoned output."""
+    rng = np.random.default_rng(7)
+    P, I = 37, 150
+    for act in ACTS:
+        gu = rng.standard_normal((P, 2 * I)).astype(np.float32)
+        ref = activation(gu[:, :I].astype(np.float64), act) * gu[:, I:]
+        for fused in (True, False):
+            if fused:
+                gate, up, strides = gu, gu, (2 * I, 2 * I, I)
+            else:
+                gate, up, strides = np.ascontiguousarray(gu[:, :I]), np.ascontiguousarray(gu[:, I:]), (I, I, 0)
+            h = poisoned((P, I), "f32")
+            emu.launch("moe_glu", grid=(-(-I // 128), P, 1), tg=(128, 1, 1),
+                       buffers=[gate, up, h, struct.pack("6i", P, I, *strides, ACTS[act])])
+            assert rel_err(from_device(h, "f32"), ref) < TOL["f32"], (act, fused)
+
+
+@pytest.mark.parametrize("variant", ["decode", "default"])
+def test_gemm_on_grouped_rows(emu, variant):
+    """shared_x = 2 (moe_mlp's down projection): x is [P, K] in grouped order, so
+    grouped row r multiplies its own expert's weights into y[r] (float32, weighted mode)."""
+    rng = np.random.default_rng(11)
+    T, k, E, N, K, g = 23, 3, 5, 70, 96, 32
+    ids = rng.integers(0, E, (T, k)).astype(np.int32)
+    ids[:, 0] = 2  # one expert with more than one decode tile
+    P = T * k
+    tile_m, tile_n = (32, 128) if variant == "decode" else (64, 64)
+    max_tiles = -(-P // tile_m) + min(E, P)
+    b = run_group(emu, "moe_group_i32", ids, E, tile_m, max_tiles)
+    _, order = expected_groups(ids, E)
+    expert_of_row = ids.reshape(-1)[order]
+    x, x64 = to_device(rng.standard_normal((P, K)), "f32")
+    ws, ss, dense = [], [], []
+    for _ in range(E):
+        w, s, wd = random_weight(rng, K, N, g, "f16")
+        ws.append(w), ss.append(s), dense.append(wd)
+    y = poisoned((P, N), "f32")
+    emu.launch(f"moe_gemm_{variant}_f32_f16", grid=(-(-N // tile_n), max_tiles, 1), tg=(128, 1, 1),
+               buffers=[x, np.stack(ws), np.stack(ss), b["pairs"], b["tiles"], b["status"], y,
+                        moe_params(T, k, E, N, K, g, "none", 2, tile_m, max_tiles, True)], check_uninitialized=True)
+    ref = np.stack([x64[r] @ dense[expert_of_row[r]] for r in range(P)])
+    assert rel_err(from_device(y, "f32"), ref) < TOL["f32"]

@@ -2,12 +2,15 @@
 // the host encoder (cpp/gpu/moe_gemm.cpp).  Plain ints: same layout in C++ and MSL.
 //
 // Pipeline (one moe_gemm call):
-//   1. moe_group_<index type>  (1 threadgroup): the expert grouping of
-//      cpp/common/moe_plan.h build_expert_groups (stable counting sort of the (token,
-//      slot) pairs by expert): offsets [E + 1], pairs [P] (grouped position -> pair),
+//   1. moe_group_<index type>  (1 threadgroup of kMoeGroupThreads): the expert grouping
+//      of cpp/common/moe_plan.h build_expert_groups (stable counting sort of the (token,
+//      slot) pairs by expert, simdgroup prefix sums, no atomics; experts in windows of
+//      kMoeGroupWindow, any E): offsets [E + 1], pairs [P] (grouped position -> pair),
 //      position [P] (pair -> grouped position, -1 for an invalid expert id), the tile
 //      list tiles [max_tiles][4] = (expert, row begin, row end, 0) in grouped order,
-//      and status [4] = (number of tiles, 1 + first pair with an invalid id or 0, 0, 0).
+//      and status [4] = (number of tiles, 1 + first pair with an invalid id or 0,
+//      active experts, largest group).  Also the grouping step of any other MoE
+//      pipeline (only pairs, E, tile_m of the params are read).
 //   2. moe_gemm_<variant>_<x>_<s>[_out_f32]: grid (N tiles, max_tiles); threadgroup y
 //      computes tile y of one expert's grouped rows with the fp4_gemm tile machinery
 //      (metal/include/marlin/gemm_core.h), rows gathered from x.  Output rows: the pair
@@ -28,7 +31,8 @@ struct MoeGemmParams {
   int K;           // reduction length
   int group_size;
   int activation;  // marlin::Activation, applied per pair before the combine
-  int shared_x;    // 1: x [T, K] shared by a token's slots; 0: x [T, k, K]
+  int shared_x;    // 1: x [T, K] shared by a token's slots; 0: x [T, k, K];
+                   // 2: x [P, K] in grouped order (moe_mlp's down projection)
   int pairs;       // T * k
   int tile_m;      // rows per tile (the GEMM variant's BM)
   int max_tiles;   // capacity of the tile list: ceil(pairs / tile_m) + min(E, pairs)
@@ -36,6 +40,8 @@ struct MoeGemmParams {
 };
 
 MARLIN_CONST int kMoeGroupThreads = 256;
+MARLIN_CONST int kMoeGroupSimdgroups = kMoeGroupThreads / 32;
+MARLIN_CONST int kMoeGroupWindow = 256;  // experts per histogram pass (8 register counters per lane)
 MARLIN_CONST int kMoeCombineThreads = 128;
 
 // Buffer bindings.
@@ -45,10 +51,21 @@ enum MoeGemmBinding { kMoeX = 0, kMoeW = 1, kMoeScales = 2, kMoePairs = 3, kMoeT
                       kMoeOut = 6, kMoeParams = 7 };
 enum MoeCombineBinding { kMoeCY = 0, kMoeCWeights = 1, kMoeCPosition = 2, kMoeCOut = 3, kMoeCParams = 4 };
 
-// ---- Routing and grouping kernels (metal/moe_route.metal, cpp/gpu/moe_route.cpp)
+// moe_glu (moe_mlp): h[r, c] = act(gate[r * gate_stride + c]) * up[r * up_stride + up_offset + c]
+// for r < rows, c < I, float32; grid (ceil(I / kMoeCombineThreads), rows), kMoeCombineThreads
+// threads; buffers gate, up, h, params.
+struct MoeGluParams {
+  int rows;
+  int I;
+  int gate_stride;
+  int up_stride;
+  int up_offset;
+  int activation;
+};
+
+// ---- Routing kernels (metal/moe_route.metal, cpp/gpu/moe_route.cpp)
 MARLIN_CONST int kMoeMaxExperts = 256;           // routing: E <= 256 (8 experts per lane)
 MARLIN_CONST int kMoeRouteTokensPerGroup = 4;    // routing: one simdgroup per token
-MARLIN_CONST int kMoeGroupSimdgroups = kMoeGroupThreads / 32;
 
 // moe_route_*: grid (ceil(T / kMoeRouteTokensPerGroup)), 32 * kMoeRouteTokensPerGroup threads.
 struct MoeRouteParams {
@@ -58,13 +75,6 @@ struct MoeRouteParams {
   int normalize;     // divide the k weights by their sum
   int token_stride;  // elements between the logits of consecutive tokens
   int expert_stride; // elements between consecutive experts of one token
-};
-
-// moe_group: grid (1), kMoeGroupThreads threads.  Stable counting sort of the
-// num_pairs (token, slot) pairs by expert id, as build_expert_groups (moe_plan.h).
-struct MoeGroupParams {
-  int num_pairs;  // T * k
-  int E;          // experts (1 .. kMoeMaxExperts)
 };
 
 } // namespace marlin

@@ -148,6 +148,11 @@ inline std::string moe_combine_kernel_name(GpuDtype out) {
   return std::string("moe_combine_") + gpu_dtype_name(out);
 }
 
+// moe_mlp's h = act(gate) * up over grouped float32 rows.
+inline std::string moe_glu_kernel_name() {
+  return "moe_glu";
+}
+
 template <class F>
 inline void for_each_moe_kernel_name(F&& f) {
   const GpuDtype xs[] = {GpuDtype::Float16, GpuDtype::BFloat16, GpuDtype::Float32};
@@ -161,6 +166,7 @@ inline void for_each_moe_kernel_name(F&& f) {
   for (int bits : {8, 16, 32, 64})
     for (bool sgn : {true, false}) f(moe_group_kernel_name(bits, sgn));
   for (GpuDtype x : xs) f(moe_combine_kernel_name(x));
+  f(moe_glu_kernel_name());
 }
 
 // ------------------------------------------------------------------ CPU schedule
@@ -186,21 +192,23 @@ inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, 
 
 // ------------------------------------------------------------------ GPU kernel names
 // metal/moe_route.metal instantiates every value returned here (checked by
-// tests/test_metal_moe.py against the compiled module).
-enum class MoeKernel : int { Route = 0, Group = 1 };
+// tests/test_metal_moe_route.py against the compiled module).  Grouping is
+// moe_group_kernel_name (metal/moe_gemm.metal).
+enum class MoeKernel : int { Route = 0, RouteWeightsF32 = 1 };
 enum class MoeDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
-// Route kernels are per logits dtype; the grouping kernel has one instantiation.
+// Route kernels, one per logits dtype; RouteWeightsF32 writes float32 weights (the same
+// kernel as Route for float32 logits).
 inline std::string moe_kernel_name(MoeKernel kind, MoeDtype dtype = MoeDtype::Float32) {
   static const char* dtypes[] = {"f16", "bf16", "f32"};
-  if (kind == MoeKernel::Group) return "marlin_moe_group";
-  return std::string("marlin_moe_route_") + dtypes[static_cast<int>(dtype)];
+  const bool wf32 = kind == MoeKernel::RouteWeightsF32 && dtype != MoeDtype::Float32;
+  return std::string("marlin_moe_route_") + dtypes[static_cast<int>(dtype)] + (wf32 ? "_wf32" : "");
 }
 
 inline std::vector<std::string> all_moe_kernel_names() {
   std::vector<std::string> names;
   for (int t = 0; t < 3; ++t) names.push_back(moe_kernel_name(MoeKernel::Route, static_cast<MoeDtype>(t)));
-  names.push_back(moe_kernel_name(MoeKernel::Group));
+  for (int t = 0; t < 2; ++t) names.push_back(moe_kernel_name(MoeKernel::RouteWeightsF32, static_cast<MoeDtype>(t)));
   return names;
 }
 

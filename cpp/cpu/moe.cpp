@@ -187,7 +187,18 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
 }
 
 // ------------------------------------------------------------------ MoeMlp
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+namespace emulator {
+// emulator/ops.cpp; false when the Metal kernels do not take this shape (E > 256).
+bool eval_moe_mlp(MoeMlp& op, const std::vector<mx::array>& inputs, mx::array& out);
+}
+#endif
+
 void MoeMlp::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
+#if defined(MLX_MARLIN_METAL_EMULATOR)
+  // Emulator build: the Metal MoE pipeline runs here, on the CPU stream (docs/metal.md).
+  if (emulator::eval_moe_mlp(*this, inputs, out)) return;
+#endif
   cpu::begin_cpu_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& logits = inputs[1];

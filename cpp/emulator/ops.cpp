@@ -1,7 +1,7 @@
 // eval_cpu of the op primitives in a Metal-emulator build (MLX_MARLIN_METAL_EMULATOR):
 // the GPU encoders (cpp/gpu/) run on the emulator, so the op tests exercise the .metal
-// kernels: fp4_gemm, moe_gemm, attention and moe_route (E <= 256) run here; moe_mlp
-// keeps its CPU eval (its Metal pipeline is not assembled yet).
+// kernels: fp4_gemm, moe_gemm, attention, moe_route and moe_mlp (E <= 256 for the last
+// two; larger E keeps the CPU eval) run here.
 #include <stdexcept>
 #include <string>
 
@@ -9,6 +9,7 @@
 #include "emulator/emulator_launcher.h"
 #include "gpu/attention.h"
 #include "gpu/fp4_gemm.h"
+#include "gpu/moe_mlp.h"
 #include "gpu/moe_route.h"
 #include "ops/attention.h"
 #include "gpu/moe_gemm.h"
@@ -61,6 +62,20 @@ void eval_moe_gemm(MoeGemm& op, const std::vector<mx::array>& inputs, mx::array&
                                   "] = " + std::to_string(cpu::read_index(idx.data<void>(), idx.dtype(), p)) + ".");
     }
   });
+}
+
+} // namespace marlin::emulator
+
+namespace marlin::emulator {
+
+bool eval_moe_mlp(MoeMlp& op, const std::vector<mx::array>& inputs, mx::array& out) {
+  if (!gpu::moe_route_supported(inputs[1].shape(1))) return false;
+  std::vector<mx::array> outs = {out};
+  run_on_emulator(op.stream(), outs, [&](gpu::KernelLauncher& l) {
+    gpu::encode_moe_mlp(l, inputs, out, op.top_k(), op.group_size(), op.activation(), op.normalize(),
+                        op.fused_gate_up());
+  });
+  return true;
 }
 
 } // namespace marlin::emulator

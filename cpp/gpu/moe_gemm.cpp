@@ -27,6 +27,20 @@ uint32_t cdiv(int64_t a, int64_t b) {
 }
 } // namespace
 
+MoeGrouping encode_moe_group(KernelLauncher& launcher, const mx::array& indices, const MoeGemmParams& p) {
+  MoeGrouping g{launcher.scratch({p.E + 1}, mx::int32), launcher.scratch({p.pairs}, mx::int32),
+                launcher.scratch({p.pairs}, mx::int32), launcher.scratch({p.max_tiles, 4}, mx::int32),
+                launcher.scratch({4}, mx::int32)};
+  Dispatch d;
+  d.kernel = moe_group_kernel_name(static_cast<int>(mx::size_of(indices.dtype()) * 8), is_signed_int(indices.dtype()));
+  d.threadgroups = {1, 1, 1};
+  d.threads_per_group = {kMoeGroupThreads, 1, 1};
+  launcher.dispatch(d, {KernelArg::input(indices), KernelArg::output(g.offsets), KernelArg::output(g.pairs),
+                        KernelArg::output(g.position), KernelArg::output(g.tiles), KernelArg::output(g.status),
+                        KernelArg::value(p)});
+  return g;
+}
+
 std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs,
                                          mx::array& out, int group_size, Activation activation, bool has_weights) {
   const mx::array& x = inputs[0];
@@ -63,19 +77,7 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   p.tile_m = plan.tile.tile_m;
   p.max_tiles = plan.max_tiles;
 
-  mx::array offsets = launcher.scratch({p.E + 1}, mx::int32);
-  mx::array pairs = launcher.scratch({p.pairs}, mx::int32);
-  mx::array position = launcher.scratch({p.pairs}, mx::int32);
-  mx::array tiles = launcher.scratch({p.max_tiles, 4}, mx::int32);
-  mx::array status = launcher.scratch({4}, mx::int32);
-
-  Dispatch g;
-  g.kernel = moe_group_kernel_name(static_cast<int>(mx::size_of(indices.dtype()) * 8), is_signed_int(indices.dtype()));
-  g.threadgroups = {1, 1, 1};
-  g.threads_per_group = {kMoeGroupThreads, 1, 1};
-  launcher.dispatch(g, {KernelArg::input(indices), KernelArg::output(offsets), KernelArg::output(pairs),
-                        KernelArg::output(position), KernelArg::output(tiles), KernelArg::output(status),
-                        KernelArg::value(p)});
+  const MoeGrouping grp = encode_moe_group(launcher, indices, p);
 
   // Unweighted: rows land in out [T, k, N] at their pair row; weighted: grouped rows of
   // a float32 y [P, N] for the combine.
@@ -86,8 +88,8 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   m.kernel = moe_gemm_kernel_name(plan.variant, xt, st, gpu_dtype(gemm_out.dtype()));
   m.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.max_tiles), 1};
   m.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
-  launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(pairs),
-                        KernelArg::input(tiles), KernelArg::input(status), KernelArg::output(gemm_out),
+  launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(grp.pairs),
+                        KernelArg::input(grp.tiles), KernelArg::input(grp.status), KernelArg::output(gemm_out),
                         KernelArg::value(p)});
 
   if (has_weights) {
@@ -95,10 +97,10 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
     c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
     c.threadgroups = {cdiv(p.N, kMoeCombineThreads), static_cast<uint32_t>(p.T), 1};
     c.threads_per_group = {kMoeCombineThreads, 1, 1};
-    launcher.dispatch(c, {KernelArg::input(*y), KernelArg::input(inputs[4]), KernelArg::input(position),
+    launcher.dispatch(c, {KernelArg::input(*y), KernelArg::input(inputs[4]), KernelArg::input(grp.position),
                           KernelArg::output(out), KernelArg::value(p)});
   }
-  return status;
+  return grp.status;
 }
 
 } // namespace marlin::gpu

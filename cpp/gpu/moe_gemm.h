@@ -5,9 +5,24 @@
 #include <vector>
 
 #include "common/activation.h"
+#include "common/moe_params.h"
 #include "gpu/kernel_launcher.h"
 
 namespace marlin::gpu {
+
+// The grouping kernel moe_group_<index type> on indices [T, k] (any integer dtype,
+// contiguous, T * k = p.pairs >= 1), reading p.pairs, p.E and p.tile_m: int32 scratch
+// offsets [E + 1], pairs [P], position [P] (-1: invalid id), tiles [p.max_tiles, 4] and
+// status [4] = (tiles, 1 + first invalid pair or 0, active experts, largest group), valid
+// until the launcher's command completes (common/moe_params.h).
+struct MoeGrouping {
+  mx::array offsets;
+  mx::array pairs;
+  mx::array position;
+  mx::array tiles;
+  mx::array status;
+};
+MoeGrouping encode_moe_group(KernelLauncher& launcher, const mx::array& indices, const MoeGemmParams& p);
 
 // inputs: x [T, K] or [T, k, K], w [E, K/8, N], scales [E, K/g, N], indices [T, k]
 // (integer), optional weights [T, k] float32; `out` already has its data.  Returns the

@@ -1,9 +1,7 @@
-// encode_moe_route / encode_moe_group: MoeRouteParams / MoeGroupParams
-// (cpp/common/moe_params.h) -> dispatches of metal/moe_route.metal.
+// encode_moe_route: MoeRouteParams (cpp/common/moe_params.h) -> a dispatch of
+// metal/moe_route.metal.
 //   route: marlin_moe_route_<dtype>, grid (ceil(T / 4)), 128 threads (a simdgroup per token);
 //          buffers logits, idx, weights, params
-//   group: marlin_moe_group, grid (1), 256 threads;
-//          buffers expert_ids, offsets, pairs, position, stats, params
 #include "gpu/moe_route.h"
 
 #include <algorithm>
@@ -44,34 +42,14 @@ void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::arr
   p.token_stride = static_cast<int>(logits.strides()[0]);
   p.expert_stride = static_cast<int>(logits.strides()[1]);
   Dispatch d;
-  d.kernel = moe_kernel_name(MoeKernel::Route, moe_dtype(logits.dtype()));
+  if (weights.dtype() != logits.dtype() && weights.dtype() != mx::float32)
+    throw std::invalid_argument("[moe_route] the GPU kernels write weights in the logits' dtype or float32");
+  d.kernel = moe_kernel_name(weights.dtype() == logits.dtype() ? MoeKernel::Route : MoeKernel::RouteWeightsF32,
+                             moe_dtype(logits.dtype()));
   d.threadgroups = {static_cast<uint32_t>((T + kMoeRouteTokensPerGroup - 1) / kMoeRouteTokensPerGroup), 1, 1};
   d.threads_per_group = {32u * kMoeRouteTokensPerGroup, 1, 1};
   launcher.dispatch(d, {KernelArg::input(logits), KernelArg::output(idx), KernelArg::output(weights),
                         KernelArg::value(p)});
-}
-
-MoeGroupArrays encode_moe_group(KernelLauncher& launcher, const mx::array& expert_ids, int num_experts) {
-  if (!moe_route_supported(num_experts))
-    throw std::invalid_argument("[moe] the GPU grouping kernel takes at most " + std::to_string(kMoeMaxExperts) +
-                                " experts, got " + std::to_string(num_experts) + ".");
-  if (expert_ids.dtype() != mx::uint32 && expert_ids.dtype() != mx::int32)
-    throw std::invalid_argument("[moe] the GPU grouping kernel takes uint32 or int32 expert ids");
-  const int n = static_cast<int>(expert_ids.size());
-  MoeGroupArrays g{launcher.scratch({num_experts + 1}, mx::uint32), launcher.scratch({std::max(n, 1)}, mx::uint32),
-                   launcher.scratch({std::max(n, 1)}, mx::uint32), launcher.scratch({3}, mx::int32)};
-  MoeGroupParams p{};
-  p.num_pairs = n;
-  p.E = num_experts;
-  Dispatch d;
-  d.kernel = moe_kernel_name(MoeKernel::Group);
-  d.threadgroups = {1, 1, 1};
-  d.threads_per_group = {static_cast<uint32_t>(kMoeGroupThreads), 1, 1};
-  // With no pairs the kernel never reads buffer(0); offsets stand in so the slot is bound.
-  launcher.dispatch(d, {KernelArg::input(n ? expert_ids : g.offsets), KernelArg::output(g.offsets),
-                        KernelArg::output(g.pairs), KernelArg::output(g.position), KernelArg::output(g.stats),
-                        KernelArg::value(p)});
-  return g;
 }
 
 } // namespace marlin::gpu

@@ -24,9 +24,12 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 }
 #endif
 
+#if !defined(MLX_MARLIN_METAL)
+// With the Metal backend, cpp/metal/moe_route.cpp defines this instead.
 void MoeRoute::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   gpu_backend_unavailable("moe_route");
 }
+#endif
 
 #if !defined(MLX_MARLIN_METAL)
 // With the Metal backend, cpp/metal/moe_gemm.cpp defines this instead.
@@ -35,12 +38,18 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 }
 #endif
 
+#if !defined(MLX_MARLIN_METAL)
+// With the Metal backend, cpp/metal/moe_mlp.cpp defines this instead.
 void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_mlp");
 }
+#endif
 
+#if !defined(MLX_MARLIN_METAL)
+// With the Metal backend, cpp/metal/attention.cpp defines this instead.
 void Attention::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("attention");
 }
+#endif
 
 } // namespace marlin

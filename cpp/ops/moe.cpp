@@ -1,6 +1,7 @@
 #include "ops/moe.h"
 
 #include "common/fp4_format.h"
+#include "common/moe_params.h"
 #include "ops/fp4_gemm.h"
 #include "ops/validate.h"
 
@@ -40,6 +41,11 @@ std::pair<mx::array, mx::array> moe_route(const mx::array& logits, int top_k, bo
   const int E = logits.shape(-1);
   check_top_k(op, top_k, E);
   auto stream = mx::to_stream(s);
+#if defined(MLX_MARLIN_METAL)
+  // The Metal routing kernel takes E <= kMoeMaxExperts; larger E routes on the CPU
+  // stream (unified memory: the logits are not copied).
+  if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
+#endif
   const int T = static_cast<int>(logits.size() / E);
   auto l2 = flat_rows(logits, T, E, stream);
   auto outs = mx::array::make_arrays({{T, top_k}, {T, top_k}}, {mx::uint32, logits.dtype()},
@@ -92,6 +98,10 @@ mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   }
   const Activation act = parse_activation(op, activation);
   auto stream = mx::to_stream(s);
+#if defined(MLX_MARLIN_METAL)
+  // The Metal routing kernel takes E <= kMoeMaxExperts; larger E runs on the CPU stream.
+  if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
+#endif
 
   std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream),
                                     mx::contiguous(scales, false, stream), mx::contiguous(indices, false, stream)};
@@ -162,6 +172,10 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   check_top_k(op, top_k, E);
   const Activation act = parse_activation(op, activation);
   auto stream = mx::to_stream(s);
+#if defined(MLX_MARLIN_METAL)
+  // The Metal routing kernel takes E <= kMoeMaxExperts; larger E runs on the CPU stream.
+  if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
+#endif
 
   const int T = static_cast<int>(x.size() / K);
   std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "gpu_dtype.h"
+
 namespace marlin {
 
 struct AttentionPlan {
@@ -77,9 +79,8 @@ enum class AttentionKernel : int {
   Decode = 1,   // split-K partial (unnormalized O, running max, sum) per task
   Merge = 2,    // combines the splits' partials into the normalized output
 };
-enum class AttentionDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
-inline std::string attention_kernel_name(AttentionKernel kind, int head_dim, AttentionDtype dtype) {
+inline std::string attention_kernel_name(AttentionKernel kind, int head_dim, GpuDtype dtype) {
   static const char* kinds[] = {"prefill", "decode", "merge"};
   static const char* dtypes[] = {"f16", "bf16", "f32"};
   return std::string("marlin_attention_") + kinds[static_cast<int>(kind)] + "_d" + std::to_string(head_dim) + "_" +
@@ -92,7 +93,7 @@ inline std::vector<std::string> all_attention_kernel_names() {
   for (int kind = 0; kind < 3; ++kind)
     for (int d : {64, 80, 96, 128, 256})
       for (int t = 0; t < 3; ++t)
-        names.push_back(attention_kernel_name(static_cast<AttentionKernel>(kind), d, static_cast<AttentionDtype>(t)));
+        names.push_back(attention_kernel_name(static_cast<AttentionKernel>(kind), d, static_cast<GpuDtype>(t)));
   return names;
 }
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "fp4_format.h"
+#include "gpu_dtype.h"
 
 namespace marlin {
 
@@ -95,11 +96,6 @@ inline const char* variant_name(GemmVariant v) {
 // Kernel host names (Metal library and emulator module).  These functions are the
 // only place a name is formed; metal/gemm_fp4.metal instantiates every name they can
 // return (tests/test_metal_gemm.py checks that against the compiled module).
-enum class GpuDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
-
-inline const char* gpu_dtype_name(GpuDtype t) {
-  return t == GpuDtype::Float16 ? "f16" : t == GpuDtype::BFloat16 ? "bf16" : "f32";
-}
 
 // Activations x: f16, bf16, f32.  Scales: f16, bf16.  Output: the type of x, or f32
 // for f16/bf16 x (the vjp recomputes the pre-activation product in float32); any other

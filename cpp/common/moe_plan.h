@@ -195,20 +195,19 @@ inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, 
 // tests/test_metal_moe_route.py against the compiled module).  Grouping is
 // moe_group_kernel_name (metal/moe_gemm.metal).
 enum class MoeKernel : int { Route = 0, RouteWeightsF32 = 1 };
-enum class MoeDtype : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
 // Route kernels, one per logits dtype; RouteWeightsF32 writes float32 weights (the same
 // kernel as Route for float32 logits).
-inline std::string moe_kernel_name(MoeKernel kind, MoeDtype dtype = MoeDtype::Float32) {
+inline std::string moe_kernel_name(MoeKernel kind, GpuDtype dtype = GpuDtype::Float32) {
   static const char* dtypes[] = {"f16", "bf16", "f32"};
-  const bool wf32 = kind == MoeKernel::RouteWeightsF32 && dtype != MoeDtype::Float32;
+  const bool wf32 = kind == MoeKernel::RouteWeightsF32 && dtype != GpuDtype::Float32;
   return std::string("marlin_moe_route_") + dtypes[static_cast<int>(dtype)] + (wf32 ? "_wf32" : "");
 }
 
 inline std::vector<std::string> all_moe_kernel_names() {
   std::vector<std::string> names;
-  for (int t = 0; t < 3; ++t) names.push_back(moe_kernel_name(MoeKernel::Route, static_cast<MoeDtype>(t)));
-  for (int t = 0; t < 2; ++t) names.push_back(moe_kernel_name(MoeKernel::RouteWeightsF32, static_cast<MoeDtype>(t)));
+  for (int t = 0; t < 3; ++t) names.push_back(moe_kernel_name(MoeKernel::Route, static_cast<GpuDtype>(t)));
+  for (int t = 0; t < 2; ++t) names.push_back(moe_kernel_name(MoeKernel::RouteWeightsF32, static_cast<GpuDtype>(t)));
   return names;
 }
 

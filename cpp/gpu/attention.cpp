@@ -16,17 +16,11 @@
 
 #include "common/attention_params.h"
 #include "common/attention_plan.h"
+#include "gpu/encode_util.h"
 
 namespace marlin::gpu {
 
 namespace {
-
-AttentionDtype attention_dtype(mx::Dtype t) {
-  if (t == mx::float16) return AttentionDtype::Float16;
-  if (t == mx::bfloat16) return AttentionDtype::BFloat16;
-  if (t == mx::float32) return AttentionDtype::Float32;
-  throw std::invalid_argument("[attention] unsupported dtype for the GPU kernels");
-}
 
 int mask_type(mx::Dtype t) {
   if (t == mx::float16) return kAttnMaskF16;
@@ -58,7 +52,7 @@ void encode_attention(KernelLauncher& launcher, const std::vector<mx::array>& in
   if (out.size() == 0) return;
   const int B = q.shape(0), Hq = q.shape(1), Lq = q.shape(2), D = q.shape(3);
   const int Hkv = k.shape(1), Lk = k.shape(2);
-  const AttentionDtype dt = attention_dtype(q.dtype());
+  const GpuDtype dt = gpu_dtype(q.dtype(), "attention");
   const AttentionPlan plan = plan_attention(B, Hq, Hkv, Lq, Lk, launcher.parallel_units());
 
   AttentionParams p{};

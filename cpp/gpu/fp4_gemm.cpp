@@ -8,16 +8,11 @@
 #include "common/fp4_format.h"
 #include "common/gemm_params.h"
 #include "common/gemm_plan.h"
+#include "gpu/encode_util.h"
 
 namespace marlin::gpu {
 
 namespace {
-GpuDtype gpu_dtype(mx::Dtype t, const char* what) {
-  if (t == mx::float16) return GpuDtype::Float16;
-  if (t == mx::bfloat16) return GpuDtype::BFloat16;
-  if (t == mx::float32) return GpuDtype::Float32;
-  throw std::invalid_argument(std::string("[fp4_gemm] unsupported dtype for ") + what);
-}
 } // namespace
 
 void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs, mx::array& out,
@@ -35,8 +30,8 @@ void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inp
   // Nothing to write (K >= group_size, so only the transposed product with N = 0 has
   // an empty reduction; its kernel then writes zeros).
   if (p.M == 0 || p.K == 0 || (p.N == 0 && !transpose)) return;
-  const GpuDtype xt = gpu_dtype(a.dtype(), "x");
-  const GpuDtype st = gpu_dtype(scales.dtype(), "scales");
+  const GpuDtype xt = gpu_dtype(a.dtype(), "fp4_gemm");
+  const GpuDtype st = gpu_dtype(scales.dtype(), "fp4_gemm");
 
   if (transpose) {
     if (out.dtype() != a.dtype()) throw std::invalid_argument("[fp4_gemm] transposed product: out dtype must match g");
@@ -53,7 +48,7 @@ void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inp
 
   const GpuGemmPlan plan = plan_gpu_gemm(p.M, p.N);
   Dispatch d;
-  d.kernel = gemm_kernel_name(plan.variant, xt, st, gpu_dtype(out.dtype(), "out"));
+  d.kernel = gemm_kernel_name(plan.variant, xt, st, gpu_dtype(out.dtype(), "fp4_gemm"));
   d.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.grid_y), 1};
   d.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
   // Without a bias the kernel never reads buffer(3); x stands in so every slot is bound.

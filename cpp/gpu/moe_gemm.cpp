@@ -7,24 +7,15 @@
 #include "common/fp4_format.h"
 #include "common/moe_params.h"
 #include "common/moe_plan.h"
+#include "gpu/encode_util.h"
 
 namespace marlin::gpu {
 
 namespace {
-GpuDtype gpu_dtype(mx::Dtype t) {
-  if (t == mx::float16) return GpuDtype::Float16;
-  if (t == mx::bfloat16) return GpuDtype::BFloat16;
-  if (t == mx::float32) return GpuDtype::Float32;
-  throw std::invalid_argument("[moe_gemm] unsupported float dtype");
-}
-
 bool is_signed_int(mx::Dtype t) {
   return t == mx::int8 || t == mx::int16 || t == mx::int32 || t == mx::int64;
 }
 
-uint32_t cdiv(int64_t a, int64_t b) {
-  return static_cast<uint32_t>((a + b - 1) / b);
-}
 } // namespace
 
 MoeGrouping encode_moe_group(KernelLauncher& launcher, const mx::array& indices, const MoeGemmParams& p) {
@@ -59,13 +50,13 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   p.pairs = p.T * p.k;
   p.weighted = has_weights ? 1 : 0;
   if (p.T == 0 || p.N == 0) return std::nullopt;
-  const GpuDtype xt = gpu_dtype(x.dtype());
-  const GpuDtype st = gpu_dtype(scales.dtype());
+  const GpuDtype xt = gpu_dtype(x.dtype(), "moe_gemm");
+  const GpuDtype st = gpu_dtype(scales.dtype(), "moe_gemm");
 
   if (p.pairs == 0) {  // k = 0: a weighted combine of nothing is zero
     if (!has_weights) return std::nullopt;
     Dispatch c;
-    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
+    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype(), "moe_gemm"));
     c.threadgroups = {cdiv(p.N, kMoeCombineThreads), static_cast<uint32_t>(p.T), 1};
     c.threads_per_group = {kMoeCombineThreads, 1, 1};
     launcher.dispatch(c, {KernelArg::input(x), KernelArg::input(x), KernelArg::input(x), KernelArg::output(out),
@@ -85,7 +76,7 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   if (has_weights) y = launcher.scratch({p.pairs, p.N}, mx::float32);
   mx::array& gemm_out = has_weights ? *y : out;
   Dispatch m;
-  m.kernel = moe_gemm_kernel_name(plan.variant, xt, st, gpu_dtype(gemm_out.dtype()));
+  m.kernel = moe_gemm_kernel_name(plan.variant, xt, st, gpu_dtype(gemm_out.dtype(), "moe_gemm"));
   m.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.max_tiles), 1};
   m.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
   launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(grp.pairs),
@@ -94,7 +85,7 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
 
   if (has_weights) {
     Dispatch c;
-    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
+    c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype(), "moe_gemm"));
     c.threadgroups = {cdiv(p.N, kMoeCombineThreads), static_cast<uint32_t>(p.T), 1};
     c.threads_per_group = {kMoeCombineThreads, 1, 1};
     launcher.dispatch(c, {KernelArg::input(*y), KernelArg::input(inputs[4]), KernelArg::input(grp.position),

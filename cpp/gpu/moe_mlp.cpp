@@ -9,28 +9,19 @@
 #include "common/fp4_format.h"
 #include "common/moe_params.h"
 #include "common/moe_plan.h"
+#include "gpu/encode_util.h"
 #include "gpu/moe_gemm.h"
 #include "gpu/moe_route.h"
 
 namespace marlin::gpu {
 
 namespace {
-GpuDtype gpu_dtype(mx::Dtype t) {
-  if (t == mx::float16) return GpuDtype::Float16;
-  if (t == mx::bfloat16) return GpuDtype::BFloat16;
-  if (t == mx::float32) return GpuDtype::Float32;
-  throw std::invalid_argument("[moe_mlp] unsupported float dtype");
-}
-
-uint32_t cdiv(int64_t a, int64_t b) {
-  return static_cast<uint32_t>((a + b - 1) / b);
-}
-
 // One grouped GEMM over the grouping `grp`, writing float32 grouped rows y [P, N].
 void grouped_gemm(KernelLauncher& launcher, const MoeGemmParams& p, const GpuMoePlan& plan, const mx::array& x,
                   const mx::array& w, const mx::array& scales, const MoeGrouping& grp, mx::array& y) {
   Dispatch m;
-  m.kernel = moe_gemm_kernel_name(plan.variant, gpu_dtype(x.dtype()), gpu_dtype(scales.dtype()), GpuDtype::Float32);
+  m.kernel = moe_gemm_kernel_name(plan.variant, gpu_dtype(x.dtype(), "moe_mlp"), gpu_dtype(scales.dtype(), "moe_mlp"),
+                                  GpuDtype::Float32);
   m.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.max_tiles), 1};
   m.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
   launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(grp.pairs),
@@ -122,7 +113,7 @@ void encode_moe_mlp(KernelLauncher& launcher, const std::vector<mx::array>& inpu
 
   // 6. weighted combine in slot order
   Dispatch c;
-  c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype()));
+  c.kernel = moe_combine_kernel_name(gpu_dtype(out.dtype(), "moe_mlp"));
   c.threadgroups = {cdiv(N_out, kMoeCombineThreads), static_cast<uint32_t>(T), 1};
   c.threads_per_group = {kMoeCombineThreads, 1, 1};
   launcher.dispatch(c, {KernelArg::input(y), KernelArg::input(weights), KernelArg::input(grp.position),

@@ -10,16 +10,11 @@
 
 #include "common/moe_params.h"
 #include "common/moe_plan.h"
+#include "gpu/encode_util.h"
 
 namespace marlin::gpu {
 
 namespace {
-MoeDtype moe_dtype(mx::Dtype t) {
-  if (t == mx::float16) return MoeDtype::Float16;
-  if (t == mx::bfloat16) return MoeDtype::BFloat16;
-  if (t == mx::float32) return MoeDtype::Float32;
-  throw std::invalid_argument("[moe_route] unsupported logits dtype for the GPU kernels");
-}
 } // namespace
 
 bool moe_route_supported(int num_experts) {
@@ -45,7 +40,7 @@ void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::arr
   if (weights.dtype() != logits.dtype() && weights.dtype() != mx::float32)
     throw std::invalid_argument("[moe_route] the GPU kernels write weights in the logits' dtype or float32");
   d.kernel = moe_kernel_name(weights.dtype() == logits.dtype() ? MoeKernel::Route : MoeKernel::RouteWeightsF32,
-                             moe_dtype(logits.dtype()));
+                             gpu_dtype(logits.dtype(), "moe_route"));
   d.threadgroups = {static_cast<uint32_t>((T + kMoeRouteTokensPerGroup - 1) / kMoeRouteTokensPerGroup), 1, 1};
   d.threads_per_group = {32u * kMoeRouteTokensPerGroup, 1, 1};
   launcher.dispatch(d, {KernelArg::input(logits), KernelArg::output(idx), KernelArg::output(weights),

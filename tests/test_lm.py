@@ -206,3 +206,23 @@ def test_embedded_model_fp4_quality_and_generation(tmp_path, name):
     assert ppl_fp4 < ppl_fp16 * 1.15, (ppl_fp16, ppl_fp4)
     text = mlx_lm.generate(model, tok, prompt="The list", max_tokens=12, verbose=False)
     assert len(tok.encode(text)) >= 3
+
+
+def test_python_api_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="input_dims"):
+        mm.MarlinLinear(100, 16, group_size=64)
+    with pytest.raises(ValueError, match="input_dims"):
+        mm.MarlinSwitchLinear(48, 16, 4, group_size=32)
+    with pytest.raises(ValueError, match="input_dims"):
+        mm.MarlinSwitchGLU(64, 40, 4, group_size=32)  # the down projection's K = 40
+    from mlx_lm.models import llama
+
+    model = llama.Model(llama.ModelArgs.from_dict(llama_config()))
+    with pytest.raises(ValueError, match="scale_dtype"):
+        mm.quantize_model(model, scale_dtype=mx.float32)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        mm.convert.convert(tmp_path / "nothing", tmp_path / "out")
+    with pytest.raises(ValueError, match="SwiGLU"):
+        from mlx_lm.models.switch_layers import SwitchGLU
+
+        mm.MarlinSwitchGLU.from_switch_glu(SwitchGLU(64, 64, 2, activation=nn.GELU()))

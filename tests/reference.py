@@ -29,7 +29,7 @@ def unpack_reference(packed: np.ndarray, scales: np.ndarray, group_size: int) ->
 
 
 def activation(y: np.ndarray, name):
-    if name is None:
+    if name is None or name == "none":
         return y
     if name == "relu":
         return np.maximum(y, 0)

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin._ext as ext
+from reference import activation
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "metal" / "emulator"))
@@ -81,17 +82,6 @@ def poisoned(shape, dt):
 def from_device(b, dt):
     return bf16_bits_to_f64(b) if dt == "bf16" else b.astype(np.float64)
 
-
-def activation(y, name):
-    if name == "relu":
-        return np.maximum(y, 0)
-    if name == "gelu":
-        return 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
-    if name == "gelu_approx":
-        return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
-    if name == "silu":
-        return y / (1 + np.exp(-y))
-    return y
 
 
 def params(m, n, k, g, act="none", has_bias=False):

@@ -48,6 +48,20 @@ __device__ __forceinline__ float apply_activation(float v, int act) {
   }
 }
 
+// Bias for the 8 consecutive output columns a thread stores (zeros without a bias); the
+// MMA epilogues only take this path when N % 8 == 0, so both float4 loads are in range.
+__device__ __forceinline__ void load_bias8(const float* bias, int col, float out[8]) {
+  if (bias) {
+    const float4 b0 = *reinterpret_cast<const float4*>(bias + col);
+    const float4 b1 = *reinterpret_cast<const float4*>(bias + col + 4);
+    out[0] = b0.x; out[1] = b0.y; out[2] = b0.z; out[3] = b0.w;
+    out[4] = b1.x; out[5] = b1.y; out[6] = b1.z; out[7] = b1.w;
+  } else {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[e] = 0.f;
+  }
+}
+
 template <typename T>
 __device__ __forceinline__ float to_float(T v);
 template <>
@@ -426,15 +440,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
     const int col = n0 + 32 * q + 8 * t;
     if (col >= N) continue;
     float bias[8];
-    if (a.bias) {
-      const float4 b0 = *reinterpret_cast<const float4*>(a.bias + col);
-      const float4 b1 = *reinterpret_cast<const float4*>(a.bias + col + 4);
-      bias[0] = b0.x; bias[1] = b0.y; bias[2] = b0.z; bias[3] = b0.w;
-      bias[4] = b1.x; bias[5] = b1.y; bias[6] = b1.z; bias[7] = b1.w;
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) bias[e] = 0.f;
-    }
+    load_bias8(a.bias, col, bias);
 #pragma unroll
     for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -685,15 +691,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
     const int col = n0 + 32 * q + 8 * t;
     if (col >= N) continue;
     float bias[8];
-    if (a.bias) {
-      const float4 b0 = *reinterpret_cast<const float4*>(a.bias + col);
-      const float4 b1 = *reinterpret_cast<const float4*>(a.bias + col + 4);
-      bias[0] = b0.x; bias[1] = b0.y; bias[2] = b0.z; bias[3] = b0.w;
-      bias[4] = b1.x; bias[5] = b1.y; bias[6] = b1.z; bias[7] = b1.w;
-    } else {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) bias[e] = 0.f;
-    }
+    load_bias8(a.bias, col, bias);
 #pragma unroll
     for (int h = 0; h < H; ++h) {
       if (!row_ok[h]) continue;

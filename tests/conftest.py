@@ -9,6 +9,10 @@ import pytest
 # runs the same suite through eval_gpu (CUDA build on a GPU machine, or the Metal emulator
 # build).
 TEST_DEVICE = os.environ.get("MLX_MARLIN_TEST_DEVICE", "cpu")
+# Everything without an explicit stream (references built from MLX ops included) runs on the
+# chosen device too: on a CUDA or Metal MLX the default device would otherwise be the GPU,
+# where a float32 matmul may run as TF32 and ops without GPU kernels raise.
+mx.set_default_device(mx.gpu if TEST_DEVICE == "gpu" else mx.cpu)
 
 
 @pytest.fixture

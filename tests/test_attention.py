@@ -211,6 +211,7 @@ def test_other_isa_builds(isa):
     code = (
         "import numpy as np, mlx.core as mx, mlx_marlin as mm, sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
+        "mx.set_default_device(mx.cpu)\n"
         "from test_attention import reference, make\n"
         "rng = np.random.default_rng(0)\n"
         "for (Lq, Lk, D, mask) in [(37, 70, 80, 'causal'), (3, 900, 128, None), (1, 901, 96, 'causal'), (20, 20, 256, 'causal')]:\n"

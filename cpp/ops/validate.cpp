@@ -25,12 +25,13 @@ std::string dtype_name(mx::Dtype t) {
 }
 
 std::string shape_str(const mx::Shape& s) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
-  if (s.size() == 1) os << ",";
-  os << ")";
-  return os.str();
+  // Plain string building rather than an ostringstream: no iostream locale state, which a
+  // build that carries its own copy of the C++ runtime (seen with the CUDA toolchain) may
+  // not have initialized.
+  std::string out = "(";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  if (s.size() == 1) out += ",";
+  return out + ")";
 }
 
 bool is_float_dtype(mx::Dtype t) {

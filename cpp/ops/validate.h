@@ -3,7 +3,6 @@
 // the op, the argument and what was expected.
 #pragma once
 
-#include <sstream>
 #include <stdexcept>
 #include <string>
 

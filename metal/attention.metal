@@ -200,7 +200,7 @@ METAL_FUNC void attention_block(const device T* q, const device T* k, const devi
       part_ml[(marlin_i64(task) * p.rows + r) * 2 + 1] = l_run;
     }
   } else {
-    const float inv = l_run > 0.0f ? 1.0f / l_run : 0.0f;
+    const float inv = l_run == 0.0f ? 0.0f : 1.0f / l_run;  // zeros only without a visible key; NaN stays NaN
     device T* orow = out + ((t.b * marlin_i64(p.Hq) + hq) * p.Lq + qi) * D;
     for (int f = 0; f < DF; ++f) {
       const float2 e = of[f].thread_elements() * inv;
@@ -262,10 +262,13 @@ template <typename T, int D>
   for (int s = 0; s < p.splits; ++s) M = max(M, part_ml[((first + s) * p.rows + r) * 2]);
   float l = 0.0f;
   for (int s = 0; s < p.splits; ++s) {
+    // A split without visible keys has l_s == 0 and is skipped; NaN partials (NaN inputs)
+    // are not, so the NaN reaches the output as on the CPU.
     const float ms = part_ml[((first + s) * p.rows + r) * 2];
-    if (ms != -INFINITY) l += exp2(ms - M) * part_ml[((first + s) * p.rows + r) * 2 + 1];
+    const float ls = part_ml[((first + s) * p.rows + r) * 2 + 1];
+    if (ls != 0.0f) l += exp2(ms - M) * ls;
   }
-  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // as the CPU backend: NaN inputs give NaN
   const int G = p.Hq / p.Hkv;
   const marlin_i64 hq = marlin_i64(t.hkv) * G + t.g0 + r / t.nq;
   const int qi = t.q0 + r % t.nq;
@@ -274,7 +277,8 @@ template <typename T, int D>
     float acc = 0.0f;
     for (int s = 0; s < p.splits; ++s) {
       const float ms = part_ml[((first + s) * p.rows + r) * 2];
-      if (ms != -INFINITY) acc += exp2(ms - M) * part_o[((first + s) * p.rows + r) * D + c];
+      if (part_ml[((first + s) * p.rows + r) * 2 + 1] != 0.0f)
+        acc += exp2(ms - M) * part_o[((first + s) * p.rows + r) * D + c];
     }
     orow[c] = T(acc * inv);
   }

@@ -198,3 +198,28 @@ def test_attention_memory_is_flat_over_10000_calls(rng):
     q = mx.array(rng.standard_normal((1, 4, 3, 64)).astype(np.float32)).astype(mx.float16)
     k = mx.array(rng.standard_normal((1, 2, 40, 64)).astype(np.float32)).astype(mx.float16)
     _assert_flat_memory(lambda: mm.attention(q, k, k, scale=0.125, mask="causal", stream=mx.cpu))
+
+
+def test_nan_propagates_per_row_in_moe_and_attention(rng):
+    """A NaN in one token's activations poisons that token's outputs only, and nothing hangs."""
+    e, n, k = 4, 24, 64
+    w, s = mm.quantize(mx.array(rng.standard_normal((e, n, k)).astype(np.float32)), 32)
+    xn = rng.standard_normal((5, k)).astype(np.float32)
+    xn[2, 7] = np.nan
+    idx, wts = mm.moe_route(mx.array(rng.standard_normal((5, e)).astype(np.float32)), 2, stream=mx.cpu)
+    y = np.array(mm.moe_gemm(mx.array(xn), w, s, idx, group_size=32, weights=wts, stream=mx.cpu))
+    assert np.all(np.isnan(y[2])) and np.all(np.isfinite(np.delete(y, 2, axis=0)))
+
+    q = rng.standard_normal((1, 2, 4, 64)).astype(np.float32)
+    q[0, 1, 3, 0] = np.nan
+    kv = mx.array(rng.standard_normal((1, 2, 6, 64)).astype(np.float32))
+    o = np.array(mm.attention(mx.array(q), kv, kv, scale=0.125, stream=mx.cpu))
+    assert np.all(np.isnan(o[0, 1, 3]))
+    o[0, 1, 3] = 0
+    assert np.all(np.isfinite(o))
+    # Decode with the keys split over several tasks, then merged.
+    q1 = rng.standard_normal((1, 2, 1, 64)).astype(np.float32)
+    q1[0, 0, 0, 5] = np.nan
+    kv1 = mx.array(rng.standard_normal((1, 2, 2000, 64)).astype(np.float32))
+    o1 = np.array(mm.attention(mx.array(q1), kv1, kv1, scale=0.125, stream=mx.cpu))
+    assert np.all(np.isnan(o1[0, 0])) and np.all(np.isfinite(o1[0, 1]))

@@ -43,15 +43,17 @@ constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int kKeyPad = 8;  // converted key blocks are padded to a multiple of this
 
+// NaN-sticky maximum: a NaN score must reach the row's output (IEEE propagation) rather
+// than be dropped by the comparison.
 inline vf vmax(vf a, vf b) {
-  return a > b ? a : b;
+  return ((a > b) | (a != a)) ? a : b;
 }
 
 // 2^x for x <= 0 (also fine up to 127), relative error ~2e-7; exp2(-inf) = 0.
 // Round-to-nearest split x = n + f, f in [-0.5, 0.5]; 2^f by its degree-6 Taylor
 // polynomial in f*ln2 (remainder < 1.2e-7); 2^n built in the exponent bits.
 inline vf exp2v(vf x) {
-  x = vmax(x, splat(-127.f));
+  x = x < splat(-127.f) ? splat(-127.f) : x;  // keeps NaN (then the result is NaN)
   const vf magic = splat(12582912.f);  // 1.5 * 2^23: adding it rounds to an integer
   vf n = (x + magic) - magic;
   vf f = x - n;
@@ -484,7 +486,7 @@ void attention(const AttentionArgs& a) {
       run_task(a, t, sc);
       for (int r = 0; r < t.R; ++r) {
         const float l = sc.l[r];
-        store_row(sc.o.data() + size_t(r) * D, l > 0.f ? 1.f / l : 0.f, a.out, a.type, out_offset(a, t, r), D);
+        store_row(sc.o.data() + size_t(r) * D, l == 0.f ? 0.f : 1.f / l, a.out, a.type, out_offset(a, t, r), D);
       }
     });
     return;
@@ -517,21 +519,24 @@ void attention(const AttentionArgs& a) {
     std::vector<float> acc(D);
     for (int r = 0; r < t.R; ++r) {
       float m = kNegInf;
-      for (int sp = 0; sp < p.splits; ++sp) m = std::max(m, part_ml[(size_t(rt) * p.splits + sp) * rows * 2 + 2 * r]);
+      for (int sp = 0; sp < p.splits; ++sp) {
+        const float ms = part_ml[(size_t(rt) * p.splits + sp) * rows * 2 + 2 * r];
+        m = (ms > m || ms != ms) ? ms : m;  // NaN-sticky, as vmax
+      }
       std::fill(acc.begin(), acc.end(), 0.f);
       float l = 0.f;
       if (m != kNegInf) {
         for (int sp = 0; sp < p.splits; ++sp) {
           const size_t task = size_t(rt) * p.splits + sp;
           const float ms = part_ml[task * rows * 2 + 2 * r];
-          if (ms == kNegInf) continue;
+          if (ms == kNegInf && m == m) continue;
           const float w = std::exp2(ms - m);
           l += w * part_ml[task * rows * 2 + 2 * r + 1];
           const float* o = part_o.data() + (task * rows + r) * D;
           for (int c = 0; c < D; ++c) acc[c] += w * o[c];
         }
       }
-      store_row(acc.data(), l > 0.f ? 1.f / l : 0.f, a.out, a.type, out_offset(a, t, r), D);
+      store_row(acc.data(), l == 0.f ? 0.f : 1.f / l, a.out, a.type, out_offset(a, t, r), D);
     }
   });
 }

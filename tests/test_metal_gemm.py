@@ -50,38 +50,9 @@ def emu():
 
 
 # ------------------------------------------------------------------ dtypes
-def f32_to_bf16_bits(a):
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
-def bf16_bits_to_f64(b):
-    return (b.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
-
-
-def to_device(a64, dt):
-    """float64 values -> (buffer in kernel dtype, the values it holds as float64)."""
-    if dt == "f32":
-        b = a64.astype(np.float32)
-        return b, b.astype(np.float64)
-    if dt == "f16":
-        b = a64.astype(np.float16)
-        return b, b.astype(np.float64)
-    b = f32_to_bf16_bits(a64)
-    return b, bf16_bits_to_f64(b)
-
-
-def poisoned(shape, dt):
-    if dt == "f32":
-        return np.full(shape, np.nan, np.float32)
-    if dt == "f16":
-        return np.full(shape, np.nan, np.float16)
-    return np.full(shape, 0x7FC0, np.uint16)  # bfloat NaN
-
-
-def from_device(b, dt):
-    return bf16_bits_to_f64(b) if dt == "bf16" else b.astype(np.float64)
-
+# Buffers in kernel dtypes and the exact values they hold (bf16 as uint16 bit patterns).
+from metal_helpers import from_device, to_device  # noqa: E402
+from metal_helpers import nan_buffer as poisoned  # noqa: E402
 
 
 def params(m, n, k, g, act="none", has_bias=False):

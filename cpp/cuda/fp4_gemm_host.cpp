@@ -10,6 +10,7 @@
 #include <string>
 
 #include "common/gemm_plan.h"
+#include "cuda/cuda_host.h"
 #include "cuda/fp4_gemm_launch.h"
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
@@ -18,52 +19,6 @@
 namespace marlin {
 
 namespace {
-
-void check(cudaError_t err, const char* what) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("[fp4_gemm] ") + what + ": " + cudaGetErrorString(err));
-}
-
-// MLX 0.32 does not export its CUDA allocator's stream-ordered entry point
-// (cu::malloc_async), and allocator::malloc hands out unified memory.  So outputs
-// are taken from the device's default memory pool (the pool MLX itself allocates
-// from) on the encoder's stream, in MLX's CudaBuffer wrapper so every MLX kernel and
-// host read (which may move it to unified memory) sees an ordinary device array.
-// The deleter frees whichever kind of memory the buffer holds by then.
-// Note: these bytes are not counted by mx.get_active_memory().
-void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
-  const size_t bytes = std::max<size_t>(out.nbytes(), 16);
-  auto& dev = enc.device();
-  dev.make_current();
-  void* data = nullptr;
-  check(cudaMallocAsync(&data, bytes, enc.stream()), "cudaMallocAsync");
-  auto* buf = new mx::cu::CudaBuffer{data, bytes, dev.cuda_device()};
-  out.set_data(mx::allocator::Data(mx::allocator::Buffer(buf), [](mx::allocator::Buffer b) {
-    auto* cb = static_cast<mx::cu::CudaBuffer*>(b.ptr());
-    if (!cb) return;
-    if (cb->data) {
-      if (cb->device >= 0) {
-        cudaSetDevice(cb->device);
-        cudaFreeAsync(cb->data, nullptr);
-      } else {
-        cudaPointerAttributes attr{};
-        if (cudaPointerGetAttributes(&attr, cb->data) == cudaSuccess && attr.type == cudaMemoryTypeHost)
-          cudaFreeHost(cb->data);
-        else
-          cudaFree(cb->data);
-      }
-    }
-    delete cb;
-  }));
-}
-
-bool poison_outputs() {
-  static const bool on = [] {
-    const char* v = std::getenv("MLX_MARLIN_CUDA_POISON");
-    return v && v[0] == '1';
-  }();
-  return on;
-}
 
 // Benchmark/test override of the MMA configuration: MLX_MARLIN_CUDA_KERNEL=simt forces
 // the fp32 SIMT kernel for any input.
@@ -85,17 +40,6 @@ int gemv_override() {
   return std::atoi(v);
 }
 
-bool aligned16(const void* p) {
-  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
-}
-
-cuda::ElemType elem_type(mx::Dtype t, const char* what) {
-  if (t == mx::float16) return cuda::ElemType::Float16;
-  if (t == mx::bfloat16) return cuda::ElemType::BFloat16;
-  if (t == mx::float32) return cuda::ElemType::Float32;
-  throw std::invalid_argument(std::string("[fp4_gemm] unsupported dtype for ") + what + ".");
-}
-
 } // namespace
 
 void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
@@ -108,9 +52,9 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const int K = w.shape(0) * kCodesPerWord;
   const int N = w.shape(1);
 
-  allocate_on_device(out, enc);
+  cuda::allocate_on_device(out, enc);
   if (out.size() == 0) return;
-  if (poison_outputs()) check(cudaMemsetAsync(mx::gpu_ptr<void>(out), 0xFF, out.nbytes(), enc.stream()), "poison");
+  cuda::poison(out, enc, "fp4_gemm");
 
   for (const auto& in : inputs) enc.set_input_array(in);
   enc.set_output_array(out);
@@ -128,15 +72,15 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   args.act = static_cast<int>(activation_);
 
   const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
-  const bool aligned = aligned16(args.x) && aligned16(args.w) && aligned16(args.scales) && aligned16(args.out) &&
-      (!args.bias || aligned16(args.bias));
+  const bool aligned = cuda::aligned16(args.x) && cuda::aligned16(args.w) && cuda::aligned16(args.scales) && cuda::aligned16(args.out) &&
+      (!args.bias || cuda::aligned16(args.bias));
   const CudaGemmPlan p =
       plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override());
 
   enc.device().make_current();
   void* fn = p.kernel == CudaGemmKernel::Gemv
-      ? cuda::fp4_gemv_kernel(p.gemv_variant, p.rows16, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"))
-      : cuda::fp4_gemm_kernel(p.kernel, elem_type(x.dtype(), "x"), elem_type(sc.dtype(), "scales"));
+      ? cuda::fp4_gemv_kernel(p.gemv_variant, p.rows16, cuda::elem_type(x.dtype(), "fp4_gemm", "x"), cuda::elem_type(sc.dtype(), "fp4_gemm", "scales"))
+      : cuda::fp4_gemm_kernel(p.kernel, cuda::elem_type(x.dtype(), "fp4_gemm", "x"), cuda::elem_type(sc.dtype(), "fp4_gemm", "scales"));
   if (!fn) throw std::logic_error(std::string("[fp4_gemm] no CUDA kernel for plan ") + cuda_kernel_name(p.kernel));
   void* params[] = {&args};
   enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), p.smem, params);

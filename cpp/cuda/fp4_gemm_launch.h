@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "common/gemm_plan.h"
+#include "cuda/elem_type.h"
 
 namespace marlin::cuda {
 
@@ -20,8 +21,6 @@ struct GemmArgs {
   int group_size;
   int act;
 };
-
-enum class ElemType : int { Float16 = 0, BFloat16 = 1, Float32 = 2 };
 
 // Driver-API function handle (CUfunction, as void*) of the `__global__ void(GemmArgs)` kernel `k` for activations of type
 // `x` and scales of type `s`, or nullptr when that combination does not exist (MMA

@@ -1,0 +1,75 @@
+#include "cuda/cuda_host.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "mlx/backend/cuda/allocator.h"
+#include "mlx/backend/cuda/utils.h"
+
+namespace marlin::cuda {
+
+void check(cudaError_t err, const char* op, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("[") + op + "] " + what + ": " + cudaGetErrorString(err));
+}
+
+// MLX 0.32 does not export its CUDA allocator's stream-ordered entry point
+// (cu::malloc_async), and allocator::malloc hands out unified memory.  So outputs
+// are taken from the device's default memory pool (the pool MLX itself allocates
+// from) on the encoder's stream, in MLX's CudaBuffer wrapper so every MLX kernel and
+// host read (which may move it to unified memory) sees an ordinary device array.
+// The deleter frees whichever kind of memory the buffer holds by then.
+// Note: these bytes are not counted by mx.get_active_memory().
+void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
+  const size_t bytes = std::max<size_t>(out.nbytes(), 16);
+  auto& dev = enc.device();
+  dev.make_current();
+  void* data = nullptr;
+  check(cudaMallocAsync(&data, bytes, enc.stream()), "mlx_marlin", "cudaMallocAsync");
+  auto* buf = new mx::cu::CudaBuffer{data, bytes, dev.cuda_device()};
+  out.set_data(mx::allocator::Data(mx::allocator::Buffer(buf), [](mx::allocator::Buffer b) {
+    auto* cb = static_cast<mx::cu::CudaBuffer*>(b.ptr());
+    if (!cb) return;
+    if (cb->data) {
+      if (cb->device >= 0) {
+        cudaSetDevice(cb->device);
+        cudaFreeAsync(cb->data, nullptr);
+      } else {
+        cudaPointerAttributes attr{};
+        if (cudaPointerGetAttributes(&attr, cb->data) == cudaSuccess && attr.type == cudaMemoryTypeHost)
+          cudaFreeHost(cb->data);
+        else
+          cudaFree(cb->data);
+      }
+    }
+    delete cb;
+  }));
+}
+
+bool poison_outputs() {
+  static const bool on = [] {
+    const char* v = std::getenv("MLX_MARLIN_CUDA_POISON");
+    return v && v[0] == '1';
+  }();
+  return on;
+}
+
+void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op) {
+  if (poison_outputs() && out.nbytes() > 0)
+    check(cudaMemsetAsync(mx::gpu_ptr<void>(out), 0xFF, out.nbytes(), enc.stream()), op, "poison");
+}
+
+bool aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+ElemType elem_type(mx::Dtype t, const char* op, const char* what) {
+  if (t == mx::float16) return ElemType::Float16;
+  if (t == mx::bfloat16) return ElemType::BFloat16;
+  if (t == mx::float32) return ElemType::Float32;
+  throw std::invalid_argument(std::string("[") + op + "] unsupported dtype for " + what + ".");
+}
+
+}  // namespace marlin::cuda

@@ -1,0 +1,33 @@
+// Host-side helpers shared by every CUDA eval_gpu (fp4_gemm, moe_*, attention): output
+// allocation on MLX's stream, error checks, the test-only output poisoning, and the
+// mapping of MLX dtypes to the kernels' element types.  Plain C++ with MLX headers.
+#pragma once
+
+#include <cstdint>
+
+#include "mlx/array.h"
+#include "cuda/elem_type.h"
+#include "mlx/backend/cuda/device.h"
+
+namespace mx = mlx::core;
+
+namespace marlin::cuda {
+
+// Throws std::runtime_error "[op] what: <cuda message>" unless err == cudaSuccess.
+void check(cudaError_t err, const char* op, const char* what);
+
+// Gives `out` device memory from the device's default pool, ordered on the encoder's
+// stream (see cuda_host.cpp for why not MLX's allocator).
+void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc);
+
+// MLX_MARLIN_CUDA_POISON=1: tests fill every output with NaN bits before the kernel, so
+// an element the kernel forgets to write fails the float64 comparison.
+bool poison_outputs();
+void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op);
+
+bool aligned16(const void* p);
+
+// float16 / bfloat16 / float32, or std::invalid_argument naming `what`.
+ElemType elem_type(mx::Dtype t, const char* op, const char* what);
+
+}  // namespace marlin::cuda

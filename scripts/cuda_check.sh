@@ -3,7 +3,7 @@
 # Expects MLX-CUDA activated (source .device-mlx/b/activate.sh) and runs from the
 # repository root (or a copy of it).  Writes logs/results under $OUT when set.
 #   bash scripts/cuda_check.sh [build|test|bench|all]   (default all)
-# BUILD_DIR (default $BUILD) keeps builds of different trees apart; TESTS names the
+# BUILD_DIR (default /tmp/mmbuild) keeps builds of different trees apart; TESTS names the
 # pytest targets of the test step (default tests/test_fp4_gemm_cuda.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."

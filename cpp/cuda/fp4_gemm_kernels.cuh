@@ -26,65 +26,11 @@
 #include "common/activation.h"
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
+#include "cuda/device_common.cuh"
 #include "cuda/fp4_gemm_launch.h"
 
 namespace marlin::cuda {
 
-
-__device__ __forceinline__ float apply_activation(float v, int act) {
-  switch (act) {
-    case static_cast<int>(Activation::Relu):
-      return v > 0.f ? v : 0.f;
-    case static_cast<int>(Activation::Gelu):
-      return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
-    case static_cast<int>(Activation::GeluApprox): {
-      const float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.f + tanhf(u));
-    }
-    case static_cast<int>(Activation::Silu):
-      return v / (1.f + expf(-v));
-    default:
-      return v;
-  }
-}
-
-// Bias for the 8 consecutive output columns a thread stores (zeros without a bias); the
-// MMA epilogues only take this path when N % 8 == 0, so both float4 loads are in range.
-__device__ __forceinline__ void load_bias8(const float* bias, int col, float out[8]) {
-  if (bias) {
-    const float4 b0 = *reinterpret_cast<const float4*>(bias + col);
-    const float4 b1 = *reinterpret_cast<const float4*>(bias + col + 4);
-    out[0] = b0.x; out[1] = b0.y; out[2] = b0.z; out[3] = b0.w;
-    out[4] = b1.x; out[5] = b1.y; out[6] = b1.z; out[7] = b1.w;
-  } else {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) out[e] = 0.f;
-  }
-}
-
-template <typename T>
-__device__ __forceinline__ float to_float(T v);
-template <>
-__device__ __forceinline__ float to_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ float to_float<__half>(__half v) { return __half2float(v); }
-template <>
-__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// Exact E2M1 decode to fp32: the magnitude bits as an fp32 subnormal/normal pattern
-// (value * 2^-126), rescaled by 2^126 (exact; needs denormals, i.e. no -ftz).
-__device__ __forceinline__ float e2m1_to_float(uint32_t code) {
-  return __uint_as_float(((code & 7u) << 22) | ((code & 8u) << 28)) * 0x1p126f;
-}
 
 // ---------------------------------------------------------------- SIMT kernels
 // Block: 32 columns (lanes) x 8 K-slices (warps); kCudaSimtRows rows.  fp32 FMA,
@@ -189,68 +135,6 @@ __global__ void __launch_bounds__(256) fp4_gemm_simt_transposed(GemmArgs a) {
 }
 
 // ---------------------------------------------------------------- MMA kernel
-// E2M1 pairs (nibble i, nibble i+4) of a word as fp16x2 = e2m1 * 2^-14, exact.
-template <int I>
-__device__ __forceinline__ uint32_t decode_pair_f16(uint32_t w) {
-  constexpr int kMag = 9 - 4 * I;   // magnitude bits 4i..4i+2 -> 9..11
-  constexpr int kSign = 12 - 4 * I; // sign bit 4i+3 -> 15
-  const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
-  return (mag & 0x0E000E00u) | ((w << kSign) & 0x80008000u);
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t decode_pair(uint32_t w, uint32_t h) {
-  return h;
-}
-template <>
-__device__ __forceinline__ uint32_t decode_pair<__nv_bfloat16>(uint32_t, uint32_t h) {
-  __half2 hh = *reinterpret_cast<__half2*>(&h);
-  const float2 f = __half22float2(hh);
-  __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<uint32_t*>(&b);
-}
-
-template <typename T>
-__device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1);
-template <>
-__device__ __forceinline__ void mma_16816<__half>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-template <>
-__device__ __forceinline__ void mma_16816<__nv_bfloat16>(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                                         uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint4 ldg_stream(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-__device__ __forceinline__ uint4 ldg_cached(const void* p) {
-  return __ldg(reinterpret_cast<const uint4*>(p));
-}
-
-template <typename S>
-__device__ __forceinline__ float scale_to_float(uint32_t packed, int hi) {
-  const uint16_t bits = hi ? static_cast<uint16_t>(packed >> 16) : static_cast<uint16_t>(packed & 0xFFFFu);
-  if constexpr (std::is_same<S, __half>::value) {
-    return __half2float(__ushort_as_half(bits));
-  } else {
-    return __uint_as_float(static_cast<uint32_t>(bits) << 16);
-  }
-}
-
 // T: activation/output type (__half or __nv_bfloat16); S: scale type.
 template <typename T, typename S, int MI, int NI, int WM, int WN, int WK, int U>
 __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_mma(GemmArgs a) {
@@ -477,45 +361,10 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 // tile are zero, so their A registers are constants and their accumulators are not
 // kept.  BM (bf16 only): decode by placing the E2M1 bits straight into bf16
 // (e2m1 * 2^-126) and one bf16x2 FMA by 2^112 (exact), instead of fp16 -> fp32 -> bf16.
-template <int I>
-__device__ __forceinline__ uint32_t decode_pair_bf16_raw(uint32_t w) {
-  constexpr int kMag = 6 - 4 * I;   // magnitude bits 4i..4i+2 -> 6..8
-  constexpr int kSign = 12 - 4 * I; // sign bit 4i+3 -> 15
-  const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
-  const uint32_t raw = (mag & 0x01C001C0u) | ((w << kSign) & 0x80008000u);
-  uint32_t out;
-  // raw * 2^112 + (-0): exact (powers of two; bf16 subnormals are kept by fma.bf16x2).
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(raw), "r"(0x77807780u), "r"(0x80008000u));
-  return out;
-}
-
 template <typename T, bool BM, int I>
 __device__ __forceinline__ uint32_t gemv_decode(uint32_t w) {
   if constexpr (BM && std::is_same<T, __nv_bfloat16>::value) return decode_pair_bf16_raw<I>(w);
   else return decode_pair<T>(w, decode_pair_f16<I>(w));
-}
-
-// d = A * B + {c0, c1, 0, 0}; rows 8..15 of A are zero (a1 = a3 = 0): d2, d3 dropped.
-template <typename T>
-__device__ __forceinline__ void mma_16816_top(float& c0, float& c1, uint32_t a0, uint32_t a2, uint32_t b0,
-                                              uint32_t b1) {
-  float d2, d3;
-  if constexpr (std::is_same<T, __half>::value) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%11,%12,%12};\n"
-        : "=f"(c0), "=f"(c1), "=f"(d2), "=f"(d3)
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(0.f));
-  } else {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%10,%11,%12,%12};\n"
-        : "=f"(c0), "=f"(c1), "=f"(d2), "=f"(d3)
-        : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(0.f));
-  }
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
 }
 
 template <typename T, typename S, int NQ, int WK, int U, bool BM, bool R16, int MINB>

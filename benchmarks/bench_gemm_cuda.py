@@ -11,6 +11,7 @@ hold the weights between calls.
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -69,6 +70,15 @@ def main():
         mx.eval(xb, xh)
         res = {"M": M, "N": N, "K": K}
         res["fp4_gemm_bf16"] = bench(lambda p, s: mm.fp4_gemm(xb, p, s, group_size=g), [(p, s) for p, s, _, _ in sets])
+        if M > 16:  # both large-M routes, forced (gemm_plan.h: cuda_gemm_via_dense)
+            for route in ("kernel", "dense"):
+                os.environ["MLX_MARLIN_CUDA_PREFILL"] = route
+                res[f"fp4_gemm_bf16_{route}"] = bench(lambda p, s: mm.fp4_gemm(xb, p, s, group_size=g),
+                                                      [(p, s) for p, s, _, _ in sets])
+            del os.environ["MLX_MARLIN_CUDA_PREFILL"]
+            res["fp4_dequantize_bf16"] = bench(
+                lambda p, s: mm._ext.fp4_dequantize(p, s, group_size=g, dtype=mx.bfloat16),
+                [(p, s) for p, s, _, _ in sets])
         res["fp4_gemm_f16"] = bench(lambda p, s: mm.fp4_gemm(xh, p, s, group_size=g),
                                     [(p, s.astype(mx.float16)) for p, s, _, _ in sets])
         res["dense_bf16"] = bench(lambda wb: xb @ wb.T, [(wb,) for _, _, wb, _ in sets])

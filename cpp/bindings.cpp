@@ -11,6 +11,7 @@
 #include "common/moe_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "gpu/gpu_ops.h"
+#include "ops/fp4_dequantize.h"
 #include "ops/fp4_gemm.h"
 #if defined(MLX_MARLIN_METAL_EMULATOR)
 #include "emulator/emulator_launcher.h"
@@ -49,6 +50,27 @@ Returns:
     array: ``[..., N]`` in the dtype of ``x``.
 
 Differentiable with respect to ``x`` and ``bias`` (the packed weights are frozen).)");
+
+  m.def("fp4_dequantize", &marlin::fp4_dequantize, "w"_a, "scales"_a, nb::kw_only(), "group_size"_a,
+        "dtype"_a = mlx::core::float32, "stream"_a = nb::none(),
+        nb::sig("def fp4_dequantize(w: mlx.core.array, scales: mlx.core.array, *, group_size: int, "
+                "dtype: mlx.core.Dtype = mlx.core.float32, stream: mlx.core.Stream | mlx.core.Device | None = None) "
+                "-> mlx.core.array"),
+        R"(Dequantize packed FP4 weights to ``[K, N]`` (the orientation of ``x @ W``) as a lazy op.
+
+Each value is ``e2m1 * scale`` computed in float32 and rounded once to ``dtype``
+(float32: exact).  Runs on the CPU and on MLX's CUDA backend, where ``fp4_gemm`` uses it
+for large batches (dequantize once, then MLX's cuBLAS matmul).  Python's
+:func:`mlx_marlin.dequantize` gives the transposed ``[N, K]``.
+
+Args:
+    w (array): Packed weights ``[K/8, N]`` uint32.
+    scales (array): ``[K/group_size, N]`` float16 or bfloat16.
+    group_size (int): 32, 64 or 128.
+    dtype (Dtype): float32, float16 or bfloat16.
+
+Returns:
+    array: ``[K, N]`` of ``dtype``.)");
 
   init_moe(m);
   init_plans(m);

@@ -17,6 +17,17 @@ def _gpu_gemm_plan(M: int, N: int) -> tuple[str, int, int, int, int, int, int]: 
 def _gpu_moe_plan(pairs: int, E: int, N: int) -> tuple[str, int, int, int, int, int]: ...
 
 # --- fp4_gemm
+def fp4_dequantize(
+    w: mlx.core.array,
+    scales: mlx.core.array,
+    *,
+    group_size: int,
+    dtype: mlx.core.Dtype = mlx.core.float32,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> mlx.core.array:
+    """Dequantize packed FP4 weights ``[K/8, N]`` to ``[K, N]`` of ``dtype`` (lazy; CPU and CUDA)."""
+    ...
+
 def fp4_gemm(
     x: mlx.core.array,
     w: mlx.core.array,

@@ -184,6 +184,24 @@ def test_large_k_accumulates_in_fp32(rng, stream):
     assert rel_err(y, reference(x, wd)) < TOL[mx.float16]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_dequantize_op(rng, stream, dtype):
+    """fp4_dequantize (the dense route's first half on CUDA): [K, N] = the exact product
+    rounded once to dtype, on shapes off every tile and both scale dtypes."""
+    if EMULATOR or (stream == mx.gpu and "fp4_dequantize" not in mm._ext._gpu_ops()):
+        pytest.skip("fp4_dequantize runs on the CPU and on the CUDA build only")
+    for n, k, g, sdt in ((1, 32, 32, mx.float16), (37, 192, 64, mx.bfloat16), (130, 256, 128, mx.float16)):
+        packed, scales, wd = make_weight(rng, n, k, g, sdt)
+        d = mm._ext.fp4_dequantize(packed, scales, group_size=g, dtype=dtype, stream=stream)
+        assert d.shape == (k, n) and d.dtype == dtype
+        want = to_np(mx.array(wd.T.astype(np.float32)).astype(dtype))
+        np.testing.assert_array_equal(to_np(d), want)
+    with pytest.raises(ValueError, match="dtype must be float32, float16 or bfloat16"):
+        mm._ext.fp4_dequantize(packed, scales, group_size=g, dtype=mx.int32)
+    with pytest.raises(ValueError, match="scales must have shape"):
+        mm._ext.fp4_dequantize(packed, scales[:1], group_size=g)
+
+
 @pytest.mark.parametrize(
     "case, match",
     [

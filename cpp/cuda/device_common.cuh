@@ -172,4 +172,14 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 }
 
 
+// Driver-API handle (CUfunction, as void*) of a kernel stub, for MLX's
+// add_kernel_node_raw: valid in the device's primary context whichever copy of the
+// CUDA runtime (ours or MLX's) registered the kernel.  nullptr for a null stub.
+inline void* driver_handle(void* stub) {
+  if (!stub) return nullptr;
+  cudaFunction_t fn = nullptr;
+  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+  return reinterpret_cast<void*>(fn);
+}
+
 }  // namespace marlin::cuda

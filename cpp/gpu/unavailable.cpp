@@ -5,6 +5,7 @@
 #include <string>
 
 #include "ops/attention.h"
+#include "ops/fp4_dequantize.h"
 #include "ops/fp4_gemm.h"
 #include "ops/moe.h"
 
@@ -21,6 +22,14 @@ namespace marlin {
 // with the Metal backend, cpp/metal/fp4_gemm.cpp.
 void FP4Gemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("fp4_gemm");
+}
+#endif
+
+#if !defined(MLX_MARLIN_CUDA)
+// Only the CUDA backend has this kernel (cpp/cuda/fp4_dequantize_host.cpp): the
+// dense route of large-M fp4_gemm, which only the CUDA build takes.
+void FP4Dequantize::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  gpu_backend_unavailable("fp4_dequantize");
 }
 #endif
 

@@ -1,8 +1,12 @@
 #include "ops/fp4_gemm.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <string>
 
 #include "common/fp4_format.h"
+#include "common/gemm_plan.h"
+#include "ops/fp4_dequantize.h"
 #include "ops/validate.h"
 
 namespace marlin {
@@ -41,6 +45,50 @@ mx::array activation_grad(Activation act, const mx::array& pre, mx::StreamOrDevi
     }
   }
   return ones_like(pre, s);
+}
+
+// act(v) from MLX ops, in v's dtype (the dense route's epilogue).
+mx::array activation_ops(Activation act, const mx::array& v, mx::StreamOrDevice s) {
+  using namespace mx;
+  switch (act) {
+    case Activation::None:
+      return v;
+    case Activation::Relu:
+      return maximum(v, array(0.f), s);
+    case Activation::Silu:
+      return multiply(v, sigmoid(v, s), s);
+    case Activation::Gelu:
+      return multiply(multiply(array(0.5f), v, s), add(array(1.f), erf(multiply(v, array(float(M_SQRT1_2)), s), s), s), s);
+    case Activation::GeluApprox: {
+      auto u = multiply(array(float(std::sqrt(2.0 / M_PI))),
+                        add(v, multiply(array(0.044715f), multiply(square(v, s), v, s), s), s), s);
+      return multiply(multiply(array(0.5f), v, s), add(array(1.f), tanh(u, s), s), s);
+    }
+  }
+  return v;
+}
+
+#if defined(MLX_MARLIN_CUDA)
+// MLX_MARLIN_CUDA_PREFILL=dense|kernel forces the route (benchmarks, tests); read at
+// every call so tests can switch it.
+int dense_route_override() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_PREFILL");
+  if (!v || !v[0]) return -1;
+  return std::string(v) == "dense" ? 1 : std::string(v) == "kernel" ? 0 : -1;
+}
+#endif
+
+// The dense route of large-M products on CUDA (gemm_plan.h, cuda_gemm_via_dense):
+// act(x @ dequantize(w) + bias), the matmul on MLX's cuBLAS path; the epilogue (only
+// with a bias or an activation) runs in float32 and rounds once, like the kernels.
+mx::array dense_route(const mx::array& x2, const mx::array& w, const mx::array& scales,
+                      const std::optional<mx::array>& bias, int group_size, Activation act, mx::Stream s) {
+  auto wd = fp4_dequantize(w, scales, group_size, x2.dtype(), s);
+  auto y = mx::matmul(x2, wd, s);
+  if (!bias && act == Activation::None) return y;
+  auto v = mx::astype(y, mx::float32, s);
+  if (bias) v = mx::add(v, mx::astype(*bias, mx::float32, s), s);
+  return mx::astype(activation_ops(act, v, s), x2.dtype(), s);
 }
 } // namespace
 
@@ -87,6 +135,11 @@ mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   int64_t M = x.size() / K;
   // The kernels read row-major [M, K]; reshape/contiguous copy only when needed.
   auto x2 = mx::contiguous(mx::reshape(x, {static_cast<int>(M), K}, stream), false, stream);
+#if defined(MLX_MARLIN_CUDA)
+  const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
+  if (stream.device == mx::Device::gpu && cuda_gemm_via_dense(M, half_input, dense_route_override()))
+    return mx::reshape(dense_route(x2, w, scales, bias, group_size, act, stream), out_shape, stream);
+#endif
   std::vector<mx::array> inputs = {x2, mx::contiguous(w, false, stream), mx::contiguous(scales, false, stream)};
   if (bias) inputs.push_back(mx::contiguous(mx::astype(*bias, mx::float32, stream), false, stream));
   auto y = mx::array({static_cast<int>(M), N}, x.dtype(),

@@ -7,6 +7,7 @@ fp4_gemm's path (allocation, graph node) can be compared with MLX's.
     python benchmarks/bench_op_overhead_cuda.py
 """
 
+import os
 import statistics
 import time
 
@@ -56,11 +57,15 @@ def main():
         "mm.fp4_gemm 1x64x64 bf16": lambda x: mm.fp4_gemm(x, p, s, group_size=32),
         "mm.fp4_dequantize 64x64": lambda x: mm._ext.fp4_dequantize(p, s, group_size=32, dtype=mx.bfloat16),
     }
-    print(f"{'op':32s} {'independent us/op':>18s} {'chained us/op':>14s}")
+    print(f"{'op':44s} {'independent us/op':>18s} {'chained us/op':>14s}")
     for name, op in ops.items():
-        ind = timed(independent(op))
-        ch = timed(chain(op)) if "dequantize" not in name else float("nan")
-        print(f"{name:32s} {ind:18.2f} {ch:14.2f}", flush=True)
+        # MLX_MARLIN_CUDA_ALLOC: where our ops' outputs come from (cpp/cuda/cuda_host.cpp)
+        for alloc in (("cache", "async", "mlx") if name.startswith("mm.") else ("-",)):
+            os.environ["MLX_MARLIN_CUDA_ALLOC"] = alloc
+            ind = timed(independent(op))
+            ch = timed(chain(op)) if "dequantize" not in name else float("nan")
+            print(f"{name + ' [' + alloc + ']':44s} {ind:18.2f} {ch:14.2f}", flush=True)
+        os.environ.pop("MLX_MARLIN_CUDA_ALLOC", None)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ def test_from_mlx_mxfp4_exact(rng):
     # Same codes, same words: MLX packs the same E2M1 codes along K.
     codes_mlx = (np.array(wq)[:, :, None] >> (4 * np.arange(8))) & 0xF
     codes_ours = (np.array(packed)[:, None, :] >> (4 * np.arange(8))[None, :, None]) & 0xF
+    # Up to the sign of zero (code 8 = -0.0, which MLX's GPU quantize emits for tiny
+    # negatives): the decoded values are identical either way.
+    codes_mlx, codes_ours = np.where(codes_mlx == 8, 0, codes_mlx), np.where(codes_ours == 8, 0, codes_ours)
     assert np.array_equal(codes_mlx.reshape(48, 256), codes_ours.reshape(256, 48).T)
 
 

@@ -254,10 +254,10 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
 // Large M on CUDA: fp4_gemm becomes fp4_dequantize (one memory-bound pass writing a
 // [K, N] tile in x's dtype, ~2.5 bytes per weight) + MLX's cuBLAS matmul, which runs
 // near bf16 tensor-core peak; the extra pass costs about as much as ~100 rows of
-// compute at K = 4096, so it pays from kCudaDenseMinRows rows on (measured on the
-// H100: benchmarks/RESULTS.md).  `override_mode`: 1 forces the dense route, 0 forbids
+// compute at K = 4096, so it pays from kCudaDenseMinRows rows on (the crossover lies
+// between 64 and 128 rows on the H100: benchmarks/RESULTS.md).  `override_mode`: 1 forces the dense route, 0 forbids
 // it, -1 lets the plan choose (MLX_MARLIN_CUDA_PREFILL=dense|kernel).
-constexpr int64_t kCudaDenseMinRows = 256;
+constexpr int64_t kCudaDenseMinRows = 96;
 inline bool cuda_gemm_via_dense(int64_t M, bool half_input, int override_mode = -1) {
   if (!half_input) return false;  // float32 x: the exact SIMT kernel (cuBLAS would round through TF32)
   if (override_mode >= 0) return override_mode == 1;

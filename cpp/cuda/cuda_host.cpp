@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -15,37 +17,133 @@ void check(cudaError_t err, const char* op, const char* what) {
     throw std::runtime_error(std::string("[") + op + "] " + what + ": " + cudaGetErrorString(err));
 }
 
+namespace {
+
+// Where outputs come from (MLX_MARLIN_CUDA_ALLOC, read per call for the overhead
+// benchmark): "cache" (default) keeps freed device buffers in a size-keyed cache of
+// our own, as MLX's allocator does for its arrays; "async" takes every buffer from the
+// device's default pool with cudaMallocAsync / cudaFreeAsync; "mlx" asks MLX's
+// allocator through its exported interface (which gives unified memory).
+enum class AllocMode { Cache, Async, Mlx };
+AllocMode alloc_mode() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_ALLOC");
+  if (!v || !v[0]) return AllocMode::Cache;
+  const std::string m(v);
+  return m == "async" ? AllocMode::Async : m == "mlx" ? AllocMode::Mlx : AllocMode::Cache;
+}
+
+// Size-keyed cache of device buffers (sizes rounded up so near sizes share entries).
+// Reuse at deleter time is safe for the same reason it is in MLX's allocator: MLX keeps
+// every array a kernel node reads or writes alive until the node's graph completed, so
+// an array's deleter runs only after the GPU is done with it.
+class DeviceBufferCache {
+ public:
+  static size_t rounded(size_t bytes) {
+    const size_t page = bytes < (1u << 20) ? 256 : (1u << 16);
+    return (bytes + page - 1) / page * page;
+  }
+  void* take(size_t bytes, int device) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = free_.find({device, bytes});
+      if (it != free_.end()) {
+        void* p = it->second;
+        free_.erase(it);
+        cached_ -= bytes;
+        return p;
+      }
+    }
+    void* p = nullptr;
+    cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {  // give the cache back and retry once
+      cudaGetLastError();
+      trim(0);
+      err = cudaMalloc(&p, bytes);
+    }
+    check(err, "mlx_marlin", "cudaMalloc");
+    return p;
+  }
+  void give(void* p, size_t bytes, int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace(std::make_pair(device, bytes), p);
+    cached_ += bytes;
+    if (cached_ > kMaxCached) trim_locked(kMaxCached / 2);
+  }
+  void trim(size_t keep) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    trim_locked(keep);
+  }
+
+ private:
+  static constexpr size_t kMaxCached = size_t(4) << 30;
+  void trim_locked(size_t keep) {
+    for (auto it = free_.begin(); it != free_.end() && cached_ > keep;) {
+      cudaFree(it->second);
+      cached_ -= it->first.second;
+      it = free_.erase(it);
+    }
+  }
+  std::mutex mutex_;
+  std::multimap<std::pair<int, size_t>, void*> free_;
+  size_t cached_ = 0;
+};
+
+DeviceBufferCache& buffer_cache() {
+  static auto* cache = new DeviceBufferCache;  // never destroyed: arrays may outlive statics
+  return *cache;
+}
+
+// Frees whichever kind of memory a CudaBuffer holds by then (a host read may have moved
+// it to unified memory, device = -1).
+void free_cuda_buffer(mx::cu::CudaBuffer* cb, bool cached) {
+  if (cb->data) {
+    if (cb->device >= 0 && cached) {
+      buffer_cache().give(cb->data, cb->size, cb->device);
+    } else if (cb->device >= 0) {
+      cudaSetDevice(cb->device);
+      cudaFreeAsync(cb->data, nullptr);
+    } else {
+      cudaPointerAttributes attr{};
+      if (cudaPointerGetAttributes(&attr, cb->data) == cudaSuccess && attr.type == cudaMemoryTypeHost)
+        cudaFreeHost(cb->data);
+      else
+        cudaFree(cb->data);
+    }
+  }
+  delete cb;
+}
+
+}  // namespace
+
 // MLX 0.32 does not export its CUDA allocator's stream-ordered entry point
-// (cu::malloc_async), and allocator::malloc hands out unified memory.  So outputs
-// are taken from the device's default memory pool (the pool MLX itself allocates
-// from) on the encoder's stream, in MLX's CudaBuffer wrapper so every MLX kernel and
-// host read (which may move it to unified memory) sees an ordinary device array.
-// The deleter frees whichever kind of memory the buffer holds by then.
-// Note: these bytes are not counted by mx.get_active_memory().
+// (cu::malloc_async), and its exported allocator interface hands out unified memory.
+// So outputs are device memory of our own, wrapped in MLX's CudaBuffer so every MLX
+// kernel and host read (which may move it to unified memory) sees an ordinary device
+// array.  These bytes are not counted by mx.get_active_memory().
 void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
   const size_t bytes = std::max<size_t>(out.nbytes(), 16);
   auto& dev = enc.device();
   dev.make_current();
+  const AllocMode mode = alloc_mode();
+  if (mode == AllocMode::Mlx) {
+    auto& a = mx::allocator::allocator();
+    out.set_data(mx::allocator::Data(a.malloc(bytes), [](mx::allocator::Buffer b) { mx::allocator::allocator().free(b); }));
+    return;
+  }
   void* data = nullptr;
-  check(cudaMallocAsync(&data, bytes, enc.stream()), "mlx_marlin", "cudaMallocAsync");
-  auto* buf = new mx::cu::CudaBuffer{data, bytes, dev.cuda_device()};
-  out.set_data(mx::allocator::Data(mx::allocator::Buffer(buf), [](mx::allocator::Buffer b) {
-    auto* cb = static_cast<mx::cu::CudaBuffer*>(b.ptr());
-    if (!cb) return;
-    if (cb->data) {
-      if (cb->device >= 0) {
-        cudaSetDevice(cb->device);
-        cudaFreeAsync(cb->data, nullptr);
-      } else {
-        cudaPointerAttributes attr{};
-        if (cudaPointerGetAttributes(&attr, cb->data) == cudaSuccess && attr.type == cudaMemoryTypeHost)
-          cudaFreeHost(cb->data);
-        else
-          cudaFree(cb->data);
-      }
-    }
-    delete cb;
-  }));
+  size_t size = bytes;
+  if (mode == AllocMode::Async) {
+    check(cudaMallocAsync(&data, bytes, enc.stream()), "mlx_marlin", "cudaMallocAsync");
+  } else {
+    size = DeviceBufferCache::rounded(bytes);
+    data = buffer_cache().take(size, dev.cuda_device());
+  }
+  auto* buf = new mx::cu::CudaBuffer{data, size, dev.cuda_device()};
+  const bool cached = mode == AllocMode::Cache;
+  out.set_data(mx::allocator::Data(
+      mx::allocator::Buffer(buf),
+      cached ? +[](mx::allocator::Buffer b) { free_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), true); }
+             : +[](mx::allocator::Buffer b) { free_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), false); }));
 }
 
 bool poison_outputs() {

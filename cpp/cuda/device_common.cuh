@@ -7,7 +7,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cstdint>
+#include <mutex>
 #include <type_traits>
+#include <unordered_map>
 
 #include "common/activation.h"
 #include "common/fp4_format.h"
@@ -175,11 +177,17 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 // Driver-API handle (CUfunction, as void*) of a kernel stub, for MLX's
 // add_kernel_node_raw: valid in the device's primary context whichever copy of the
 // CUDA runtime (ours or MLX's) registered the kernel.  nullptr for a null stub.
+// Looked up once per stub (cudaGetFuncBySymbol is not free on the per-op path).
 inline void* driver_handle(void* stub) {
   if (!stub) return nullptr;
+  static std::mutex mutex;
+  static std::unordered_map<void*, void*> handles;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = handles.find(stub);
+  if (it != handles.end()) return it->second;
   cudaFunction_t fn = nullptr;
   if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
-  return reinterpret_cast<void*>(fn);
+  return handles[stub] = reinterpret_cast<void*>(fn);
 }
 
 }  // namespace marlin::cuda

@@ -52,6 +52,8 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const int K = w.shape(0) * kCodesPerWord;
   const int N = w.shape(1);
 
+  if (out.dtype() != x.dtype())  // the kernels write x's type (FP4Gemm::vjp asks for that)
+    throw std::logic_error("[fp4_gemm] the CUDA kernels write the activations' dtype; got a different output dtype.");
   cuda::allocate_on_device(out, enc);
   if (out.size() == 0) return;
   cuda::poison(out, enc, "fp4_gemm");

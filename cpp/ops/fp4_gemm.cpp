@@ -173,10 +173,16 @@ std::vector<mx::array> FP4Gemm::vjp(const std::vector<mx::array>& primals, const
   mx::array g = cotangents[0];
   if (activation_ != Activation::None) {
     std::vector<mx::array> pre_inputs(primals.begin(), primals.end());
-    auto pre = mx::array(cotangents[0].shape(), mx::float32,
+    // The CPU and Metal kernels can write float32 for half inputs; the CUDA kernels
+    // write x's dtype (act' is then taken at the rounded pre-activation).
+    mx::Dtype pre_dtype = mx::float32;
+#if defined(MLX_MARLIN_CUDA)
+    if (s.device == mx::Device::gpu) pre_dtype = x.dtype();
+#endif
+    auto pre = mx::array(cotangents[0].shape(), pre_dtype,
                          std::make_shared<FP4Gemm>(s, group_size_, Activation::None, has_bias_, false),
                          std::move(pre_inputs));
-    g = mx::multiply(mx::astype(g, mx::float32, s), activation_grad(activation_, pre, s), s);
+    g = mx::multiply(mx::astype(g, mx::float32, s), activation_grad(activation_, mx::astype(pre, mx::float32, s), s), s);
   }
   std::vector<mx::array> grads;
   for (int arg : argnums) {

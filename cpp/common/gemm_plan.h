@@ -181,6 +181,8 @@ constexpr CudaGemvConfig kCudaGemvConfigs[] = {
     {2, 8, 6, true, 2},
     {1, 8, 6, true, 2},
     {4, 8, 3, true, 1},
+    {1, 8, 4, true, 3},
+    {1, 8, 4, true, 4},
 };
 constexpr int kCudaGemvVariants = sizeof(kCudaGemvConfigs) / sizeof(kCudaGemvConfigs[0]);
 constexpr int kCudaGemvDefault = 1;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <atomic>
 #include <map>
+#include <vector>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -36,56 +38,81 @@ AllocMode alloc_mode() {
 // Reuse at deleter time is safe for the same reason it is in MLX's allocator: MLX keeps
 // every array a kernel node reads or writes alive until the node's graph completed, so
 // an array's deleter runs only after the GPU is done with it.
+//
+// Deleters may run inside MLX's completion callbacks, where CUDA API calls are not
+// allowed (a cudaFree there deadlocked the device): they only record the buffer, and
+// every CUDA call (cudaMalloc, trimming, deferred frees) happens in take(), on the
+// thread that encodes kernels.
 class DeviceBufferCache {
  public:
+  enum class Release { Cache, FreeAsync, Free };
+
   static size_t rounded(size_t bytes) {
     const size_t page = bytes < (1u << 20) ? 256 : (1u << 16);
     return (bytes + page - 1) / page * page;
   }
-  void* take(size_t bytes, int device) {
+
+  void* take(size_t bytes, int device, cudaStream_t stream, bool from_cache) {
+    std::vector<std::pair<void*, Release>> pending;
+    void* hit = nullptr;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find({device, bytes});
-      if (it != free_.end()) {
-        void* p = it->second;
-        free_.erase(it);
-        cached_ -= bytes;
-        return p;
+      pending.swap(pending_);
+      if (from_cache) {
+        auto it = free_.find({device, bytes});
+        if (it != free_.end()) {
+          hit = it->second;
+          free_.erase(it);
+          cached_ -= bytes;
+        }
       }
     }
+    for (auto& [p, how] : pending) {
+      if (how == Release::FreeAsync) cudaFreeAsync(p, stream);
+      else cudaFree(p);
+    }
+    if (cached_ > kMaxCached) trim(kMaxCached / 2);
+    if (hit) return hit;
     void* p = nullptr;
-    cudaError_t err = cudaMalloc(&p, bytes);
+    cudaError_t err = from_cache ? cudaMalloc(&p, bytes) : cudaMallocAsync(&p, bytes, stream);
     if (err == cudaErrorMemoryAllocation) {  // give the cache back and retry once
       cudaGetLastError();
       trim(0);
-      err = cudaMalloc(&p, bytes);
+      err = from_cache ? cudaMalloc(&p, bytes) : cudaMallocAsync(&p, bytes, stream);
     }
-    check(err, "mlx_marlin", "cudaMalloc");
+    check(err, "mlx_marlin", from_cache ? "cudaMalloc" : "cudaMallocAsync");
     return p;
   }
-  void give(void* p, size_t bytes, int device) {
+
+  // No CUDA call here (see above).
+  void give(void* p, size_t bytes, int device, Release how) {
     std::lock_guard<std::mutex> lock(mutex_);
-    free_.emplace(std::make_pair(device, bytes), p);
-    cached_ += bytes;
-    if (cached_ > kMaxCached) trim_locked(kMaxCached / 2);
-  }
-  void trim(size_t keep) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    trim_locked(keep);
+    if (how == Release::Cache) {
+      free_.emplace(std::make_pair(device, bytes), p);
+      cached_ += bytes;
+    } else {
+      pending_.emplace_back(p, how);
+    }
   }
 
  private:
-  static constexpr size_t kMaxCached = size_t(4) << 30;
-  void trim_locked(size_t keep) {
-    for (auto it = free_.begin(); it != free_.end() && cached_ > keep;) {
-      cudaFree(it->second);
-      cached_ -= it->first.second;
-      it = free_.erase(it);
+  static constexpr size_t kMaxCached = size_t(1) << 30;
+  void trim(size_t keep) {
+    std::vector<void*> drop;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (auto it = free_.begin(); it != free_.end() && cached_ > keep;) {
+        drop.push_back(it->second);
+        cached_ -= it->first.second;
+        it = free_.erase(it);
+      }
     }
+    for (void* p : drop) cudaFree(p);
   }
   std::mutex mutex_;
   std::multimap<std::pair<int, size_t>, void*> free_;
-  size_t cached_ = 0;
+  std::vector<std::pair<void*, Release>> pending_;
+  std::atomic<size_t> cached_{0};
 };
 
 DeviceBufferCache& buffer_cache() {
@@ -93,23 +120,13 @@ DeviceBufferCache& buffer_cache() {
   return *cache;
 }
 
-// Frees whichever kind of memory a CudaBuffer holds by then (a host read may have moved
-// it to unified memory, device = -1).
-void free_cuda_buffer(mx::cu::CudaBuffer* cb, bool cached) {
-  if (cb->data) {
-    if (cb->device >= 0 && cached) {
-      buffer_cache().give(cb->data, cb->size, cb->device);
-    } else if (cb->device >= 0) {
-      cudaSetDevice(cb->device);
-      cudaFreeAsync(cb->data, nullptr);
-    } else {
-      cudaPointerAttributes attr{};
-      if (cudaPointerGetAttributes(&attr, cb->data) == cudaSuccess && attr.type == cudaMemoryTypeHost)
-        cudaFreeHost(cb->data);
-      else
-        cudaFree(cb->data);
-    }
-  }
+// Releases whichever kind of memory a CudaBuffer holds by then (a host read may have
+// moved it to unified memory, device = -1, which MLX's cudaMallocManaged gave).
+void release_cuda_buffer(mx::cu::CudaBuffer* cb, bool cached) {
+  using R = DeviceBufferCache::Release;
+  if (cb->data)
+    buffer_cache().give(cb->data, cb->size, cb->device,
+                        cb->device < 0 ? R::Free : cached ? R::Cache : R::FreeAsync);
   delete cb;
 }
 
@@ -130,20 +147,14 @@ void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
     out.set_data(mx::allocator::Data(a.malloc(bytes), [](mx::allocator::Buffer b) { mx::allocator::allocator().free(b); }));
     return;
   }
-  void* data = nullptr;
-  size_t size = bytes;
-  if (mode == AllocMode::Async) {
-    check(cudaMallocAsync(&data, bytes, enc.stream()), "mlx_marlin", "cudaMallocAsync");
-  } else {
-    size = DeviceBufferCache::rounded(bytes);
-    data = buffer_cache().take(size, dev.cuda_device());
-  }
-  auto* buf = new mx::cu::CudaBuffer{data, size, dev.cuda_device()};
   const bool cached = mode == AllocMode::Cache;
+  const size_t size = cached ? DeviceBufferCache::rounded(bytes) : bytes;
+  void* data = buffer_cache().take(size, dev.cuda_device(), enc.stream(), cached);
+  auto* buf = new mx::cu::CudaBuffer{data, size, dev.cuda_device()};
   out.set_data(mx::allocator::Data(
       mx::allocator::Buffer(buf),
-      cached ? +[](mx::allocator::Buffer b) { free_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), true); }
-             : +[](mx::allocator::Buffer b) { free_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), false); }));
+      cached ? +[](mx::allocator::Buffer b) { release_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), true); }
+             : +[](mx::allocator::Buffer b) { release_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), false); }));
 }
 
 bool poison_outputs() {

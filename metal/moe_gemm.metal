@@ -11,6 +11,25 @@
 using namespace metal;
 using namespace marlin;
 
+// A quiet NaN of each storage type, from its bit pattern: Metal compiles with fast math,
+// under which a NaN produced by arithmetic or a float conversion may be assumed away.
+template <typename O>
+METAL_FUNC O quiet_nan();
+template <>
+METAL_FUNC float quiet_nan<float>() {
+  return as_type<float>(0x7FC00000u);
+}
+template <>
+METAL_FUNC half quiet_nan<half>() {
+  return as_type<half>(ushort(0x7E00));
+}
+#if defined(__HAVE_BFLOAT__)
+template <>
+METAL_FUNC bfloat quiet_nan<bfloat>() {
+  return as_type<bfloat>(ushort(0x7FC0));
+}
+#endif
+
 // One chunk of 32 pairs (one per lane; e = 0xFFFFFFFF for lanes without a pair of the
 // current expert window): `rank` = earlier lanes holding this lane's expert; every lane
 // also adds the chunk's pairs of the experts it owns (e % 32 == lane) to its register
@@ -228,7 +247,7 @@ METAL_FUNC void store_nan_rows(device O* out, int N, const threadgroup int* dst_
                                uint tid, int threads) {
   for (int e = int(tid); e < count * width; e += threads) {
     const int n = col0 + e % width;
-    if (n < N) out[ulong(dst_rows[e / width]) * ulong(N) + ulong(n)] = numeric_limits<O>::quiet_NaN();
+    if (n < N) out[ulong(dst_rows[e / width]) * ulong(N) + ulong(n)] = quiet_nan<O>();
   }
 }
 
@@ -344,7 +363,7 @@ template <typename O>
     else
       bad = true;
   }
-  out[ulong(t) * ulong(p.N) + ulong(n)] = bad ? numeric_limits<O>::quiet_NaN() : O(acc);
+  out[ulong(t) * ulong(p.N) + ulong(n)] = bad ? quiet_nan<O>() : O(acc);
 }
 
 // Host names: moe_gemm_kernel_name / moe_glu_gemm_kernel_name / moe_group_kernel_name /

@@ -1,7 +1,8 @@
 // MoE expert GEMM over FP4 expert weights w [E, K/8, N], scales [E, K/g, N]:
 // grouping (stable counting sort by expert), grouped GEMM tiles with the fp4_gemm
-// machinery (plain, or gate/up with act(gate) * up fused for moe_mlp), weighted combine.  cpp/common/moe_params.h describes the pipeline and
-// bindings; cpp/gpu/moe_gemm.cpp encodes it.
+// machinery (plain, or gate/up with act(gate) * up fused for moe_mlp), weighted
+// combine.  cpp/common/moe_params.h describes the pipeline and bindings;
+// cpp/gpu/moe_gemm.cpp and cpp/gpu/moe_mlp.cpp encode it.
 #include <metal_stdlib>
 #include <metal_simdgroup_matrix>
 

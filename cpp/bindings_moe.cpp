@@ -55,10 +55,14 @@ Args:
     scales (array): ``[E, K/group_size, N]`` float16 or bfloat16.
     indices (array): Expert ids ``[T, k]``, any integer dtype.  They are data, so they
         are checked when the result is evaluated: an id outside ``[0, E)`` raises
-        ``ValueError`` naming ``indices`` at evaluation (never clamped).
+        ``ValueError`` naming ``indices`` at evaluation (never clamped).  On the Metal
+        GPU the kernels cannot raise: the rows that depend on such an id are NaN instead
+        (the pair's row of ``[T, k, N]``, or the token's row of ``[T, N]`` with
+        ``weights``); every other row is computed normally.
     group_size (int): 32, 64 or 128.
     weights (array, optional): ``[T, k]`` combine weights.  When given the result is
-        the weighted sum over slots ``sum_j weights[t, j] * y[t, j]`` (fused, float32).
+        the weighted sum over slots ``sum_j weights[t, j] * y[t, j]`` (fused, accumulated
+        in float32; the Metal kernels store the per-slot ``y`` in ``x``'s dtype first).
     activation (str, optional): None, ``"relu"``, ``"gelu"``, ``"gelu_approx"`` or
         ``"silu"``, applied to each expert output before the combine.
     stream (Stream or Device, optional): Where to run.
@@ -79,9 +83,12 @@ Returns:
 ``y[t] = sum_j w[t, j] * down_e(act(gate_e(x[t])) * up_e(x[t]))`` over the top-k
 experts ``e = idx[t, j]`` of ``(idx, w) = moe_route(router_logits, top_k,
 normalize=normalize)``.  Routing, grouping, the gate/up GEMMs, ``act(gate) * up``,
-the down GEMM and the weighted combine run in one primitive.  Accumulation and every
-intermediate (routing weights, gate/up outputs, hidden activations, expert outputs)
-stay float32; only the final result is rounded to ``x``'s dtype.
+the down GEMM and the weighted combine run in one primitive.  Accumulation is float32.
+On the CPU every intermediate (routing weights, gate/up outputs, hidden activations,
+expert outputs) stays float32 and only the final result is rounded to ``x``'s dtype;
+the Metal kernels fuse ``act(gate) * up`` into the gate/up GEMM and store the hidden
+activations and the per-slot expert outputs in ``x``'s dtype between launches (bfloat16
+activations stay bfloat16 end to end; routing weights stay float32).
 
 Args:
     x (array): ``[..., K]``; float16, bfloat16 or float32.

@@ -63,7 +63,10 @@ def moe_gemm(
     activation: str | None = None,
     stream: mlx.core.Stream | mlx.core.Device | None = None,
 ) -> mlx.core.array:
-    """Grouped FP4 expert GEMM: ``[T, k, N]``, or ``[T, N]`` combined with ``weights``."""
+    """Grouped FP4 expert GEMM: ``[T, k, N]``, or ``[T, N]`` combined with ``weights``.
+
+    An expert id outside ``[0, E)`` raises ValueError at evaluation (CPU, emulator); on
+    the Metal GPU, which cannot raise, the rows depending on it are NaN instead."""
     ...
 
 def moe_mlp(
@@ -82,7 +85,9 @@ def moe_mlp(
     normalize: bool = True,
     stream: mlx.core.Stream | mlx.core.Device | None = None,
 ) -> mlx.core.array:
-    """Whole gated expert MLP (route, gate/up, act(gate)*up, down, combine): ``[..., N_out]``."""
+    """Whole gated expert MLP (route, gate/up, act(gate)*up, down, combine): ``[..., N_out]``.
+
+    fp32 accumulation; intermediates float32 on the CPU, ``x``'s dtype on Metal."""
     ...
 
 # --- end moe

@@ -21,17 +21,20 @@ SIZEOF = {"half": 2, "bfloat": 2, "float": 4}
 LIMIT = 32 * 1024
 MOE_GROUP_THREADS = 256  # kMoeGroupThreads (cpp/common/moe_params.h)
 MOE_GROUP_WINDOW = 256  # kMoeGroupWindow
-# moe_group: per-simdgroup histograms of one expert window + five per-simdgroup reduction slots.
-MOE_GROUP_TG_BYTES = 4 * (MOE_GROUP_THREADS // 32) * (MOE_GROUP_WINDOW + 5)
+# moe_group: per-simdgroup histograms of one expert window + six per-simdgroup reduction slots.
+MOE_GROUP_TG_BYTES = 4 * (MOE_GROUP_THREADS // 32) * (MOE_GROUP_WINDOW + 6)
 
 
 def strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-def tiled(text, variants_macro, gemm_macro, prefix, row_table_ints):
+def tiled(text, variants_macro, gemm_macro, prefixes, row_table_ints):
     """Rows for every expansion of `variants_macro` (whose body lists `gemm_macro`
-    calls with ..., BM, BN, BK, WM, WN)."""
+    calls ending in ..., BM, BN, BK, WM, WN) and every kernel prefix `gemm_macro`
+    instantiates.  The gemm macro takes (variant, xname, T, sname, S, oname, O, tiles...)
+    (fp4_gemm: output dtype O) or (variant, xname, T, sname, S, tiles...) (MoE: the
+    output is T)."""
     body = re.search(r"#define\s+" + variants_macro + r"\(([^)]*)\)((?:[^\n]*\\\n)+[^\n]*)", text)
     formal = [a.strip() for a in body.group(1).split(",")]
     variants = re.findall(gemm_macro + r"\(\s*(\w+)\s*,([^)]*)\)", body.group(2))
@@ -40,16 +43,20 @@ def tiled(text, variants_macro, gemm_macro, prefix, row_table_ints):
         env = dict(zip(formal, [a.strip() for a in call.group(1).split(",")]))
         for variant, args in variants:
             a = [env.get(x.strip(), x.strip()) for x in args.split(",")]
-            xname, T, sname, S, oname, O, bm, bn, bk, wm, wn = a
+            if len(a) == 11:
+                xname, T, sname, S, oname, O, bm, bn, bk, wm, wn = a
+            else:
+                (xname, T, sname, S, bm, bn, bk, wm, wn), oname, O = a, '""', a[1]
             bm, bn, bk, wm, wn = map(int, (bm, bn, bk, wm, wn))
             sn = bn // wn
             a_bytes = SIZEOF[T] * 2 * bm * bk
             b_bytes = SIZEOF[T] * wm * wn * 8 * sn
             other = 4 * bm * row_table_ints
-            rows.append(dict(kernel=f"{prefix}_{variant}_{xname}_{sname}{oname.strip(chr(34))}", variant=variant,
-                             x=T, scales=S, out=O, tile_m=bm, tile_n=bn, tile_k=bk, simdgroups=f"{wm}x{wn}",
-                             threads=32 * wm * wn, a_tile_bytes=a_bytes, b_staging_bytes=b_bytes,
-                             other_bytes=other, threadgroup_bytes=a_bytes + b_bytes + other))
+            for prefix in prefixes:
+                rows.append(dict(kernel=f"{prefix}_{variant}_{xname}_{sname}{oname.strip(chr(34))}", variant=variant,
+                                 x=T, scales=S, out=O, tile_m=bm, tile_n=bn, tile_k=bk, simdgroups=f"{wm}x{wn}",
+                                 threads=32 * wm * wn, a_tile_bytes=a_bytes, b_staging_bytes=b_bytes,
+                                 other_bytes=other, threadgroup_bytes=a_bytes + b_bytes + other))
     return rows
 
 
@@ -62,18 +69,18 @@ def simple(kernel, variant, threads, tg_bytes, x="-", scales="-", out="-"):
 def kernels():
     gemm = strip_comments((METAL / "gemm_fp4.metal").read_text())
     moe = strip_comments((METAL / "moe_gemm.metal").read_text())
-    rows = tiled(gemm, "MARLIN_GEMM_VARIANTS", "MARLIN_GEMM", "fp4_gemm", 0)
+    rows = tiled(gemm, "MARLIN_GEMM_VARIANTS", "MARLIN_GEMM", ["fp4_gemm"], 0)
     for call in re.finditer(r"^MARLIN_GEMM_T\(([^)]*)\)", gemm, re.M):
         xname, T, sname, S = [a.strip() for a in call.group(1).split(",")]
         rows.append(simple(f"fp4_gemm_transposed_{xname}_{sname}", "transposed", 128, 0, T, S, T))
-    # moe_gemm: + src_rows[BM] and dst_rows[BM] int tables.
-    rows += tiled(moe, "MARLIN_MOE_VARIANTS", "MARLIN_MOE_GEMM", "moe_gemm", 2)
+    # moe_gemm and moe_gemm_glu (moe_mlp's gate/up GEMM: BN decoded columns = BN/2 gate +
+    # BN/2 up, the same staging as moe_gemm): + src_rows[BM] and dst_rows[BM] int tables.
+    rows += tiled(moe, "MARLIN_MOE_VARIANTS", "MARLIN_MOE_GEMM", ["moe_gemm", "moe_gemm_glu"], 2)
     for call in re.finditer(r"^MARLIN_MOE_GROUP\((\w+),\s*(\w+)\)", moe, re.M):
         rows.append(simple(f"moe_group_{call.group(1)}", "group", MOE_GROUP_THREADS, MOE_GROUP_TG_BYTES,
                            x=call.group(2)))
     for call in re.finditer(r"^MARLIN_MOE_COMBINE\((\w+),\s*(\w+)\)", moe, re.M):
         rows.append(simple(f"moe_combine_{call.group(1)}", "combine", 128, 0, out=call.group(2)))
-    rows.append(simple("moe_glu", "glu", 128, 0, x="float", out="float"))  # moe_mlp: act(gate) * up
     return rows + extension_kernels()
 
 

@@ -1,4 +1,4 @@
-"""The host-side GPU encoders (cpp/gpu/attention.cpp, moe_route.cpp, moe_gemm.cpp, as built
+"""The host-side GPU encoders (cpp/gpu/attention.cpp, moe_route.cpp, moe_gemm.cpp, moe_mlp.cpp, as built
 into build/dev/libmlx_marlin_core.a) driving the Metal kernels on the checked
 emulator through a minimal KernelLauncher (tests/gpu_encoder_check.cpp), compared
 with the CPU backend of the same ops.  Skipped without a dev build."""
@@ -37,10 +37,22 @@ def test_encoders_on_emulator():
         exe.unlink(missing_ok=True)
     cases = json.loads(out)["cases"]
     print(cases)
-    assert len(cases) == 13
+    assert len(cases) == 13 + 12 + 4
     for name, err, tol, dispatches in cases:
         assert err <= tol, (name, err, tol)
     by_name = {c[0]: c for c in cases}
     assert by_name["attn_prefill_causal_f16"][3] == 1
     assert by_name["attn_decode_splitk_f32"][3] == 2  # decode + merge
     assert by_name["moe_gemm_of_route_f32"][3] == 3  # group + grouped GEMM + combine
+    # moe_mlp: route + group + gate/up GEMM with act(gate) * up fused + down GEMM + combine
+    # (no separate GLU pass), for both gate/up layouts; h and y in x's dtype
+    # (*_f32_scratch: no float32 scratch but the routing weights for f16 / bf16).
+    for dt in ("f32", "f16", "bf16"):
+        for form in ("fused", "separate"):
+            assert by_name[f"moe_mlp_{form}_{dt}"][3] == 5
+            assert f"moe_mlp_{form}_{dt}_f32_scratch" in by_name
+    # Invalid expert ids without the emulator's status read-back (what Metal does): NaN rows
+    # (the pair's row unweighted, the token's row weighted), the other rows exact.
+    for mode in ("unweighted", "weighted"):
+        assert f"moe_gemm_invalid_ids_nan_rows_{mode}" in by_name
+        assert f"moe_gemm_invalid_ids_other_rows_{mode}" in by_name

@@ -185,8 +185,9 @@ def test_every_kernel_name_is_compiled(emu):
     the module built from metal/*.metal, and nothing else is compiled."""
     compiled = set(emu.kernels())
     names = set(KERNELS)
-    # gemm 36, moe gemm 20 + grouping 8 + combine 3 + glu 1, routing 3 + 2 (float32 weights), attention 45
-    assert len(names) == len(KERNELS) == 36 + 20 + 8 + 3 + 1 + 5 + 45
+    # gemm 36, moe gemm 12 + gated (glu) gemm 12 + grouping 8 + combine 3, routing 3 + 2 (float32
+    # weights), attention 45
+    assert len(names) == len(KERNELS) == 36 + 12 + 12 + 8 + 3 + 5 + 45
     assert names - compiled == set(), sorted(names - compiled)
     assert compiled - names == set(), sorted(compiled - names)
 

@@ -9,14 +9,20 @@
 //      position [P] (pair -> grouped position, -1 for an invalid expert id), the tile
 //      list tiles [max_tiles][4] = (expert, row begin, row end, 0) in grouped order,
 //      and status [4] = (number of tiles, 1 + first pair with an invalid id or 0,
-//      active experts, largest group).  Also the grouping step of any other MoE
-//      pipeline (only pairs, E, tile_m of the params are read).
-//   2. moe_gemm_<variant>_<x>_<s>[_out_f32]: grid (N tiles, max_tiles); threadgroup y
-//      computes tile y of one expert's grouped rows with the fp4_gemm tile machinery
-//      (metal/include/marlin/gemm_core.h), rows gathered from x.  Output rows: the pair
-//      row of out [T, k, N] (unweighted), or the grouped row of y [P, N] float32.
+//      active experts, largest group).  Pairs with an invalid id follow the valid ones
+//      in pairs[] under tiles of expert -1 (the GEMMs write NaN rows for them; the
+//      tile-list capacity of plan_gpu_moe covers this extra group).  Also the grouping
+//      step of moe_mlp (only pairs, E, tile_m of the params are read).
+//   2. moe_gemm_<variant>_<x>_<s>: grid (N tiles, max_tiles); threadgroup y computes
+//      tile y of one expert's grouped rows with the fp4_gemm tile machinery
+//      (metal/include/marlin/gemm_core.h), rows gathered from x.  Output rows, in x's
+//      dtype: the pair row of out [T, k, N] (unweighted), or the grouped row of y [P, N].
+//      moe_gemm_glu_<variant>_<x>_<s> (moe_mlp): the same over gate and up weights,
+//      writing h = act(gate) * up [P, I] (N = I; ld, up_col below; bindings + kMoeWUp,
+//      kMoeSUp).
 //   3. moe_combine_<out> (weighted only): out[t] = sum_j weights[t, j] * y[position[t k + j]]
-//      in slot order, fp32 (deterministic, one writer per token) like the CPU backend.
+//      in slot order, fp32 accumulation (deterministic, one writer per token) like the
+//      CPU backend; NaN for a token with an invalid expert id.
 #pragma once
 
 #include "portable.h"
@@ -36,7 +42,10 @@ struct MoeGemmParams {
   int pairs;       // T * k
   int tile_m;      // rows per tile (the GEMM variant's BM)
   int max_tiles;   // capacity of the tile list: ceil(pairs / tile_m) + min(E, pairs)
-  int weighted;    // 1: the GEMM writes grouped rows of y [P, N] f32 for moe_combine
+  int weighted;    // 1: the GEMM writes grouped rows of y [P, N] for moe_combine
+  int ld;          // moe_gemm_glu: row stride (columns) of the gate / up weights (2 I for
+                   // [gate | up] in one tensor, else I); moe_gemm: N
+  int up_col;      // moe_gemm_glu: first up column in w_up (I for [gate | up], else 0)
 };
 
 MARLIN_CONST int kMoeGroupThreads = 256;
@@ -48,20 +57,8 @@ MARLIN_CONST int kMoeCombineThreads = 128;
 enum MoeGroupBinding { kMoeGIndices = 0, kMoeGOffsets = 1, kMoeGPairs = 2, kMoeGPosition = 3, kMoeGTiles = 4,
                        kMoeGStatus = 5, kMoeGParams = 6 };
 enum MoeGemmBinding { kMoeX = 0, kMoeW = 1, kMoeScales = 2, kMoePairs = 3, kMoeTiles = 4, kMoeStatus = 5,
-                      kMoeOut = 6, kMoeParams = 7 };
+                      kMoeOut = 6, kMoeParams = 7, kMoeWUp = 8, kMoeSUp = 9 };
 enum MoeCombineBinding { kMoeCY = 0, kMoeCWeights = 1, kMoeCPosition = 2, kMoeCOut = 3, kMoeCParams = 4 };
-
-// moe_glu (moe_mlp): h[r, c] = act(gate[r * gate_stride + c]) * up[r * up_stride + up_offset + c]
-// for r < rows, c < I, float32; grid (ceil(I / kMoeCombineThreads), rows), kMoeCombineThreads
-// threads; buffers gate, up, h, params.
-struct MoeGluParams {
-  int rows;
-  int I;
-  int gate_stride;
-  int up_stride;
-  int up_offset;
-  int activation;
-};
 
 // ---- Routing kernels (metal/moe_route.metal, cpp/gpu/moe_route.cpp)
 MARLIN_CONST int kMoeMaxExperts = 256;           // routing: E <= 256 (8 experts per lane)

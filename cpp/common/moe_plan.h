@@ -112,7 +112,9 @@ int64_t build_expert_groups(int64_t num_pairs, int E, ExpertOf expert_of, Expert
 // The Metal expert GEMM (cpp/common/moe_params.h describes the pipeline).  Rows per
 // expert are only known on the device, so the variant follows the average: decode
 // tiles (32 x 128) when experts get <= kDecodeMaxRows rows on average, else the
-// default tiles (64 x 64).  The tile list has room for every expert's partial tile.
+// default tiles (64 x 64).  The tile list has room for every group's partial tile:
+// G non-empty groups (the experts, plus the group of invalid ids, so G <= min(E + 1, P))
+// need sum_g ceil(c_g / tile_m) <= ceil(P / tile_m) + G - 1 <= ceil(P / tile_m) + min(E, P).
 struct GpuMoePlan {
   GemmVariant variant;
   GemmTile tile;
@@ -131,11 +133,24 @@ inline GpuMoePlan plan_gpu_moe(int64_t pairs, int E, int64_t N) {
   return p;
 }
 
-// Host names of the MoE kernels (metal/moe_gemm.metal instantiates every one).
-inline std::string moe_gemm_kernel_name(GemmVariant v, GpuDtype x, GpuDtype scales, GpuDtype out) {
-  if (out != x && out != GpuDtype::Float32) throw std::invalid_argument("moe_gemm_kernel_name: unsupported output dtype");
-  return std::string("moe_gemm_") + variant_name(v) + "_" + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales) +
-      (out != x ? "_out_f32" : "");
+// moe_mlp's gate/up GEMM with act(gate) * up fused (moe_gemm_glu_*): a tile decodes
+// tile_n columns, tile_n / 2 of gate and the matching tile_n / 2 of up, and writes
+// tile_n / 2 columns of h [P, I]; so the grid is that of a plain GEMM over 2 I columns,
+// with the same variant and tile list as the down GEMM (both depend only on P and E).
+inline GpuMoePlan plan_gpu_moe_glu(int64_t pairs, int E, int64_t I) {
+  return plan_gpu_moe(pairs, E, 2 * I);
+}
+
+// Host names of the MoE kernels (metal/moe_gemm.metal instantiates every one).  The
+// GEMMs write x's dtype: h, y and the unweighted output all stay in the activations'
+// dtype (accumulation is fp32 in registers).
+inline std::string moe_gemm_kernel_name(GemmVariant v, GpuDtype x, GpuDtype scales) {
+  return std::string("moe_gemm_") + variant_name(v) + "_" + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales);
+}
+
+// Gate/up GEMM of moe_mlp with h = act(gate) * up in its epilogue.
+inline std::string moe_glu_gemm_kernel_name(GemmVariant v, GpuDtype x, GpuDtype scales) {
+  return std::string("moe_gemm_glu_") + variant_name(v) + "_" + gpu_dtype_name(x) + "_" + gpu_dtype_name(scales);
 }
 
 // Index dtypes: signed/unsigned integers of 8, 16, 32 or 64 bits.
@@ -148,11 +163,6 @@ inline std::string moe_combine_kernel_name(GpuDtype out) {
   return std::string("moe_combine_") + gpu_dtype_name(out);
 }
 
-// moe_mlp's h = act(gate) * up over grouped float32 rows.
-inline std::string moe_glu_kernel_name() {
-  return "moe_glu";
-}
-
 template <class F>
 inline void for_each_moe_kernel_name(F&& f) {
   const GpuDtype xs[] = {GpuDtype::Float16, GpuDtype::BFloat16, GpuDtype::Float32};
@@ -160,13 +170,12 @@ inline void for_each_moe_kernel_name(F&& f) {
   for (GemmVariant v : {GemmVariant::Decode, GemmVariant::Default})
     for (GpuDtype x : xs)
       for (GpuDtype s : ss) {
-        f(moe_gemm_kernel_name(v, x, s, x));
-        if (x != GpuDtype::Float32) f(moe_gemm_kernel_name(v, x, s, GpuDtype::Float32));
+        f(moe_gemm_kernel_name(v, x, s));
+        f(moe_glu_gemm_kernel_name(v, x, s));
       }
   for (int bits : {8, 16, 32, 64})
     for (bool sgn : {true, false}) f(moe_group_kernel_name(bits, sgn));
   for (GpuDtype x : xs) f(moe_combine_kernel_name(x));
-  f(moe_glu_kernel_name());
 }
 
 // ------------------------------------------------------------------ CPU schedule

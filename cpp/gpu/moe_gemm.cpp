@@ -49,9 +49,12 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   p.shared_x = x.ndim() == 2 ? 1 : 0;
   p.pairs = p.T * p.k;
   p.weighted = has_weights ? 1 : 0;
+  p.ld = p.N;
+  p.up_col = 0;
   if (p.T == 0 || p.N == 0) return std::nullopt;
   const GpuDtype xt = gpu_dtype(x.dtype(), "moe_gemm");
   const GpuDtype st = gpu_dtype(scales.dtype(), "moe_gemm");
+  if (out.dtype() != x.dtype()) throw std::logic_error("[moe_gemm] the GPU kernels write x's dtype");
 
   if (p.pairs == 0) {  // k = 0: a weighted combine of nothing is zero
     if (!has_weights) return std::nullopt;
@@ -71,12 +74,13 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   const MoeGrouping grp = encode_moe_group(launcher, indices, p);
 
   // Unweighted: rows land in out [T, k, N] at their pair row; weighted: grouped rows of
-  // a float32 y [P, N] for the combine.
+  // y [P, N] for the combine, stored in x's dtype like out (bfloat16 activations stay
+  // bfloat16 between the launches; the combine accumulates in fp32).
   std::optional<mx::array> y;
-  if (has_weights) y = launcher.scratch({p.pairs, p.N}, mx::float32);
+  if (has_weights) y = launcher.scratch({p.pairs, p.N}, x.dtype());
   mx::array& gemm_out = has_weights ? *y : out;
   Dispatch m;
-  m.kernel = moe_gemm_kernel_name(plan.variant, xt, st, gpu_dtype(gemm_out.dtype(), "moe_gemm"));
+  m.kernel = moe_gemm_kernel_name(plan.variant, xt, st);
   m.threadgroups = {static_cast<uint32_t>(plan.grid_x), static_cast<uint32_t>(plan.max_tiles), 1};
   m.threads_per_group = {static_cast<uint32_t>(plan.threads_per_group), 1, 1};
   launcher.dispatch(m, {KernelArg::input(x), KernelArg::input(w), KernelArg::input(scales), KernelArg::input(grp.pairs),

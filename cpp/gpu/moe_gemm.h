@@ -25,11 +25,13 @@ struct MoeGrouping {
 MoeGrouping encode_moe_group(KernelLauncher& launcher, const mx::array& indices, const MoeGemmParams& p);
 
 // inputs: x [T, K] or [T, k, K], w [E, K/8, N], scales [E, K/g, N], indices [T, k]
-// (integer), optional weights [T, k] float32; `out` already has its data.  Returns the
-// grouping kernel's status buffer (int32 [4]: tile count, 1 + first pair with an
-// invalid expert id or 0), for backends that can read it back after the launches
-// (the emulator raises on it; on Metal such pairs are dropped), or nullopt when
-// nothing was launched.
+// (integer), optional weights [T, k] float32; `out` (x's dtype) already has its data.
+// The weighted path keeps y [P, N] in x's dtype between the GEMM and the combine.
+// Returns the grouping kernel's status buffer (int32 [4]: tile count, 1 + first pair
+// with an invalid expert id or 0), for backends that can read it back after the
+// launches (the emulator raises on it), or nullopt when nothing was launched.  Without
+// a read-back (Metal) a pair with an invalid expert id is never dropped silently: its
+// row of out [T, k, N], or its token's row of the combined out [T, N], is NaN.
 std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs,
                                          mx::array& out, int group_size, Activation activation, bool has_weights);
 

@@ -10,14 +10,16 @@ namespace marlin::gpu {
 
 // inputs: x [T, K], router_logits [T, E] (E <= kMoeMaxExperts, see moe_route_supported),
 // w_gate [E, K/8, I or 2I], s_gate, [w_up, s_up,] w_down [E, I/8, N_out], s_down (all
-// contiguous); `out` [T, N_out] already has its data.  Composes the MoE kernels:
+// contiguous); `out` [T, N_out] (x's dtype) already has its data.  Composes the MoE
+// kernels:
 //   marlin_moe_route_<l>[_wf32]   idx [T, k], float32 weights [T, k]
 //   moe_group_u32                 grouping of idx by expert (+ tile list)
-//   moe_gemm_<v>_<x>_<s>(_out_f32) gate (and up, or [gate | up]) -> float32 grouped rows
-//   moe_glu                       h = act(gate) * up, float32 grouped rows [P, I]
-//   moe_gemm_<v>_f32_<s>          down projection of the grouped rows h -> y [P, N_out]
+//   moe_gemm_glu_<v>_<x>_<s>      h = act(x @ gate) * (x @ up), grouped rows [P, I]: gate and
+//                                 up columns in one tile, act(gate) * up in the epilogue
+//   moe_gemm_<v>_<x>_<s>          down projection of the grouped rows h -> y [P, N_out]
 //   moe_combine_<x>               out[t] = sum_j weights[t, j] y[position[t k + j]]
-// Intermediates stay in float32 (the CPU backend's precision).
+// h and y are stored in x's dtype (bfloat16 activations stay bfloat16 end to end);
+// accumulation is fp32 in registers, and the combine accumulates in fp32.
 void encode_moe_mlp(KernelLauncher& launcher, const std::vector<mx::array>& inputs, mx::array& out, int top_k,
                     int group_size, Activation activation, bool normalize, bool fused_gate_up);
 

@@ -1,7 +1,7 @@
 // MoeGemm::eval_gpu on MLX's Metal backend (compiled only with MLX_BUILD_METAL).
 // The grouping kernel's status (invalid expert ids) cannot be read back without a
-// sync; such pairs are dropped (their rows are left unwritten), unlike the CPU and
-// emulator backends, which raise.
+// sync, and kernels cannot raise: the rows that depend on an invalid id are NaN
+// (docs/metal.md), where the CPU and emulator backends raise.
 #include "gpu/moe_gemm.h"
 #include "metal/metal_launcher.h"
 #include "mlx/allocator.h"

@@ -1,6 +1,6 @@
 // MoeMlp::eval_gpu on MLX's Metal backend (compiled only with MLX_BUILD_METAL): the
-// shared encoder (cpp/gpu/moe_mlp.cpp) dispatches route -> group -> gate/up GEMM ->
-// act(gate) * up -> down GEMM -> combine on a MetalLauncher.  moe_mlp()
+// shared encoder (cpp/gpu/moe_mlp.cpp) dispatches route -> group -> gate/up GEMM with
+// act(gate) * up fused -> down GEMM -> combine on a MetalLauncher.  moe_mlp()
 // (cpp/ops/moe.cpp) puts E > kMoeMaxExperts on the CPU stream.
 #include "gpu/moe_mlp.h"
 #include "metal/metal_launcher.h"

@@ -53,12 +53,12 @@ Args:
     w (array): Packed expert weights ``[E, K/8, N]`` uint32 (:func:`mlx_marlin.quantize`
         of ``[E, N, K]``).
     scales (array): ``[E, K/group_size, N]`` float16 or bfloat16.
-    indices (array): Expert ids ``[T, k]``, any integer dtype.  They are data, so they
-        are checked when the result is evaluated: an id outside ``[0, E)`` raises
-        ``ValueError`` naming ``indices`` at evaluation (never clamped).  On the Metal
-        GPU the kernels cannot raise: the rows that depend on such an id are NaN instead
-        (the pair's row of ``[T, k, N]``, or the token's row of ``[T, N]`` with
-        ``weights``); every other row is computed normally.
+    indices (array): Expert ids ``[T, k]``, any integer dtype.  They are data, known
+        only when the result is evaluated, where MLX cannot reliably raise: an id
+        outside ``[0, E)`` is never clamped or used to address memory; the rows that
+        depend on it are NaN instead (the pair's row of ``[T, k, N]``, or the token's
+        row of ``[T, N]`` with ``weights``), on every backend; every other row is
+        computed normally.
     group_size (int): 32, 64 or 128.
     weights (array, optional): ``[T, k]`` combine weights.  When given the result is
         the weighted sum over slots ``sum_j weights[t, j] * y[t, j]`` (fused, accumulated

@@ -65,8 +65,8 @@ def moe_gemm(
 ) -> mlx.core.array:
     """Grouped FP4 expert GEMM: ``[T, k, N]``, or ``[T, N]`` combined with ``weights``.
 
-    An expert id outside ``[0, E)`` raises ValueError at evaluation (CPU, emulator); on
-    the Metal GPU, which cannot raise, the rows depending on it are NaN instead."""
+    An expert id outside ``[0, E)`` (data, known only at evaluation) makes the rows that
+    depend on it NaN, on every backend; it is never clamped or used as an address."""
     ...
 
 def moe_mlp(

@@ -78,17 +78,20 @@ struct ExpertGroups {
   int64_t count(int e) const { return offsets[e + 1] - offsets[e]; }
 };
 
-// `expert_of(p)` returns pair p's expert id as int64.  Returns -1 on success, or the
-// first pair whose expert id lies outside [0, E) (nothing is written past the
-// checks, so an invalid id never indexes memory).
+// `expert_of(p)` returns pair p's expert id as int64.  Pairs whose id lies outside
+// [0, E) are grouped after every expert (rows offsets[E] .. num_pairs): no expert
+// computes them and the id never indexes memory; callers fill their rows with NaN, as
+// the Metal kernels do (indices are data, known only at evaluation, where MLX cannot
+// reliably raise).  Returns the number of such pairs.
 template <class ExpertOf>
 int64_t build_expert_groups(int64_t num_pairs, int E, ExpertOf expert_of, ExpertGroups& g) {
   g.num_experts = E;
   g.offsets.assign(static_cast<size_t>(E) + 1, 0);
+  int64_t invalid = 0;
   for (int64_t p = 0; p < num_pairs; ++p) {
-    int64_t e = expert_of(p);
-    if (e < 0 || e >= E) return p;
-    ++g.offsets[e + 1];
+    const int64_t e = expert_of(p);
+    if (e < 0 || e >= E) ++invalid;
+    else ++g.offsets[e + 1];
   }
   g.active_experts = 0;
   g.max_rows = 0;
@@ -99,13 +102,14 @@ int64_t build_expert_groups(int64_t num_pairs, int E, ExpertOf expert_of, Expert
   }
   g.pairs.resize(num_pairs);
   g.position.resize(num_pairs);
-  std::vector<int64_t> cursor(g.offsets.begin(), g.offsets.end() - 1);
+  std::vector<int64_t> cursor(g.offsets.begin(), g.offsets.end());  // [E] = the invalid group
   for (int64_t p = 0; p < num_pairs; ++p) {
-    int64_t i = cursor[expert_of(p)]++;
+    const int64_t e = expert_of(p);
+    const int64_t i = cursor[(e < 0 || e >= E) ? E : e]++;
     g.pairs[i] = p;
     g.position[p] = i;
   }
-  return -1;
+  return invalid;
 }
 
 // ------------------------------------------------------------------ GPU plan

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -40,17 +41,12 @@ inline int64_t read_index(const void* data, mx::Dtype t, int64_t i) {
   }
 }
 
-// Groups the pairs of an index matrix [T, k] by expert.  Indices are data, so they
-// can only be checked here, at evaluation: an id outside [0, E) throws
-// std::invalid_argument naming `indices` (never clamped, never dereferenced).
-template <class ExpertOf>
-void group_pairs_or_throw(const char* op, int64_t num_pairs, int64_t k, int E, ExpertOf expert_of,
-                          ExpertGroups& groups) {
-  int64_t bad = build_expert_groups(num_pairs, E, expert_of, groups);
-  if (bad >= 0)
-    throw std::invalid_argument(std::string("[") + op + "] indices must lie in [0, E) = [0, " + std::to_string(E) +
-                                "), got indices[" + std::to_string(bad / k) + ", " + std::to_string(bad % k) +
-                                "] = " + std::to_string(expert_of(bad)) + ".");
+// Rows of the invalid-id group (after every expert, see build_expert_groups) get NaN:
+// a bad index shows up as NaN in exactly the outputs it feeds, on every backend.
+inline void fill_invalid_rows(const ExpertGroups& groups, float* y, int64_t N) {
+  const int64_t begin = groups.offsets[groups.num_experts];
+  const int64_t end = static_cast<int64_t>(groups.pairs.size());
+  std::fill(y + begin * N, y + end * N, std::numeric_limits<float>::quiet_NaN());
 }
 
 // rows x cols fp32 panel: dst[i] = src[row_of(i)] for i in [0, rows).

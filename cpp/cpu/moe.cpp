@@ -165,8 +165,8 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     }
     PhaseTimer timer("moe_gemm");
     ExpertGroups groups;
-    cpu::group_pairs_or_throw("moe_gemm", pairs, k, E,
-                              [&](int64_t p) { return cpu::read_index(idx_ptr, idx_type, p); }, groups);
+    const int64_t invalid =
+        build_expert_groups(pairs, E, [&](int64_t p) { return cpu::read_index(idx_ptr, idx_type, p); }, groups);
     std::vector<float> x_storage;
     const float* x32 = cpu::as_float32(x_ptr, x_type, (shared_x ? T : pairs) * K, x_storage);
     Scratch panel(pairs * K);
@@ -177,6 +177,7 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     cpu::for_each_active_expert(groups, N, [&](int e) {
       cpu::expert_gemm(groups, e, panel.data(), K, views[e], act, y.data(), N);
     });
+    if (invalid) cpu::fill_invalid_rows(groups, y.data(), N);
     timer.mark("gemms");
     if (weight_ptr)
       cpu::combine_pairs(groups, y.data(), N, weight_ptr, T, k, out_ptr, out_type);

@@ -57,6 +57,7 @@ def main():
     ap.add_argument("--configs", type=str, default="default")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--ncu", action="store_true", help="run each op twice per case, no timing (under ncu)")
     args = ap.parse_args()
     mx.set_default_device(mx.gpu)
     dt = getattr(mx, args.dtype)
@@ -79,6 +80,21 @@ def main():
             mx.eval(q, k, v)
             inputs.append((q, k, v))
         calls = 40 if kind == "decode" else (10 if Lq >= 4096 else 20)
+        if args.ncu:
+            for cfg in args.configs.split(","):
+                if cfg == "default":
+                    os.environ.pop("MLX_MARLIN_CUDA_ATTN", None)
+                else:
+                    os.environ["MLX_MARLIN_CUDA_ATTN"] = cfg
+                for _ in range(2):
+                    mx.eval(mm.attention(*inputs[0], scale=scale, mask=mask))
+                    mx.synchronize()
+            os.environ.pop("MLX_MARLIN_CUDA_ATTN", None)
+            for _ in range(2):
+                mx.eval(mx.fast.scaled_dot_product_attention(*inputs[0], scale=scale, mask=mask))
+                mx.synchronize()
+            print(f"ncu case done: {kind} Lq={Lq} Lk={Lk}", flush=True)
+            continue
         # Correctness on the benchmark's own inputs (against MLX, which is the reference here).
         q, k, v = inputs[0]
         ours = mm.attention(q, k, v, scale=scale, mask=mask)
@@ -101,6 +117,12 @@ def main():
         res["kv_bytes"] = kv_bytes
         rows.append(res)
 
+    if args.ncu:
+        return
+    # Per-op floor of the MLX CUDA path: a one-element add, timed the same way.
+    one = mx.ones((1,), dt)
+    mx.eval(one)
+    noop = bench(lambda x: x + 1, [(one,)], 40, args.reps)
     print(f"device: {mx.default_device()}  MLX {mx.__version__}  dtype {args.dtype}  Hq/Hkv {Hq}/{Hkv}  D {D}")
     cfgs = args.configs.split(",")
     hdr = f"{'case':<22}{'sdpa ms':>10}" + "".join(f"{'ours[' + c + '] ms':>18}" for c in cfgs) + f"{'speedup':>9}{'ours':>14}{'sdpa':>14}{'maxdiff':>9}"
@@ -116,9 +138,11 @@ def main():
         print(f"{name:<22}{r['sdpa_ms'][0]:>10.4f}" + "".join(f"{o:>18.4f}" for o in ours) +
               f"{r['sdpa_ms'][0] / best:>8.2f}x{rate(best):>14}{rate(r['sdpa_ms'][0]):>14}{r['max_abs_diff_vs_sdpa']:>9.1e}")
         r["speedup_vs_sdpa"] = r["sdpa_ms"][0] / best
+    print(f"per-op floor (x + 1 on one element, same timing): {noop[0] * 1e3:.1f} us")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": str(mx.default_device()), "mlx": mx.__version__, "rows": rows}, f, indent=1)
+            json.dump({"device": str(mx.default_device()), "mlx": mx.__version__, "noop_ms": noop, "rows": rows}, f,
+                      indent=1)
 
 
 if __name__ == "__main__":

@@ -20,3 +20,10 @@ if [ "${SKIP_TEST:-0}" != 1 ]; then
   grep -E "^(FAILED|ERROR)" "$OUT/test_gpu.log" | head -8
 fi
 timeout ${BENCH_TIMEOUT:-150} python3 benchmarks/bench_attention_cuda.py --json "$OUT/bench.json" ${BENCH_ARGS:-} 2>&1 | tee "$OUT/bench.log"
+if [ "${NCU:-1}" = 1 ] && command -v ncu >/dev/null; then
+  # Kernel times alone (no MLX per-op overhead): ours and MLX's, each case run twice.
+  timeout ${NCU_TIMEOUT:-150} ncu --clock-control none --metrics gpu__time_duration.sum \
+    python3 benchmarks/bench_attention_cuda.py --ncu ${BENCH_ARGS:-} > "$OUT/ncu.log" 2>&1
+  awk '/ncu case done/ {print} /, Context/ {n=substr($0,3,index($0,"(")-3)} /gpu__time_duration/ {printf "   %-70s %s %s\n", substr(n,1,70), $(NF-1), $NF}' "$OUT/ncu.log" \
+    | grep -v -E "copy|fill|arange|Random|random|astype" | uniq -c | tail -${NCU_LINES:-40}
+fi

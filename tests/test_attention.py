@@ -163,7 +163,12 @@ def test_matches_mlx_sdpa(dtype, mask):
         m = mask
     ours = np.array(mm.attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     theirs = np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
-    np.testing.assert_allclose(ours, theirs, atol=2 * TOL[dtype], rtol=2 * TOL[dtype])
+    tol = 2 * TOL[dtype]
+    if dtype == "float32" and os.environ.get("MLX_MARLIN_TEST_DEVICE") == "gpu" and hasattr(mx, "cuda") and mx.cuda.is_available():
+        # MLX's CUDA sdpa is only TF32-accurate for float32 (max diff ~2e-3 measured on an H100);
+        # ours is checked against the float64 reference at 2e-5 by the other tests.
+        tol = 2 * TOL["float16"]
+    np.testing.assert_allclose(ours, theirs, atol=tol, rtol=tol)
 
 
 def test_output_dtype_shape_and_lazy_graph():

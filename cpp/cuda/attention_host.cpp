@@ -124,15 +124,15 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   if (!fn) throw std::logic_error("[attention] no CUDA kernel for this plan (D = " + std::to_string(D) + ")");
 
   for (const auto& in : inputs) enc.set_input_array(in);
-  mx::array part_o = q, part_ml = q;  // placeholders unless split-K
+  mx::array part = q;  // placeholder unless split-K
   const int64_t rows_out = int64_t(B) * Hq * Lq;
   if (p.splits > 1) {
-    part_o = scratch(rows_out * p.splits * D, enc);
-    part_ml = scratch(rows_out * p.splits * 2, enc);
-    a.part_o = mx::gpu_ptr<float>(part_o);
-    a.part_ml = mx::gpu_ptr<float>(part_ml);
-    enc.set_output_array(part_o);
-    enc.set_output_array(part_ml);
+    // One allocation for both partial arrays (every allocation costs host time per call).
+    const int64_t n_o = rows_out * p.splits * D;
+    part = scratch(n_o + rows_out * p.splits * 2, enc);
+    a.part_o = mx::gpu_ptr<float>(part);
+    a.part_ml = a.part_o + n_o;  // D % 4 == 0: stays 16-byte aligned
+    enc.set_output_array(part);
   } else {
     enc.set_output_array(out);
   }
@@ -143,8 +143,7 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     void* merge = cuda::attention_merge_kernel(D, t);
     if (!merge) throw std::logic_error("[attention] no CUDA merge kernel");
     if (rows_out > INT32_MAX) throw std::invalid_argument("[attention] too many rows for one merge launch");
-    enc.set_input_array(part_o);
-    enc.set_input_array(part_ml);
+    enc.set_input_array(part);
     enc.set_output_array(out);
     enc.add_kernel_node_raw(static_cast<CUfunction>(merge), dim3(static_cast<unsigned>(rows_out)),
                             dim3(D / 4, cuda::kAttnMergeGroups), dim3(1, 1, 1), 0, params);

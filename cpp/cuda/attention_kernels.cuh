@@ -1,5 +1,5 @@
 // CUDA kernels of attention (see the CUDA section of cpp/common/attention_plan.h for
-// which runs when, and docs/cuda.md for the design).
+// which runs when, and docs/cuda_attention.md for the design).
 //
 // attention_mma (float16 / bfloat16): flash attention on mma.sync m16n8k16.
 //   * A block owns BM = 16 * WM query rows (one 16-row MMA tile per warp row) and one
@@ -257,25 +257,23 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
           mma_16816<T>(s[2 * np + 1], af, bf[2], bf[3]);
         }
       }
-      // Scale (base 2) and mask.
+      // Scale (base 2) and mask.  Unmasked tiles with a positive scale fold the scale
+      // into the exponent's FMA (max(s) * scale = max(s * scale) for scale > 0).
       const bool full = k0 + KW <= ke && (!causal || k0 + KW - 1 <= warp_lim_min) && !mask_array;
-      if (full) {
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) s[n][e] *= a.scale_log2;
-      } else {
+      const bool fold = full && a.scale_log2 > 0.f;
+      const float sc = fold ? a.scale_log2 : 1.f;
+      if (!fold) {
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
 #pragma unroll
           for (int e = 0; e < 4; ++e) {
             const int j = k0 + n * 8 + (lane & 3) * 2 + (e & 1);
             const int ri = e >> 1;
-            bool vis = rvalid[ri] && j < ke && j <= lim[ri];
+            bool vis = full || (rvalid[ri] && j < ke && j <= lim[ri]);
             float x = s[n][e] * a.scale_log2;
-            if (vis && a.mask_kind == kAttnMaskBool) {
+            if (!full && vis && a.mask_kind == kAttnMaskBool) {
               vis = static_cast<const uint8_t*>(a.mask)[mbase[ri] + int64_t(j) * a.mask_stride[3]] != 0;
-            } else if (vis && a.mask_kind == kAttnMaskAdditive) {
+            } else if (!full && vis && a.mask_kind == kAttnMaskAdditive) {
               x += mask_value(a.mask, a.mask_type, mbase[ri] + int64_t(j) * a.mask_stride[3]) * kLog2e;
             }
             s[n][e] = vis ? x : neg_inf();
@@ -293,7 +291,7 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
 #pragma unroll
       for (int i = 0; i < 2; ++i) {
         mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-        mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+        mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
         const float m_new = nanmax(m[i], mx[i]);
         mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
         alpha[i] = ex2(m[i] - mu[i]);
@@ -302,10 +300,10 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
       float rs[2] = {0.f, 0.f};
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        s[n][0] = ex2(s[n][0] - mu[0]);
-        s[n][1] = ex2(s[n][1] - mu[0]);
-        s[n][2] = ex2(s[n][2] - mu[1]);
-        s[n][3] = ex2(s[n][3] - mu[1]);
+        s[n][0] = ex2(fmaf(s[n][0], sc, -mu[0]));
+        s[n][1] = ex2(fmaf(s[n][1], sc, -mu[0]));
+        s[n][2] = ex2(fmaf(s[n][2], sc, -mu[1]));
+        s[n][3] = ex2(fmaf(s[n][3], sc, -mu[1]));
         rs[0] += s[n][0] + s[n][1];
         rs[1] += s[n][2] + s[n][3];
       }

@@ -30,8 +30,8 @@ DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # atol = rtol; P is rounded to the input dtype before P V (as in every flash kernel).
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 HEAD_DIMS = [64, 80, 96, 128, 256]
-# kCudaAttnConfigs: 0/1/4 prefill tiles, 2/3 decode tiles (1 and 3 also serve D = 256).
-CONFIGS = [0, 1, 2, 3, 4]
+# kCudaAttnConfigs: 0/1/4/5 prefill tiles, 2/3 decode tiles (1 and 3 also serve D = 256).
+CONFIGS = [0, 1, 2, 3, 4, 5]
 _SEED = int(os.environ.get("MLX_MARLIN_TEST_SEED", "0"))
 
 

@@ -120,8 +120,9 @@ struct CudaAttentionConfig {
   int warps_n;  // warps splitting each key tile
   int block_k;  // keys per shared-memory tile (double-buffered)
   int min_blocks;  // __launch_bounds__ blocks per SM
+  int m_tiles = 1; // 16-row MMA tiles per warp (2: every K / V fragment feeds two)
   constexpr int threads() const { return 32 * warps_m * warps_n; }
-  constexpr int rows() const { return 16 * warps_m; }
+  constexpr int rows() const { return 16 * m_tiles * warps_m; }
 };
 // Compiled variants (attention_kernels.cu instantiates each for every D where
 // cuda_attention_config_ok holds).  MLX_MARLIN_CUDA_ATTN=<index> forces one (benchmarks).
@@ -131,6 +132,7 @@ constexpr CudaAttentionConfig kCudaAttnConfigs[] = {
     {1, 4, 64, 3},  // 2: decode, D <= 128
     {1, 2, 32, 3},  // 3: decode, D = 256
     {8, 1, 64, 1},  // 4: prefill, 128 rows per block (D <= 128)
+    {4, 1, 32, 2, 2},  // 5: prefill, 128 rows per block, 2 row tiles per warp (D <= 128)
 };
 constexpr int kCudaAttnVariants = sizeof(kCudaAttnConfigs) / sizeof(kCudaAttnConfigs[0]);
 constexpr int kCudaAttnDecodeMaxRows = 16;    // Lq * heads_per_block of the decode tile
@@ -138,13 +140,14 @@ constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
 constexpr int kCudaAttnMaxSplits = 256;       // Merge stages the splits' weights in shared memory
 constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
 
-// Q stays in registers up to D = 128 (8 x 4 registers); at D = 256 the O accumulator
-// alone needs 128, so Q fragments are re-read from shared memory per key tile.
+// Q stays in registers up to D = 128 (8 x 4 registers) with one row tile per warp; at
+// D = 256 (or two row tiles) the O accumulators alone need 128, so Q fragments are
+// re-read from shared memory per key tile.
 constexpr bool cuda_attention_q_in_registers(int head_dim) { return head_dim <= 128; }
 
 constexpr bool cuda_attention_config_ok(const CudaAttentionConfig& c, int head_dim) {
   const int kw = c.block_k / c.warps_n;  // keys per warp per tile: whole k16 steps of P V
-  return kw % 16 == 0 && (head_dim <= 128 || (c.block_k <= 32 && c.warps_m <= 4));
+  return kw % 16 == 0 && (head_dim <= 128 || (c.block_k <= 32 && c.warps_m <= 4 && c.m_tiles == 1));
 }
 
 // Dynamic shared memory of the Mma kernel: Q tile + double-buffered K and V tiles in
@@ -212,8 +215,9 @@ inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv,
   const int64_t key_blocks = std::max<int64_t>(1, (Lk + block_k - 1) / block_k);
   p.splits = 1;
   if (decode && Lk > kCudaAttnMinKeysPerSplit) {
-    // About two blocks per SM, never fewer than kCudaAttnMinKeysPerSplit keys each.
-    const int64_t want = (2 * int64_t(std::max(sm_count, 1)) + row_blocks - 1) / row_blocks;
+    // About three blocks per SM (the decode tile's occupancy), never fewer than
+    // kCudaAttnMinKeysPerSplit keys each.
+    const int64_t want = (3 * int64_t(std::max(sm_count, 1)) + row_blocks - 1) / row_blocks;
     const int64_t max_by_len = std::max<int64_t>(1, Lk / kCudaAttnMinKeysPerSplit);
     p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, max_by_len, key_blocks, kCudaAttnMaxSplits})));
   }

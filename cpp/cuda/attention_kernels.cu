@@ -14,7 +14,7 @@ void* mma_stub() {
   if constexpr (!cuda_attention_config_ok(c, D)) {
     return nullptr;
   } else {
-    return reinterpret_cast<void*>(&attention_mma<T, D, c.warps_m, c.warps_n, c.block_k, c.min_blocks>);
+    return reinterpret_cast<void*>(&attention_mma<T, D, c.warps_m, c.warps_n, c.block_k, c.min_blocks, c.m_tiles>);
   }
 }
 

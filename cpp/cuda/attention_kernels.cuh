@@ -126,16 +126,19 @@ __device__ __forceinline__ Row block_row(const AttnArgs& a, int r, int hkv, int 
 }  // namespace attn
 
 // ---------------------------------------------------------------- tensor-core kernel
-template <typename T, int D, int WM, int WN, int BK, int MINB>
+// WM x WN warps; warp (wm, wn) owns MT 16-row MMA tiles (rows 16 * (wm * MT + mt) ..)
+// and keys [wn * BK / WN, (wn + 1) * BK / WN) of every tile.  MT = 2 halves the
+// shared-memory reads per MMA (each K / V fragment feeds two row tiles).
+template <typename T, int D, int WM, int WN, int BK, int MINB, int MT>
 __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) {
   using namespace attn;
-  constexpr int BM = 16 * WM;
+  constexpr int BM = 16 * MT * WM;
   constexpr int KW = BK / WN;  // keys per warp per tile
   constexpr int NT = KW / 8;   // 8-key MMA tiles of S per warp
   constexpr int DP = D + 8;    // padded shared row (elements)
   constexpr int CH = D / 8;    // 16-byte chunks per row
   constexpr int THREADS = 32 * WM * WN;
-  constexpr bool QREG = cuda_attention_q_in_registers(D);
+  constexpr bool QREG = cuda_attention_q_in_registers(D) && MT == 1;
   constexpr int RP = D + 8;    // padded fp32 row of the epilogue
   static_assert(KW % 16 == 0 && D % 16 == 0, "whole k16 steps");
 
@@ -175,21 +178,29 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
   const T* kg = static_cast<const T*>(a.k) + b * a.k_stride[0] + hkv * a.k_stride[1];
   const T* vg = static_cast<const T*>(a.v) + b * a.v_stride[0] + hkv * a.v_stride[1];
 
-  // This thread's two rows of the MMA tile (lane / 4 and lane / 4 + 8).
-  int lim[2];           // last visible key (causal), INT_MAX otherwise
-  int64_t mbase[2];     // mask offset of (b, hq, q, 0)
-  bool rvalid[2];
+  // This thread's rows: lane / 4 and lane / 4 + 8 of each of its MT tiles.
+  int lim[MT][2];        // last visible key (causal), INT_MAX otherwise
+  int64_t mbase[MT][2];  // mask offset of (b, hq, q, 0)
+  bool rvalid[MT][2];
+  int lmax = INT_MIN, lmin = INT_MAX;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const Row row = block_row(a, wm * 16 + (lane >> 2) + 8 * i, hkv, g0, q0);
-    rvalid[i] = row.valid;
-    lim[i] = causal ? row.q + causal_off : INT_MAX;
-    mbase[i] = b * a.mask_stride[0] + row.hq * a.mask_stride[1] + int64_t(row.q) * a.mask_stride[2];
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const Row row = block_row(a, (wm * MT + mt) * 16 + (lane >> 2) + 8 * i, hkv, g0, q0);
+      rvalid[mt][i] = row.valid;
+      lim[mt][i] = causal ? row.q + causal_off : INT_MAX;
+      mbase[mt][i] = b * a.mask_stride[0] + row.hq * a.mask_stride[1] + int64_t(row.q) * a.mask_stride[2];
+      if (row.valid) {
+        lmax = max(lmax, lim[mt][i]);
+        lmin = min(lmin, lim[mt][i]);
+      }
+    }
   }
   // Key limits over the warp's valid rows: a key slice past the max is skipped, one
   // before the min needs no causal test.
-  const int warp_lim_max = __reduce_max_sync(0xffffffffu, max(rvalid[0] ? lim[0] : INT_MIN, rvalid[1] ? lim[1] : INT_MIN));
-  const int warp_lim_min = __reduce_min_sync(0xffffffffu, min(rvalid[0] ? lim[0] : INT_MAX, rvalid[1] ? lim[1] : INT_MAX));
+  const int warp_lim_max = __reduce_max_sync(0xffffffffu, lmax);
+  const int warp_lim_min = __reduce_min_sync(0xffffffffu, lmin);
 
   auto load_kv = [&](int t, int buf) {
     const int k0 = kb + t * BK;
@@ -215,12 +226,16 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
   cp_async_commit();
 
   uint32_t qf[QREG ? D / 16 : 1][4];
-  float o[D / 8][4];
+  float o[MT][D / 8][4];
+  float m[MT][2], l[MT][2];
 #pragma unroll
-  for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-  float m[2] = {neg_inf(), neg_inf()};
-  float l[2] = {0.f, 0.f};
-  const T* q_frag_base = Qs + (wm * 16 + (lane & 15)) * DP + (lane >> 4) * 8;
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0.f;
+    m[mt][0] = m[mt][1] = neg_inf();
+    l[mt][0] = l[mt][1] = 0.f;
+  }
+  const T* q_frag_base = Qs + (wm * MT * 16 + (lane & 15)) * DP + (lane >> 4) * 8;
 
   for (int t = 0; t < ntiles; ++t) {
     const int buf = t & 1;
@@ -238,23 +253,31 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
     if (k0 < ke && !(causal && k0 > warp_lim_max)) {
       const T* Kt = Ks + (buf * BK + wn * KW) * DP;
       const T* Vt = Vs + (buf * BK + wn * KW) * DP;
-      float s[NT][4];
+      float s[MT][NT][4];
 #pragma unroll
-      for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.f;
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) {
-        uint32_t af[4];
-        if constexpr (QREG) {
-          af[0] = qf[kk][0]; af[1] = qf[kk][1]; af[2] = qf[kk][2]; af[3] = qf[kk][3];
-        } else {
-          ldsm_x4(af, q_frag_base + kk * 16);
+        uint32_t af[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          if constexpr (QREG) {
+            af[mt][0] = qf[kk][0]; af[mt][1] = qf[kk][1]; af[mt][2] = qf[kk][2]; af[mt][3] = qf[kk][3];
+          } else {
+            ldsm_x4(af[mt], q_frag_base + mt * 16 * DP + kk * 16);
+          }
         }
 #pragma unroll
         for (int np = 0; np < NT / 2; ++np) {
           uint32_t bf[4];
           ldsm_x4(bf, Kt + (np * 16 + ((lane >> 4) << 3) + (lane & 7)) * DP + kk * 16 + ((lane >> 3) & 1) * 8);
-          mma_16816<T>(s[2 * np], af, bf[0], bf[1]);
-          mma_16816<T>(s[2 * np + 1], af, bf[2], bf[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_16816<T>(s[mt][2 * np], af[mt], bf[0], bf[1]);
+            mma_16816<T>(s[mt][2 * np + 1], af[mt], bf[2], bf[3]);
+          }
         }
       }
       // Scale (base 2) and mask.  Unmasked tiles with a positive scale fold the scale
@@ -262,71 +285,84 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
       const bool full = k0 + KW <= ke && (!causal || k0 + KW - 1 <= warp_lim_min) && !mask_array;
       const bool fold = full && a.scale_log2 > 0.f;
       const float sc = fold ? a.scale_log2 : 1.f;
-      if (!fold) {
+      uint32_t pa[MT][KW / 16][4];
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
+      for (int mt = 0; mt < MT; ++mt) {
+        if (!fold) {
 #pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int j = k0 + n * 8 + (lane & 3) * 2 + (e & 1);
-            const int ri = e >> 1;
-            bool vis = full || (rvalid[ri] && j < ke && j <= lim[ri]);
-            float x = s[n][e] * a.scale_log2;
-            if (!full && vis && a.mask_kind == kAttnMaskBool) {
-              vis = static_cast<const uint8_t*>(a.mask)[mbase[ri] + int64_t(j) * a.mask_stride[3]] != 0;
-            } else if (!full && vis && a.mask_kind == kAttnMaskAdditive) {
-              x += mask_value(a.mask, a.mask_type, mbase[ri] + int64_t(j) * a.mask_stride[3]) * kLog2e;
+          for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const int j = k0 + n * 8 + (lane & 3) * 2 + (e & 1);
+              const int ri = e >> 1;
+              bool vis = full || (rvalid[mt][ri] && j < ke && j <= lim[mt][ri]);
+              float x = s[mt][n][e] * a.scale_log2;
+              if (!full && vis && a.mask_kind == kAttnMaskBool) {
+                vis = static_cast<const uint8_t*>(a.mask)[mbase[mt][ri] + int64_t(j) * a.mask_stride[3]] != 0;
+              } else if (!full && vis && a.mask_kind == kAttnMaskAdditive) {
+                x += mask_value(a.mask, a.mask_type, mbase[mt][ri] + int64_t(j) * a.mask_stride[3]) * kLog2e;
+              }
+              s[mt][n][e] = vis ? x : neg_inf();
             }
-            s[n][e] = vis ? x : neg_inf();
           }
         }
-      }
-      // Online softmax (per row: max over the quad's lanes).
-      float mx[2] = {neg_inf(), neg_inf()};
+        // Online softmax (per row: max over the quad's lanes).
+        float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        mx[0] = nanmax(mx[0], nanmax(s[n][0], s[n][1]));
-        mx[1] = nanmax(mx[1], nanmax(s[n][2], s[n][3]));
-      }
-      float mu[2], alpha[2];
+        for (int n = 0; n < NT; ++n) {
+          mx[0] = nanmax(mx[0], nanmax(s[mt][n][0], s[mt][n][1]));
+          mx[1] = nanmax(mx[1], nanmax(s[mt][n][2], s[mt][n][3]));
+        }
+        float mu[2], alpha[2];
 #pragma unroll
-      for (int i = 0; i < 2; ++i) {
-        mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-        mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
-        const float m_new = nanmax(m[i], mx[i]);
-        mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
-        alpha[i] = ex2(m[i] - mu[i]);
-        m[i] = m_new;
-      }
-      float rs[2] = {0.f, 0.f};
+        for (int i = 0; i < 2; ++i) {
+          mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+          mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
+          const float m_new = nanmax(m[mt][i], mx[i]);
+          mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
+          alpha[i] = ex2(m[mt][i] - mu[i]);
+          m[mt][i] = m_new;
+        }
+        float rs[2] = {0.f, 0.f};
 #pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        s[n][0] = ex2(fmaf(s[n][0], sc, -mu[0]));
-        s[n][1] = ex2(fmaf(s[n][1], sc, -mu[0]));
-        s[n][2] = ex2(fmaf(s[n][2], sc, -mu[1]));
-        s[n][3] = ex2(fmaf(s[n][3], sc, -mu[1]));
-        rs[0] += s[n][0] + s[n][1];
-        rs[1] += s[n][2] + s[n][3];
-      }
-      l[0] = l[0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
-      l[1] = l[1] * alpha[1] + rs[1];
+        for (int n = 0; n < NT; ++n) {
+          s[mt][n][0] = ex2(fmaf(s[mt][n][0], sc, -mu[0]));
+          s[mt][n][1] = ex2(fmaf(s[mt][n][1], sc, -mu[0]));
+          s[mt][n][2] = ex2(fmaf(s[mt][n][2], sc, -mu[1]));
+          s[mt][n][3] = ex2(fmaf(s[mt][n][3], sc, -mu[1]));
+          rs[0] += s[mt][n][0] + s[mt][n][1];
+          rs[1] += s[mt][n][2] + s[mt][n][3];
+        }
+        l[mt][0] = l[mt][0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
+        l[mt][1] = l[mt][1] * alpha[1] + rs[1];
 #pragma unroll
-      for (int d = 0; d < D / 8; ++d) {
-        o[d][0] *= alpha[0];
-        o[d][1] *= alpha[0];
-        o[d][2] *= alpha[1];
-        o[d][3] *= alpha[1];
+        for (int d = 0; d < D / 8; ++d) {
+          o[mt][d][0] *= alpha[0];
+          o[mt][d][1] *= alpha[0];
+          o[mt][d][2] *= alpha[1];
+          o[mt][d][3] *= alpha[1];
+        }
+        // P in the input dtype: two 8-key accumulator tiles = one k16 A operand.
+#pragma unroll
+        for (int ks = 0; ks < KW / 16; ++ks) {
+          pa[mt][ks][0] = pack2<T>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+          pa[mt][ks][1] = pack2<T>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+          pa[mt][ks][2] = pack2<T>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+          pa[mt][ks][3] = pack2<T>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+        }
       }
-      // O += P V, P from the S accumulators (two 8-key tiles = one k16 A operand).
+      // O += P V.
 #pragma unroll
       for (int ks = 0; ks < KW / 16; ++ks) {
-        const uint32_t pa[4] = {pack2<T>(s[2 * ks][0], s[2 * ks][1]), pack2<T>(s[2 * ks][2], s[2 * ks][3]),
-                                pack2<T>(s[2 * ks + 1][0], s[2 * ks + 1][1]), pack2<T>(s[2 * ks + 1][2], s[2 * ks + 1][3])};
 #pragma unroll
         for (int dp = 0; dp < D / 16; ++dp) {
           uint32_t bv[4];
           ldsm_x4_trans(bv, Vt + (ks * 16 + (lane & 15)) * DP + dp * 16 + (lane >> 4) * 8);
-          mma_16816<T>(o[2 * dp], pa, bv[0], bv[1]);
-          mma_16816<T>(o[2 * dp + 1], pa, bv[2], bv[3]);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            mma_16816<T>(o[mt][2 * dp], pa[mt][ks], bv[0], bv[1]);
+            mma_16816<T>(o[mt][2 * dp + 1], pa[mt][ks], bv[2], bv[3]);
+          }
         }
       }
     }
@@ -335,42 +371,51 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
 
   // ---- epilogue: merge the WN warps of each row in shared memory, write coalesced.
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
-    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 1);
+      l[mt][i] += __shfl_xor_sync(0xffffffffu, l[mt][i], 2);
+    }
   }
   cp_async_wait<0>();  // no tile: the Q copy may still be in flight
   __syncthreads();
-  const int r0 = wm * 16 + (lane >> 2);
   if ((lane & 3) == 0) {
-    ml_s[wn][r0][0] = m[0];
-    ml_s[wn][r0][1] = l[0];
-    ml_s[wn][r0 + 8][0] = m[1];
-    ml_s[wn][r0 + 8][1] = l[1];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const int r0 = (wm * MT + mt) * 16 + (lane >> 2);
+      ml_s[wn][r0][0] = m[mt][0];
+      ml_s[wn][r0][1] = l[mt][0];
+      ml_s[wn][r0 + 8][0] = m[mt][1];
+      ml_s[wn][r0 + 8][1] = l[mt][1];
+    }
   }
   __syncthreads();
   float* red = reinterpret_cast<float*>(smem_raw);  // [WN][BM][RP]
   const bool direct = a.splits == 1;
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const int r = r0 + 8 * i;
-    float M = neg_inf();
+  for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
-    for (int w = 0; w < WN; ++w) M = nanmax(M, ml_s[w][r][0]);
-    const float Mu = M == neg_inf() ? 0.f : M;
-    float L = 0.f;
+    for (int i = 0; i < 2; ++i) {
+      const int r = (wm * MT + mt) * 16 + (lane >> 2) + 8 * i;
+      float M = neg_inf();
 #pragma unroll
-    for (int w = 0; w < WN; ++w) L += ex2(ml_s[w][r][0] - Mu) * ml_s[w][r][1];
-    float f = ex2(m[i] - Mu);
-    if (direct) f *= L == 0.f ? 0.f : 1.f / L;  // NaN L stays NaN
-    float* dst = red + (wn * BM + r) * RP + (lane & 3) * 2;
+      for (int w = 0; w < WN; ++w) M = nanmax(M, ml_s[w][r][0]);
+      const float Mu = M == neg_inf() ? 0.f : M;
+      float L = 0.f;
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d)
-      *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[d][2 * i] * f, o[d][2 * i + 1] * f);
-    if (!direct && wn == 0 && (lane & 3) == 0 && rvalid[i]) {
-      const Row row = block_row(a, r, hkv, g0, q0);
-      const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
-      *reinterpret_cast<float2*>(a.part_ml + (orow * a.splits + split) * 2) = make_float2(M, L);
+      for (int w = 0; w < WN; ++w) L += ex2(ml_s[w][r][0] - Mu) * ml_s[w][r][1];
+      float f = ex2(m[mt][i] - Mu);
+      if (direct) f *= L == 0.f ? 0.f : 1.f / L;  // NaN L stays NaN
+      float* dst = red + (wn * BM + r) * RP + (lane & 3) * 2;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d)
+        *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mt][d][2 * i] * f, o[mt][d][2 * i + 1] * f);
+      if (!direct && wn == 0 && (lane & 3) == 0 && rvalid[mt][i]) {
+        const Row row = block_row(a, r, hkv, g0, q0);
+        const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
+        *reinterpret_cast<float2*>(a.part_ml + (orow * a.splits + split) * 2) = make_float2(M, L);
+      }
     }
   }
   __syncthreads();
@@ -514,6 +559,7 @@ __global__ void __launch_bounds__(D / 4 * kAttnMergeGroups) attention_merge(Attn
   }
   __syncthreads();
   float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
   for (int p = threadIdx.y; p < P; p += kAttnMergeGroups) {
     const float w = w_s[p];
     const float4 x = reinterpret_cast<const float4*>(a.part_o + (row * P + p) * D)[threadIdx.x];

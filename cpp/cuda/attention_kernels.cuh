@@ -335,12 +335,16 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
         }
         l[mt][0] = l[mt][0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
         l[mt][1] = l[mt][1] * alpha[1] + rs[1];
+        // Once the running max settles most tiles leave it unchanged (alpha = 1 on every
+        // row of the warp): skip the D / 2 multiplies then (NaN alphas do rescale).
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-        for (int d = 0; d < D / 8; ++d) {
-          o[mt][d][0] *= alpha[0];
-          o[mt][d][1] *= alpha[0];
-          o[mt][d][2] *= alpha[1];
-          o[mt][d][3] *= alpha[1];
+          for (int d = 0; d < D / 8; ++d) {
+            o[mt][d][0] *= alpha[0];
+            o[mt][d][1] *= alpha[0];
+            o[mt][d][2] *= alpha[1];
+            o[mt][d][3] *= alpha[1];
+          }
         }
         // P in the input dtype: two 8-key accumulator tiles = one k16 A operand.
 #pragma unroll

@@ -26,8 +26,9 @@
 // warp per (row, key range), lanes over keys for scores, over features for P V.
 // attention_merge: combines split-K partials (O, m, l) into the normalized output.
 //
-// NaN: the running max is NaN-sticky, so a NaN score (NaN in q/k or an additive
-// mask) reaches the output of its row as NaN, like the CPU backend.  A row without a
+// NaN: a NaN score (NaN in q/k or an additive mask) gives p = exp2(NaN) = NaN, which
+// reaches its row's sum and P V, so that row's output is NaN (like the CPU backend);
+// the SIMT kernel and the merges also keep NaN in their running max.  A row without a
 // visible key keeps m = -inf, l = 0 and is written as zeros (never exp2(-inf + inf)).
 #pragma once
 
@@ -206,6 +207,24 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
     const int k0 = kb + t * BK;
     T* ks = Ks + buf * BK * DP;
     T* vs = Vs + buf * BK * DP;
+    constexpr int RSTEP = THREADS / CH;  // rows per pass when a thread keeps its chunk
+    if constexpr (THREADS % CH == 0 && BK % RSTEP == 0) {
+      // Each thread copies chunk c of rows r0, r0 + RSTEP, ...: addresses by increments
+      // (the generic loop's divisions and 64-bit products cost as much issue as the MMAs).
+      const int c = tid % CH, r0 = tid / CH;
+      const int64_t kstep = RSTEP * a.k_stride[2], vstep = RSTEP * a.v_stride[2];
+      const T* kp = kg + int64_t(k0 + r0) * a.k_stride[2] + c * 8;
+      const T* vp = vg + int64_t(k0 + r0) * a.v_stride[2] + c * 8;
+#pragma unroll
+      for (int it = 0; it < BK / RSTEP; ++it) {
+        const bool ok = k0 + r0 + it * RSTEP < ke;  // zero-filled past the range
+        cp_async16(ks + (r0 + it * RSTEP) * DP + c * 8, ok ? kp : kg, ok);
+        cp_async16(vs + (r0 + it * RSTEP) * DP + c * 8, ok ? vp : vg, ok);
+        kp += kstep;
+        vp += vstep;
+      }
+      return;
+    }
     for (int i = tid; i < BK * CH; i += THREADS) {
       const int r = i / CH, c = i % CH;
       const int j = k0 + r;
@@ -306,19 +325,21 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
             }
           }
         }
-        // Online softmax (per row: max over the quad's lanes).
+        // Online softmax (per row: max over the quad's lanes).  fmaxf drops NaN scores
+        // from the max, but their p = exp2(NaN) = NaN still reaches the row's sum and
+        // P V, so a NaN score makes its row NaN (and only its row).
         float mx[2] = {neg_inf(), neg_inf()};
 #pragma unroll
         for (int n = 0; n < NT; ++n) {
-          mx[0] = nanmax(mx[0], nanmax(s[mt][n][0], s[mt][n][1]));
-          mx[1] = nanmax(mx[1], nanmax(s[mt][n][2], s[mt][n][3]));
+          mx[0] = fmaxf(mx[0], fmaxf(s[mt][n][0], s[mt][n][1]));
+          mx[1] = fmaxf(mx[1], fmaxf(s[mt][n][2], s[mt][n][3]));
         }
         float mu[2], alpha[2];
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
-          mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = nanmax(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
-          const float m_new = nanmax(m[mt][i], mx[i]);
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
+          const float m_new = fmaxf(m[mt][i], mx[i]);
           mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
           alpha[i] = ex2(m[mt][i] - mu[i]);
           m[mt][i] = m_new;

@@ -223,14 +223,14 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
         kp += kstep;
         vp += vstep;
       }
-      return;
-    }
-    for (int i = tid; i < BK * CH; i += THREADS) {
-      const int r = i / CH, c = i % CH;
-      const int j = k0 + r;
-      const bool ok = j < ke;  // zero-filled past the range: P V never meets garbage
-      cp_async16(ks + r * DP + c * 8, ok ? kg + int64_t(j) * a.k_stride[2] + c * 8 : kg, ok);
-      cp_async16(vs + r * DP + c * 8, ok ? vg + int64_t(j) * a.v_stride[2] + c * 8 : vg, ok);
+    } else {
+      for (int i = tid; i < BK * CH; i += THREADS) {
+        const int r = i / CH, c = i % CH;
+        const int j = k0 + r;
+        const bool ok = j < ke;  // zero-filled past the range: P V never meets garbage
+        cp_async16(ks + r * DP + c * 8, ok ? kg + int64_t(j) * a.k_stride[2] + c * 8 : kg, ok);
+        cp_async16(vs + r * DP + c * 8, ok ? vg + int64_t(j) * a.v_stride[2] + c * 8 : vg, ok);
+      }
     }
   };
 

@@ -139,7 +139,7 @@ constexpr int kCudaAttnDecodeMaxRows = 16;    // Lq * heads_per_block of the dec
 constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
 constexpr int kCudaAttnMaxSplits = 256;       // Merge stages the splits' weights in shared memory
 constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
-constexpr int kCudaAttnWideMinQueries = 256;  // prefill: config 5 (128-row blocks) from this Lq
+constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq
 
 // Q stays in registers up to D = 128 (8 x 4 registers) with one row tile per warp; at
 // D = 256 (or two row tiles) the O accumulators alone need 128, so Q fragments are
@@ -191,7 +191,8 @@ inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv,
     if (v < 0 || v >= kCudaAttnVariants || !cuda_attention_config_ok(kCudaAttnConfigs[v], head_dim)) {
       // Prefill at D <= 128: 128-row blocks with two row tiles per warp once there are
       // enough queries (half the K/V traffic and shared-memory reads per MMA: 0.53 vs
-      // 0.57 ms at L = 4096 on an H100), 64-row blocks for short sequences.
+      // 0.57 ms at L = 4096 on an H100); 64-row blocks below (at L = 1024 the 128-row grid
+      // is one ragged wave: 69 vs 52 us kernel time).
       v = decode ? (head_dim <= 128 ? 2 : 3) : (head_dim <= 128 ? (Lq >= kCudaAttnWideMinQueries ? 5 : 0) : 1);
     }
     const CudaAttentionConfig& c = kCudaAttnConfigs[v];

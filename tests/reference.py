@@ -48,3 +48,27 @@ def rel_err(out: mx.array, ref: np.ndarray) -> float:
     assert o.shape == ref.shape, (o.shape, ref.shape)
     assert np.all(np.isfinite(o)), "non-finite values in output"
     return float(np.abs(o - ref).max() / max(np.abs(ref).max(), 1e-30))
+
+
+def attention(q, k, v, scale, mask=None, causal=False) -> np.ndarray:
+    """float64 softmax attention (GQA: query head h uses kv head h // (Hq / Hkv));
+    causal aligned to the end; bool masks (True = attend) or additive masks; rows with
+    no visible key give zeros."""
+    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
+    G = q.shape[1] // k.shape[1]
+    k = np.repeat(k, G, axis=1)
+    v = np.repeat(v, G, axis=1)
+    s = scale * np.einsum("bhid,bhjd->bhij", q, k)  # einsum: steadier than batched BLAS on 2 shared cores
+    Lq, Lk = q.shape[2], k.shape[2]
+    if causal:
+        i = np.arange(Lq)[:, None]
+        j = np.arange(Lk)[None]
+        s = np.where(j <= i + Lk - Lq, s, -np.inf)
+    if mask is not None:
+        mask = np.asarray(mask)
+        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask.astype(np.float64)
+    m = s.max(-1, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.exp(s - m)
+    l = p.sum(-1, keepdims=True)
+    return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, l, 1.0), 0.0)

@@ -8,31 +8,10 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
+from reference import attention as reference
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
-
-
-def reference(q, k, v, scale, mask=None, causal=False):
-    """float64 softmax attention; rows with no visible key give zeros."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    G = q.shape[1] // k.shape[1]
-    k = np.repeat(k, G, axis=1)
-    v = np.repeat(v, G, axis=1)
-    s = scale * np.einsum("bhid,bhjd->bhij", q, k)  # einsum: steadier than batched BLAS on 2 shared cores
-    Lq, Lk = q.shape[2], k.shape[2]
-    if causal:
-        i = np.arange(Lq)[:, None]
-        j = np.arange(Lk)[None]
-        s = np.where(j <= i + Lk - Lq, s, -np.inf)
-    if mask is not None:
-        mask = np.asarray(mask)
-        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask.astype(np.float64)
-    m = s.max(-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(s - m)
-    l = p.sum(-1, keepdims=True)
-    return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, l, 1.0), 0.0)
 
 
 def make(rng, B, Hq, Hkv, Lq, Lk, D, dtype, scale_q=1.0):
@@ -184,7 +163,12 @@ def test_matches_mlx_sdpa(dtype, mask):
         m = mask
     ours = np.array(mm.attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     theirs = np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
-    np.testing.assert_allclose(ours, theirs, atol=2 * TOL[dtype], rtol=2 * TOL[dtype])
+    tol = 2 * TOL[dtype]
+    if dtype == "float32" and os.environ.get("MLX_MARLIN_TEST_DEVICE") == "gpu" and hasattr(mx, "cuda") and mx.cuda.is_available():
+        # MLX's CUDA sdpa is only TF32-accurate for float32 (max diff ~2e-3 measured on an H100);
+        # ours is checked against the float64 reference at 2e-5 by the other tests.
+        tol = 2 * TOL["float16"]
+    np.testing.assert_allclose(ours, theirs, atol=tol, rtol=tol)
 
 
 def test_output_dtype_shape_and_lazy_graph():

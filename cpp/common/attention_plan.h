@@ -97,4 +97,153 @@ inline std::vector<std::string> all_attention_kernel_names() {
   return names;
 }
 
+// ---- CUDA (cpp/cuda/attention_kernels.cuh; host cpp/cuda/attention_host.cpp)
+//
+// Rows: one block owns `heads_per_block` query heads of one kv group x `block_q`
+// consecutive queries (row r = head (r / block_q), query (r % block_q)), i.e. the
+// rows of one task of the plan above, sized for 16-row MMA tiles; and one key range
+// of `keys_per_split` keys (split `blockIdx.z`).
+//   * Mma (float16 / bfloat16, unit feature stride, 16-byte aligned rows): flash
+//     attention on mma.sync m16n8k16.  A block has warps_m x warps_n warps: warp
+//     (wm, wn) owns MMA rows 16*wm.. and keys [wn * BK/warps_n, ...) of each BK-key
+//     tile.  Prefill: warps_m = 4, warps_n = 1 (64 queries of one head per block).
+//     Decode (Lq * G small): warps_m = 1, warps_n = 4 (all G heads x Lq queries in
+//     one 16-row tile; the warps split each key tile and are merged in the block),
+//     plus split-K over blocks and the Merge kernel.
+//   * Simt (float32, odd strides / alignment): one warp per (row, split), fp32 FMA,
+//     lanes over keys for Q K^T and over features for P V.  Same split-K + Merge.
+//   * Merge: one block per output row combines the splits' (O, m, l) partials.
+enum class CudaAttentionKernel : int { Mma = 0, Simt = 1 };
+
+struct CudaAttentionConfig {
+  int warps_m;  // 16-row MMA tiles (one per warp) along the rows
+  int warps_n;  // warps splitting each key tile
+  int block_k;  // keys per shared-memory tile (double-buffered)
+  int min_blocks;  // __launch_bounds__ blocks per SM
+  int m_tiles = 1; // 16-row MMA tiles per warp (2: every K / V fragment feeds two)
+  constexpr int threads() const { return 32 * warps_m * warps_n; }
+  constexpr int rows() const { return 16 * m_tiles * warps_m; }
+};
+// Compiled variants (attention_kernels.cu instantiates each for every D where
+// cuda_attention_config_ok holds).  MLX_MARLIN_CUDA_ATTN=<index> forces one (benchmarks).
+constexpr CudaAttentionConfig kCudaAttnConfigs[] = {
+    {4, 1, 64, 2},  // 0: prefill, D <= 128
+    {4, 1, 32, 2},  // 1: prefill, D = 256 (Q from shared memory: registers hold O)
+    {1, 4, 64, 3},  // 2: decode, D <= 128
+    {1, 2, 32, 3},  // 3: decode, D = 256
+    {8, 1, 64, 1},  // 4: prefill, 128 rows per block (D <= 128)
+    {4, 1, 32, 2, 2},  // 5: prefill, 128 rows per block, 2 row tiles per warp (D <= 128)
+};
+constexpr int kCudaAttnVariants = sizeof(kCudaAttnConfigs) / sizeof(kCudaAttnConfigs[0]);
+constexpr int kCudaAttnDecodeMaxRows = 16;    // Lq * heads_per_block of the decode tile
+constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
+constexpr int kCudaAttnMaxSplits = 256;       // Merge stages the splits' weights in shared memory
+constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
+constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq
+
+// Q stays in registers up to D = 128 (8 x 4 registers) with one row tile per warp; at
+// D = 256 (or two row tiles) the O accumulators alone need 128, so Q fragments are
+// re-read from shared memory per key tile.
+constexpr bool cuda_attention_q_in_registers(int head_dim) { return head_dim <= 128; }
+
+constexpr bool cuda_attention_config_ok(const CudaAttentionConfig& c, int head_dim) {
+  const int kw = c.block_k / c.warps_n;  // keys per warp per tile: whole k16 steps of P V
+  return kw % 16 == 0 && (head_dim <= 128 || (c.block_k <= 32 && c.warps_m <= 4 && c.m_tiles == 1));
+}
+
+// Dynamic shared memory of the Mma kernel: Q tile + double-buffered K and V tiles in
+// the input dtype (rows padded by 8 elements: ldmatrix rows hit distinct banks), reused
+// by the epilogue for the warps' fp32 O tiles (padded likewise).
+constexpr int cuda_attention_smem(const CudaAttentionConfig& c, int head_dim) {
+  const int tiles = (c.rows() + 4 * c.block_k) * (head_dim + 8) * 2;
+  const int red = c.warps_n * c.rows() * (head_dim + 8) * 4;
+  return tiles > red ? tiles : red;
+}
+
+struct CudaAttentionPlan {
+  CudaAttentionKernel kernel;
+  int variant;          // Mma: index into kCudaAttnConfigs
+  int heads_per_block;
+  int block_q;
+  int head_blocks;      // ceil(G / heads_per_block)
+  int query_blocks;     // ceil(Lq / block_q)
+  int splits;           // key ranges (blocks along grid z); > 1 runs Merge after
+  int64_t keys_per_split;
+  int grid_x, grid_y, grid_z;  // x: (batch, kv head, head block); y: query block; z: split
+  int threads;
+  int smem;             // dynamic shared memory bytes
+};
+
+// `half_input`: q/k/v are float16 or bfloat16; `aligned`: unit feature stride, every
+// other stride a multiple of 8 elements and 16-byte aligned bases (the Mma kernel's
+// cp.async rows).  sm_count: the device's SMs; variant >= 0 forces a config.
+inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
+                                             bool half_input, bool aligned, int sm_count, int variant = -1) {
+  CudaAttentionPlan p{};
+  const int64_t G = Hq / std::max<int64_t>(1, Hkv);
+  const bool mma = half_input && aligned;
+  const bool decode = Lq <= AttentionPlan::kDecodeMaxQueries;
+  p.kernel = mma ? CudaAttentionKernel::Mma : CudaAttentionKernel::Simt;
+  int rows = kCudaAttnSimtWarps;
+  int block_k = 64;
+  if (mma) {
+    int v = variant;
+    if (v < 0 || v >= kCudaAttnVariants || !cuda_attention_config_ok(kCudaAttnConfigs[v], head_dim)) {
+      // Prefill at D <= 128: 128-row blocks with two row tiles per warp once there are
+      // enough queries (half the K/V traffic and shared-memory reads per MMA: 0.53 vs
+      // 0.57 ms at L = 4096 on an H100); 64-row blocks below (at L = 1024 the 128-row grid
+      // is one ragged wave: 69 vs 52 us kernel time).
+      v = decode ? (head_dim <= 128 ? 2 : 3) : (head_dim <= 128 ? (Lq >= kCudaAttnWideMinQueries ? 5 : 0) : 1);
+    }
+    const CudaAttentionConfig& c = kCudaAttnConfigs[v];
+    p.variant = v;
+    rows = c.rows();
+    block_k = c.block_k;
+    p.threads = c.threads();
+    p.smem = cuda_attention_smem(c, head_dim);
+  } else {
+    p.variant = -1;
+    p.threads = 32 * kCudaAttnSimtWarps;
+  }
+  if (p.kernel == CudaAttentionKernel::Mma && rows <= kCudaAttnDecodeMaxRows) {
+    // Decode tile: every head of the group at once (K/V read once per block).
+    p.block_q = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(Lq, rows)));
+    p.heads_per_block = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(G, rows / p.block_q)));
+  } else {
+    // Prefill (and Simt): consecutive queries of one head per block.
+    p.heads_per_block = 1;
+    p.block_q = rows;
+  }
+  p.head_blocks = static_cast<int>((G + p.heads_per_block - 1) / p.heads_per_block);
+  p.query_blocks = static_cast<int>((std::max<int64_t>(Lq, 1) + p.block_q - 1) / p.block_q);
+  const int64_t row_blocks = B * Hkv * p.head_blocks * p.query_blocks;
+  const int64_t key_blocks = std::max<int64_t>(1, (Lk + block_k - 1) / block_k);
+  p.splits = 1;
+  if (decode && Lk > kCudaAttnMinKeysPerSplit) {
+    // About three blocks per SM (the decode tile's occupancy), never fewer than
+    // kCudaAttnMinKeysPerSplit keys each.
+    const int64_t want = (3 * int64_t(std::max(sm_count, 1)) + row_blocks - 1) / row_blocks;
+    const int64_t max_by_len = std::max<int64_t>(1, Lk / kCudaAttnMinKeysPerSplit);
+    p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, max_by_len, key_blocks, kCudaAttnMaxSplits})));
+  }
+  const int64_t blocks_per_split = (key_blocks + p.splits - 1) / p.splits;
+  p.keys_per_split = blocks_per_split * block_k;
+  p.splits = static_cast<int>((key_blocks + blocks_per_split - 1) / blocks_per_split);
+  p.grid_x = static_cast<int>(B * Hkv * p.head_blocks);
+  p.grid_y = p.query_blocks;
+  p.grid_z = p.splits;
+  if (p.kernel == CudaAttentionKernel::Simt) {
+    // One warp per output row: x runs over blocks of kCudaAttnSimtWarps rows of all
+    // (batch, head, query), y is unused, z the split.
+    p.heads_per_block = 1;
+    p.block_q = 1;
+    p.head_blocks = static_cast<int>(G);
+    p.query_blocks = static_cast<int>(std::max<int64_t>(Lq, 1));
+    p.grid_x = static_cast<int>((B * Hq * Lq + kCudaAttnSimtWarps - 1) / kCudaAttnSimtWarps);
+    p.grid_y = 1;
+    p.smem = 0;
+  }
+  return p;
+}
+
 } // namespace marlin

@@ -54,8 +54,9 @@ void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 }
 #endif
 
-#if !defined(MLX_MARLIN_METAL)
-// With the Metal backend, cpp/metal/attention.cpp defines this instead.
+#if !defined(MLX_MARLIN_METAL) && !defined(MLX_MARLIN_CUDA)
+// With the Metal backend, cpp/metal/attention.cpp defines this instead; with the CUDA
+// backend, cpp/cuda/attention_host.cpp.
 void Attention::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("attention");
 }

@@ -1,0 +1,153 @@
+// Attention::eval_gpu for MLX's CUDA backend: plans with plan_cuda_attention
+// (cpp/common/attention_plan.h) and records the kernels of attention_kernels.cu on
+// MLX's command encoder.  Plain C++ (nvcc's front end rejects parts of MLX's ops.h).
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "common/attention_params.h"
+#include "common/attention_plan.h"
+#include "cuda/attention_launch.h"
+#include "cuda/cuda_host.h"
+#include "mlx/backend/cuda/device.h"
+#include "mlx/backend/cuda/utils.h"
+#include "ops/attention.h"
+
+namespace marlin {
+
+namespace {
+
+const char* kOp = "attention";
+
+// MLX_MARLIN_CUDA_ATTN=<index into kCudaAttnConfigs> forces an MMA configuration
+// (benchmarks); read at every call so one process can compare them.
+int config_override() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_ATTN");
+  if (!v || !v[0]) return -1;
+  return std::atoi(v);
+}
+
+int sm_count(mx::cu::Device& dev) {
+  static int n = [&] {
+    int v = 0;
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev.cuda_device());
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
+// Device address of an input; empty arrays (Lk = 0) may have no buffer at all.
+const void* data_ptr(const mx::array& a) {
+  return a.size() == 0 ? nullptr : mx::gpu_ptr<void>(a);
+}
+
+// What the MMA kernel's 16-byte cp.async rows need: unit feature stride, every other
+// stride a multiple of 8 elements, a 16-byte aligned base.
+bool rows_aligned(const mx::array& a) {
+  const auto& st = a.strides();
+  return st[3] == 1 && st[0] % 8 == 0 && st[1] % 8 == 0 && st[2] % 8 == 0 && cuda::aligned16(data_ptr(a));
+}
+
+// Right-aligned to [B, Hq, Lq, Lk]; broadcast (size-1 or missing) dims get stride 0.
+void mask_strides(const mx::array& m, int64_t* out) {
+  const int nd = m.ndim();
+  for (int i = 0; i < 4; ++i) {
+    const int src = nd - 4 + i;
+    out[i] = (src >= 0 && m.shape(src) != 1) ? static_cast<int64_t>(m.strides()[src]) : 0;
+  }
+}
+
+mx::array scratch(int64_t n, mx::cu::CommandEncoder& enc) {
+  if (n > INT32_MAX) throw std::invalid_argument("[attention] split-K scratch too large");
+  mx::array a({static_cast<int>(n)}, mx::float32, nullptr, {});
+  cuda::allocate_on_device(a, enc);
+  cuda::poison(a, enc, kOp);  // tests: every partial the merge reads must be written
+  enc.add_temporary(a);
+  return a;
+}
+
+} // namespace
+
+void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  auto& s = stream();
+  auto& enc = mx::cu::get_command_encoder(s);
+  const auto& q = inputs[0];
+  const auto& k = inputs[1];
+  const auto& v = inputs[2];
+  cuda::allocate_on_device(out, enc);
+  if (out.size() == 0) return;
+  cuda::poison(out, enc, kOp);
+
+  const int B = q.shape(0), Hq = q.shape(1), Lq = q.shape(2), D = q.shape(3);
+  const int Hkv = k.shape(1), Lk = k.shape(2);
+  const cuda::ElemType t = cuda::elem_type(q.dtype(), kOp, "q");
+  const bool has_mask_array = mask_ == AttentionMask::Bool || mask_ == AttentionMask::Additive;
+  const bool aligned = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
+  const CudaAttentionPlan p =
+      plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned, sm_count(enc.device()), config_override());
+
+  cuda::AttnArgs a{};
+  a.q = data_ptr(q);
+  a.k = data_ptr(k);
+  a.v = data_ptr(v);
+  a.mask = has_mask_array ? data_ptr(inputs[3]) : nullptr;
+  a.out = mx::gpu_ptr<void>(out);
+  for (int i = 0; i < 4; ++i) {
+    a.q_stride[i] = q.strides()[i];
+    a.k_stride[i] = k.strides()[i];
+    a.v_stride[i] = v.strides()[i];
+  }
+  if (has_mask_array) mask_strides(inputs[3], a.mask_stride);
+  a.keys_per_split = p.keys_per_split;
+  a.B = B;
+  a.Hq = Hq;
+  a.Hkv = Hkv;
+  a.Lq = Lq;
+  a.Lk = Lk;
+  a.G = Hq / Hkv;
+  a.heads_per_block = p.heads_per_block;
+  a.block_q = p.block_q;
+  a.head_blocks = p.head_blocks;
+  a.query_blocks = p.query_blocks;
+  a.splits = p.splits;
+  a.mask_kind = static_cast<int>(mask_);
+  a.mask_type = kAttnMaskF32;
+  if (mask_ == AttentionMask::Additive) {
+    const auto mt = inputs[3].dtype();
+    a.mask_type = mt == mx::float16 ? kAttnMaskF16 : mt == mx::bfloat16 ? kAttnMaskBF16 : kAttnMaskF32;
+  }
+  a.scale_log2 = static_cast<float>(scale_ * 1.4426950408889634);
+
+  enc.device().make_current();
+  void* fn = p.kernel == CudaAttentionKernel::Mma ? cuda::attention_mma_kernel(p.variant, D, t, p.smem)
+                                                   : cuda::attention_simt_kernel(D, t);
+  if (!fn) throw std::logic_error("[attention] no CUDA kernel for this plan (D = " + std::to_string(D) + ")");
+
+  for (const auto& in : inputs) enc.set_input_array(in);
+  mx::array part = q;  // placeholder unless split-K
+  const int64_t rows_out = int64_t(B) * Hq * Lq;
+  if (p.splits > 1) {
+    // One allocation for both partial arrays (every allocation costs host time per call).
+    const int64_t n_o = rows_out * p.splits * D;
+    part = scratch(n_o + rows_out * p.splits * 2, enc);
+    a.part_o = mx::gpu_ptr<float>(part);
+    a.part_ml = a.part_o + n_o;  // D % 4 == 0: stays 16-byte aligned
+    enc.set_output_array(part);
+  } else {
+    enc.set_output_array(out);
+  }
+  void* params[] = {&a};
+  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y, p.grid_z), dim3(p.threads), dim3(1, 1, 1),
+                          p.smem, params);
+  if (p.splits > 1) {
+    void* merge = cuda::attention_merge_kernel(D, t);
+    if (!merge) throw std::logic_error("[attention] no CUDA merge kernel");
+    if (rows_out > INT32_MAX) throw std::invalid_argument("[attention] too many rows for one merge launch");
+    enc.set_input_array(part);
+    enc.set_output_array(out);
+    enc.add_kernel_node_raw(static_cast<CUfunction>(merge), dim3(static_cast<unsigned>(rows_out)),
+                            dim3(D / 4, cuda::kAttnMergeGroups), dim3(1, 1, 1), 0, params);
+  }
+}
+
+} // namespace marlin

@@ -169,6 +169,72 @@ inline void for_each_moe_kernel_name(F&& f) {
   f(moe_glu_kernel_name());
 }
 
+// ------------------------------------------------------------------ CUDA plan
+// The CUDA MoE pipeline (cpp/cuda/moe_kernels.cuh, cpp/cuda/moe_host.cpp):
+//   moe_route_kernel   one warp per token (kCudaMoeRouteWarps per block), any E
+//   moe_group_kernel   one block: the counting sort of build_expert_groups over the
+//                      (token, slot) pairs plus the tile list of the grouped GEMM
+//   moe_gemm_kernel    grid (column blocks, max_tiles): block y takes tile y of the
+//                      list (one expert's grouped rows); mma.sync m16n8k16 with FP4
+//                      decoded in registers, the fragment layout of fp4_gemm_mma
+//   moe_combine_kernel slot-order fp32 weighted combine, one writer per output
+// The GEMM tile (rows per tile) follows the average rows per expert, which is all the
+// host knows: decode tiles (16 rows, K split over warps) when experts get at most
+// kDecodeMaxRows rows on average, else prefill tiles (64 x 128).  The GLU variant
+// (moe_mlp's gate/up GEMM with act(gate) * up in the epilogue) doubles the warps: half
+// compute gate columns, half the matching up columns, exchanged through shared memory.
+// Both variants of one pipeline have the same tile height, so moe_mlp's gate/up and
+// down GEMMs share one tile list.
+enum class CudaMoeVariant : int { Decode = 0, Prefill = 1 };
+
+constexpr CudaMmaConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 3};
+constexpr CudaMmaConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 3};     // x 2 warp groups
+constexpr CudaMmaConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2};
+constexpr CudaMmaConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2};    // x 2 warp groups
+
+constexpr int kCudaMoeRouteWarps = 4;       // tokens per routing block
+constexpr int kCudaMoeCombineThreads = 256;
+constexpr int kCudaMoeGroupMaxWarps = 32;   // the grouping block: up to 1024 threads
+constexpr int kCudaMoeGroupMaxSmem = 48 * 1024;
+
+constexpr CudaMmaConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
+  if (v == CudaMoeVariant::Decode) return glu ? kCudaMoeDecodeGluConfig : kCudaMoeDecodeConfig;
+  return glu ? kCudaMoePrefillGluConfig : kCudaMoePrefillConfig;
+}
+
+struct CudaMoePlan {
+  CudaMoeVariant variant;
+  CudaMmaConfig config;
+  bool glu;
+  int tile_m;     // rows per tile of the tile list
+  int block_n;    // output columns per block
+  int grid_x;     // column blocks
+  int max_tiles;  // blocks along y (those past the device's tile count exit)
+  int threads;
+};
+
+// `N`: output columns (moe_mlp's gate/up GEMM: I, the GLU output width).
+inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu) {
+  CudaMoePlan p{};
+  p.variant = pairs <= int64_t(kDecodeMaxRows) * E ? CudaMoeVariant::Decode : CudaMoeVariant::Prefill;
+  p.config = cuda_moe_config(p.variant, glu);
+  p.glu = glu;
+  p.tile_m = p.config.block_m();
+  p.block_n = p.config.block_n();
+  p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
+  // Every bucket (E experts + the bucket of invalid ids) adds at most one partial tile.
+  p.max_tiles = static_cast<int>((pairs + p.tile_m - 1) / p.tile_m + std::min<int64_t>(int64_t(E) + 1, pairs));
+  p.threads = p.config.threads() * (glu ? 2 : 1);
+  return p;
+}
+
+// Warps of the grouping block: per-warp histograms of E + 1 buckets live in shared
+// memory (kCudaMoeGroupMaxSmem); 0 when even one warp's histogram does not fit.
+inline int cuda_moe_group_warps(int E) {
+  const int64_t per_warp = (int64_t(E) + 1) * 4;
+  return static_cast<int>(std::min<int64_t>(kCudaMoeGroupMaxWarps, kCudaMoeGroupMaxSmem / per_warp));
+}
+
 // ------------------------------------------------------------------ CPU schedule
 // How the CPU backend spreads one grouped GEMM (one GEMM per active expert) over its
 // threads.  The GEMM kernel parallelizes internally over column (and row) blocks;

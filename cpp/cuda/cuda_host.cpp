@@ -65,6 +65,23 @@ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
+mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype) {
+  mx::array a(std::move(shape), dtype, nullptr, {});
+  allocate_on_device(a, enc);
+  enc.add_temporary(a);
+  return a;
+}
+
+void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32_t smem, void* args,
+            std::initializer_list<const mx::array*> reads, std::initializer_list<const mx::array*> writes,
+            const char* op) {
+  if (!fn) throw std::logic_error(std::string("[") + op + "] no CUDA kernel for this configuration");
+  for (const mx::array* a : reads) enc.set_input_array(*a);
+  for (const mx::array* a : writes) enc.set_output_array(*a);
+  void* params[] = {args};
+  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), grid, block, dim3(1, 1, 1), smem, params);
+}
+
 ElemType elem_type(mx::Dtype t, const char* op, const char* what) {
   if (t == mx::float16) return ElemType::Float16;
   if (t == mx::bfloat16) return ElemType::BFloat16;

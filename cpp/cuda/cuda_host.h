@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "mlx/array.h"
 #include "cuda/elem_type.h"
@@ -26,6 +27,19 @@ bool poison_outputs();
 void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op);
 
 bool aligned16(const void* p);
+
+// Device scratch for a multi-kernel eval_gpu (grouping tables, intermediates): allocated
+// like an output and handed to the encoder as a temporary, so MLX keeps it alive until
+// the command buffer that uses it has completed.
+mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype);
+
+// Records kernel `fn` (a driver-API handle from the kernels' *_fn / *_kernel getters;
+// nullptr throws std::logic_error naming `op`) taking one argument struct `*args`, after
+// declaring what it reads and writes: the encoder orders kernels through these arrays
+// (each node waits for the last writer of every array it names).
+void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32_t smem, void* args,
+            std::initializer_list<const mx::array*> reads, std::initializer_list<const mx::array*> writes,
+            const char* op);
 
 // float16 / bfloat16 / float32, or std::invalid_argument naming `what`.
 ElemType elem_type(mx::Dtype t, const char* op, const char* what);

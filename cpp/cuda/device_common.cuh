@@ -166,10 +166,53 @@ __device__ __forceinline__ void mma_16816_top(float& c0, float& c1, uint32_t a0,
   }
 }
 
+// A fragments (row-major 16 x 16 tile, two k halves) of the fp4 kernels' k order: each
+// thread holds 8 consecutive activations of row g (lo) and row g + 8 (hi) as 4 packed
+// pairs; element i of the 8 sits at logical k slot (i % 4) * 2 + i / 4 of the k32 step,
+// which matches decode_pair_f16<I> (nibbles I and I + 4 of the thread's weight word).
+__device__ __forceinline__ void a_frags_from_pairs(const uint4& lo, const uint4& hi, uint32_t (&af)[2][4]) {
+  af[0][0] = __byte_perm(lo.x, lo.z, 0x5410);
+  af[0][1] = __byte_perm(hi.x, hi.z, 0x5410);
+  af[0][2] = __byte_perm(lo.x, lo.z, 0x7632);
+  af[0][3] = __byte_perm(hi.x, hi.z, 0x7632);
+  af[1][0] = __byte_perm(lo.y, lo.w, 0x5410);
+  af[1][1] = __byte_perm(hi.y, hi.w, 0x5410);
+  af[1][2] = __byte_perm(lo.y, lo.w, 0x7632);
+  af[1][3] = __byte_perm(hi.y, hi.w, 0x7632);
+}
+
+// The four B registers (k halves 0, 1 of two mmas) of one packed weight word, as T pairs
+// of e2m1 * 2^-14 (exact); bf16 by bit placement + one bf16x2 FMA.
+template <typename T>
+__device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&b)[4]) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    b[0] = decode_pair_bf16_raw<0>(w);
+    b[1] = decode_pair_bf16_raw<1>(w);
+    b[2] = decode_pair_bf16_raw<2>(w);
+    b[3] = decode_pair_bf16_raw<3>(w);
+  } else {
+    b[0] = decode_pair_f16<0>(w);
+    b[1] = decode_pair_f16<1>(w);
+    b[2] = decode_pair_f16<2>(w);
+    b[3] = decode_pair_f16<3>(w);
+  }
+}
+
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
 }
 
+
+// Host side: the driver-API handle (CUfunction, as void*) of a kernel given by its
+// host stub, for CommandEncoder::add_kernel_node_raw.  Valid in the device's primary
+// context whichever copy of the CUDA runtime (ours or MLX's) registered the kernel;
+// nullptr for a null stub or a failed lookup.
+inline void* driver_handle(const void* stub) {
+  if (!stub) return nullptr;
+  cudaFunction_t fn = nullptr;
+  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+  return reinterpret_cast<void*>(fn);
+}
 
 }  // namespace marlin::cuda

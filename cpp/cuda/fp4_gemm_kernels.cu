@@ -57,22 +57,13 @@ void* gemv_with_scale(int variant, bool rows16, ElemType s) {
   return nullptr;
 }
 
-void* to_driver_handle(void* stub) {
-  if (!stub) return nullptr;
-  // A driver-API handle: valid in the device's primary context whichever copy of the
-  // CUDA runtime (ours or MLX's) registered the kernel.
-  cudaFunction_t fn = nullptr;
-  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
-  return reinterpret_cast<void*>(fn);
-}
-
 } // namespace
 
 void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s) {
   void* stub = x == ElemType::Float16 ? gemv_with_scale<__half>(variant, rows16, s)
       : x == ElemType::BFloat16      ? gemv_with_scale<__nv_bfloat16>(variant, rows16, s)
                                      : nullptr;
-  return to_driver_handle(stub);
+  return driver_handle(stub);
 }
 
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {
@@ -80,12 +71,7 @@ void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {
       : x == ElemType::BFloat16      ? with_scale<__nv_bfloat16>(k, s)
       : x == ElemType::Float32       ? with_scale<float>(k, s)
                                      : nullptr;
-  if (!stub) return nullptr;
-  // A driver-API handle: valid in the device's primary context whichever copy of the
-  // CUDA runtime (ours or MLX's) registered the kernel.
-  cudaFunction_t fn = nullptr;
-  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
-  return reinterpret_cast<void*>(fn);
+  return driver_handle(stub);
 }
 
 } // namespace marlin::cuda

@@ -195,7 +195,7 @@ constexpr CudaMmaConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2};    // x 2 wa
 constexpr int kCudaMoeRouteWarps = 4;       // tokens per routing block
 constexpr int kCudaMoeCombineThreads = 256;
 constexpr int kCudaMoeGroupMaxWarps = 32;   // the grouping block: up to 1024 threads
-constexpr int kCudaMoeGroupMaxSmem = 48 * 1024;
+constexpr int kCudaMoeGroupMaxSmem = 46 * 1024;  // + the static scan scratch < 48 KB
 
 constexpr CudaMmaConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
   if (v == CudaMoeVariant::Decode) return glu ? kCudaMoeDecodeGluConfig : kCudaMoeDecodeConfig;

@@ -32,9 +32,25 @@ import mlx.core as mx
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_moe import Weights, gather_gemm, gather_mlp  # noqa: E402
+from bench_moe import gather_gemm, gather_mlp  # noqa: E402
 
 import mlx_marlin as mm  # noqa: E402
+
+
+class Weights:
+    """One expert projection [E, N, K] in the layouts of bench_moe.Weights, drawn on the
+    GPU (random words: every 4-bit code is a valid value)."""
+
+    def __init__(self, E: int, N: int, K: int):
+        s = 1.0 / np.sqrt(K) / 3.0
+        def bits(*shape):
+            half = lambda: mx.random.randint(0, 1 << 16, shape, dtype=mx.uint32)  # noqa: E731
+            return (half() << 16) | half()
+        self.marlin = (bits(E, K // 8, N), mx.random.uniform(0.5 * s, s, (E, K // 32, N)).astype(mx.bfloat16))
+        self.mxfp4 = (bits(E, N, K // 8), mx.random.randint(119, 122, (E, N, K // 32)).astype(mx.uint8))
+        sc = mx.random.uniform(0.5 * s, s, (E, N, K // 64)).astype(mx.bfloat16)
+        self.affine = (bits(E, N, K // 8), sc, (-8.0 * sc).astype(mx.bfloat16))
+        mx.eval(self.marlin, self.mxfp4, self.affine)
 
 
 def bench(fn, inputs, calls, reps, warmup=2):
@@ -84,10 +100,10 @@ def main():
     rng = np.random.default_rng(0)
     sets = []
     for _ in range(args.sets):
-        gate = Weights(rng, E, I, H)
+        gate = Weights(E, I, H)
         up = down = None
         if not args.skip_mlp:
-            up, down = Weights(rng, E, I, H), Weights(rng, E, H, I)
+            up, down = Weights(E, I, H), Weights(E, H, I)
         sets.append((gate, up, down))
     print(f"# {' '.join([os.path.basename(sys.executable)] + sys.argv)}")
     print(f"# MLX {mx.__version__}, device {mx.default_device()}; E={E} k={k} hidden={H} inter={I}, x bf16, "

@@ -314,3 +314,31 @@ def test_moe_mlp_fused_equals_separate_and_cpu():
     np.testing.assert_array_equal(np.array(sep), np.array(fused))
     cpu = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=mx.cpu)
     np.testing.assert_allclose(np.array(sep), np.array(cpu), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["decode", "prefill"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_forced_tile_variants(variant, dtype, monkeypatch):
+    """Both GEMM tile variants on shapes the plan would give the other one
+    (MLX_MARLIN_CUDA_MOE forces it; read at every call)."""
+    monkeypatch.setenv("MLX_MARLIN_CUDA_MOE", variant)
+    for case in (GEMM[0], GEMM[3], GEMM[5], GEMM[10]):
+        T, E, k, N, K, g, form, weighted = case
+        rng = np.random.default_rng(_SEED + zlib.crc32(repr(case).encode()) % 10000 + 7)
+        packed, scales, dense = experts(rng, E, N, K, g)
+        x = rand(rng, (T, K) if form == "shared" else (T, k, K), dtype)
+        idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
+        w = rand(rng, (T, k)) if weighted else None
+        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, activation="gelu", stream=mx.gpu)
+        close(out, ref_gemm(to_np(x), dense, idx, to_np(w) if weighted else None, "gelu"), dtype, 1, repr(case))
+    for case in (MLP[0], MLP[3], MLP[9]):
+        T, E, k, K, I, N_out, g, act, form, normalize = case
+        rng = np.random.default_rng(_SEED + zlib.crc32(repr(case).encode()) % 10000 + 7)
+        pg, sg, gate = experts(rng, E, 2 * I, K, g)
+        pd, sd, down = experts(rng, E, N_out, I, g)
+        x = rand(rng, (T, K), dtype)
+        logits = rand(rng, (T, E), dtype)
+        out = mm.moe_mlp(x, logits, pg, sg, None, None, pd, sd, top_k=k, group_size=g, activation=act,
+                         normalize=normalize, stream=mx.gpu)
+        ref = ref_mlp(to_np(x), to_np(logits), gate[:, :I], gate[:, I:], down, k, act, normalize)
+        close(out, ref, dtype, 2, repr(case))

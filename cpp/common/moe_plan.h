@@ -187,24 +187,42 @@ inline void for_each_moe_kernel_name(F&& f) {
 // down GEMMs share one tile list.
 enum class CudaMoeVariant : int { Decode = 0, Prefill = 1 };
 
-constexpr CudaMmaConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 3};
-constexpr CudaMmaConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 3};     // x 2 warp groups
-constexpr CudaMmaConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2};
-constexpr CudaMmaConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2};    // x 2 warp groups
+// Warp tiling of moe_gemm_kernel (the fields of CudaMmaConfig plus min_blocks, the
+// __launch_bounds__ blocks per SM).  Decode tiles are latency-bound weight streams:
+// two blocks per SM (<= 128 registers) and 4 k32 steps of loads in flight per warp
+// keep ~32 KB of weights in flight per SM.
+struct CudaMoeConfig {
+  int mi;          // 16-row MMA tiles per warp
+  int ni;          // 8-column MMA tiles per warp (multiple of 4)
+  int warps_m;
+  int warps_n;
+  int warps_k;     // warps splitting K (reduced through shared memory)
+  int unroll;      // k32 steps of loads in flight per warp
+  int min_blocks;  // blocks per SM the registers must allow
+  int warp_groups; // 2: gate / up warp groups (GLU)
+  constexpr int threads() const { return 32 * warps_m * warps_n * warps_k * warp_groups; }
+  constexpr int block_m() const { return 16 * mi * warps_m; }
+  constexpr int block_n() const { return 8 * ni * warps_n; }
+};
+
+constexpr CudaMoeConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 2, 2, 1};
+constexpr CudaMoeConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 2, 2, 2};
+constexpr CudaMoeConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2, 1, 1};
+constexpr CudaMoeConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2, 1, 2};
 
 constexpr int kCudaMoeRouteWarps = 4;       // tokens per routing block
 constexpr int kCudaMoeCombineThreads = 256;
 constexpr int kCudaMoeGroupMaxWarps = 32;   // the grouping block: up to 1024 threads
 constexpr int kCudaMoeGroupMaxSmem = 46 * 1024;  // + the static scan scratch < 48 KB
 
-constexpr CudaMmaConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
+constexpr CudaMoeConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
   if (v == CudaMoeVariant::Decode) return glu ? kCudaMoeDecodeGluConfig : kCudaMoeDecodeConfig;
   return glu ? kCudaMoePrefillGluConfig : kCudaMoePrefillConfig;
 }
 
 struct CudaMoePlan {
   CudaMoeVariant variant;
-  CudaMmaConfig config;
+  CudaMoeConfig config;
   bool glu;
   int tile_m;     // rows per tile of the tile list
   int block_n;    // output columns per block
@@ -214,9 +232,11 @@ struct CudaMoePlan {
 };
 
 // `N`: output columns (moe_mlp's gate/up GEMM: I, the GLU output width).
-inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu) {
+// `force`: -1 lets the rows per expert choose, else a CudaMoeVariant (benchmarks/tests).
+inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu, int force = -1) {
   CudaMoePlan p{};
   p.variant = pairs <= int64_t(kDecodeMaxRows) * E ? CudaMoeVariant::Decode : CudaMoeVariant::Prefill;
+  if (force == 0 || force == 1) p.variant = static_cast<CudaMoeVariant>(force);
   p.config = cuda_moe_config(p.variant, glu);
   p.glu = glu;
   p.tile_m = p.config.block_m();
@@ -224,7 +244,7 @@ inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu) {
   p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
   // Every bucket (E experts + the bucket of invalid ids) adds at most one partial tile.
   p.max_tiles = static_cast<int>((pairs + p.tile_m - 1) / p.tile_m + std::min<int64_t>(int64_t(E) + 1, pairs));
-  p.threads = p.config.threads() * (glu ? 2 : 1);
+  p.threads = p.config.threads();
   return p;
 }
 

@@ -6,6 +6,7 @@
 // Indices are data: on CUDA an expert id outside [0, E) cannot raise (that would need
 // a read-back); such pairs go to a bucket of their own, their moe_gemm rows are zeros
 // and the weighted combine leaves them out (docs/moe.md).
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -23,6 +24,15 @@ namespace {
 
 bool is_signed_int(mx::Dtype t) {
   return t == mx::int8 || t == mx::int16 || t == mx::int32 || t == mx::int64;
+}
+
+// MLX_MARLIN_CUDA_MOE=decode|prefill forces the GEMM tile variant (tests, benchmarks);
+// read at every call so tests can switch it.
+int variant_override() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_MOE");
+  if (!v) return -1;
+  const std::string s(v);
+  return s == "decode" ? 0 : s == "prefill" ? 1 : -1;
 }
 
 unsigned cdiv(int64_t a, int64_t b) {
@@ -176,7 +186,7 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     encode_combine(enc, nullptr, inputs[4], nullptr, out, T, 0, N, op);
     return;
   }
-  const CudaMoePlan plan = plan_cuda_moe(P, E, N, false);
+  const CudaMoePlan plan = plan_cuda_moe(P, E, N, false, variant_override());
   const Grouping g = encode_group(enc, indices, E, plan, op);
   const cuda::MoeXMode xm = x.ndim() == 2 ? cuda::MoeXMode::Shared : cuda::MoeXMode::PerSlot;
   if (has_weights_) {
@@ -217,8 +227,8 @@ void MoeMlp::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   encode_route(enc, logits, idx, weights, k, normalize_, op);
 
   // 2. grouping; the two GEMMs share the tile list (same tile height, common/moe_plan.h)
-  const CudaMoePlan plan_gu = plan_cuda_moe(P, E, I, true);
-  const CudaMoePlan plan_d = plan_cuda_moe(P, E, N_out, false);
+  const CudaMoePlan plan_gu = plan_cuda_moe(P, E, I, true, variant_override());
+  const CudaMoePlan plan_d = plan_cuda_moe(P, E, N_out, false, variant_override());
   if (plan_gu.tile_m != plan_d.tile_m || plan_gu.max_tiles != plan_d.max_tiles)
     throw std::logic_error("[moe_mlp] the two grouped GEMMs need the same tile list");
   const Grouping g = encode_group(enc, idx, E, plan_gu, op);

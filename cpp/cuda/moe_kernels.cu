@@ -19,9 +19,9 @@ const void* route_for(ElemType w) {
 template <typename AT, typename S, int MODE, bool PREFILL>
 const void* gemm_stub() {
   constexpr bool glu = MODE == static_cast<int>(MoeOutMode::Glu);
-  constexpr CudaMmaConfig c = cuda_moe_config(PREFILL ? CudaMoeVariant::Prefill : CudaMoeVariant::Decode, glu);
-  return reinterpret_cast<const void*>(
-      &moe_gemm_kernel<AT, S, c.mi, c.ni, c.warps_m, c.warps_n, c.warps_k, c.unroll, glu ? 2 : 1, MODE>);
+  constexpr CudaMoeConfig c = cuda_moe_config(PREFILL ? CudaMoeVariant::Prefill : CudaMoeVariant::Decode, glu);
+  return reinterpret_cast<const void*>(&moe_gemm_kernel<AT, S, c.mi, c.ni, c.warps_m, c.warps_n, c.warps_k, c.unroll,
+                                                        c.warp_groups, c.min_blocks, MODE>);
 }
 
 template <typename AT, typename S, int MODE>

@@ -370,8 +370,8 @@ __device__ __forceinline__ void store8(OT* dst, const float (&v)[8], int col, in
 // registers (U k32 steps in flight), decoded exactly; group scales are applied to fp32
 // partial sums once per group.  A rows are gathered: pair / k (shared x), pair (x per
 // slot) or the grouped row itself (moe_mlp's hidden activations).
-template <typename AT, typename S, int MI, int NI, int WM, int WN, int WK, int U, int WG, int MODE>
-__global__ void __launch_bounds__(32 * WM * WN * WK * WG, 1) moe_gemm_kernel(MoeGemmArgs a) {
+template <typename AT, typename S, int MI, int NI, int WM, int WN, int WK, int U, int WG, int MINB, int MODE>
+__global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(MoeGemmArgs a) {
   static_assert(NI % 4 == 0, "NI must be a multiple of 4");
   using MT = typename std::conditional<std::is_same<AT, float>::value, __nv_bfloat16, AT>::type;
   constexpr int NS = std::is_same<AT, float>::value ? 2 : 1;
@@ -381,8 +381,11 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, 1) moe_gemm_kernel(Moe
   constexpr bool kPairs = MODE == static_cast<int>(MoeOutMode::Pairs);
   static_assert(!kGlu || WG == 2, "Glu needs two warp groups");
 
-  if (static_cast<int>(blockIdx.y) >= a.status[0]) return;
+  // Both loads issued together (the tile list has max_tiles entries, the ones past the
+  // device's count are unused).
+  const int tile_count = a.status[0];
   const int4 tile = reinterpret_cast<const int4*>(a.tiles)[blockIdx.y];
+  if (static_cast<int>(blockIdx.y) >= tile_count) return;
   const int expert = tile.x;
   const int rb = tile.y;
   const int re = tile.z;
@@ -437,6 +440,50 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, 1) moe_gemm_kernel(Moe
   const AT* x = static_cast<const AT*>(a.x);
   bool row_ok[MI][2];
   const AT* xrow[MI][2];
+
+  float acc[MI][NI][4];
+  float part[MI][NI][4];
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.f;
+
+  uint4 rw[U][NQ];
+  XRaw<AT> rx[U][MI][2];
+  uint4 rs[U][NQ];
+  // Weights and scales of a step depend on the tile only; activations also on the
+  // grouped rows' pairs (one more dependent load), so the prologue issues them later.
+  auto load_ws = [&](int u, int step) {
+    if (step < s_end) {
+      const int kw = step * 4 + t;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q)
+        rw[u][q] = wvalid[q] > 0 ? load_w4(we + static_cast<int64_t>(kw) * ldw + n0 + 32 * q + 4 * g, wvalid[q], vec_w)
+                                 : make_uint4(0, 0, 0, 0);
+      const int grp = step / spg;
+#pragma unroll
+      for (int q = 0; q < NQ; ++q)
+        rs[u][q] = svalid[q] > 0 ? load_s8<S>(se + static_cast<int64_t>(grp) * ldw + n0 + 32 * q + 8 * t, svalid[q], vec_s)
+                                 : make_uint4(0, 0, 0, 0);
+    }
+  };
+  auto load_x = [&](int u, int step) {
+    if (step < s_end) {
+#pragma unroll
+      for (int i = 0; i < MI; ++i)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) rx[u][i][h] = load_x8<AT>(xrow[i][h] + step * 32, row_ok[i][h], vec_x);
+    }
+  };
+  auto load_step = [&](int u, int step) {
+    load_ws(u, step);
+    load_x(u, step);
+  };
+
+#pragma unroll
+  for (int u = 0; u < U; ++u) load_ws(u, s_begin + u);
 #pragma unroll
   for (int i = 0; i < MI; ++i)
 #pragma unroll
@@ -451,40 +498,8 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, 1) moe_gemm_kernel(Moe
       }
       xrow[i][h] = x + src * K + 8 * t;
     }
-
-  float acc[MI][NI][4];
-  float part[MI][NI][4];
 #pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.f;
-
-  uint4 rw[U][NQ];
-  XRaw<AT> rx[U][MI][2];
-  uint4 rs[U][NQ];
-  auto load_step = [&](int u, int step) {
-    if (step < s_end) {
-      const int kw = step * 4 + t;
-#pragma unroll
-      for (int q = 0; q < NQ; ++q)
-        rw[u][q] = wvalid[q] > 0 ? load_w4(we + static_cast<int64_t>(kw) * ldw + n0 + 32 * q + 4 * g, wvalid[q], vec_w)
-                                 : make_uint4(0, 0, 0, 0);
-#pragma unroll
-      for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) rx[u][i][h] = load_x8<AT>(xrow[i][h] + step * 32, row_ok[i][h], vec_x);
-      const int grp = step / spg;
-#pragma unroll
-      for (int q = 0; q < NQ; ++q)
-        rs[u][q] = svalid[q] > 0 ? load_s8<S>(se + static_cast<int64_t>(grp) * ldw + n0 + 32 * q + 8 * t, svalid[q], vec_s)
-                                 : make_uint4(0, 0, 0, 0);
-    }
-  };
-
-#pragma unroll
-  for (int u = 0; u < U; ++u) load_step(u, s_begin + u);
+  for (int u = 0; u < U; ++u) load_x(u, s_begin + u);
 
   for (int s0 = s_begin; s0 < s_end; s0 += U) {
 #pragma unroll

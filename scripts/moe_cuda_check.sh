@@ -19,15 +19,27 @@ grep -E "passed|failed|^FAILED|Error" "$OUT/tests.log" | head -20
 timeout ${BENCH_TIMEOUT:-200} python3 benchmarks/bench_moe_cuda.py --json "$OUT/bench_moe.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
 grep -E "^moe_|Error" "$OUT/bench.log"
 {
-  echo "== A/B: MLX_MARLIN_CUDA_POOL=default"
-  MLX_MARLIN_CUDA_POOL=default timeout 60 python3 benchmarks/bench_moe_cuda.py --skip-mlp --tokens 1 64 --sets 1
-  echo "== A/B: MLX_MARLIN_CUDA_MOE=prefill"
-  MLX_MARLIN_CUDA_MOE=prefill timeout 60 python3 benchmarks/bench_moe_cuda.py --skip-mlp --tokens 64 --sets 1
-  echo "== ncu"
-  NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-  [ -n "$NCU" ] && timeout ${NCU_TIMEOUT:-120} "$NCU" --clock-control none -k regex:moe_ \
-    --metrics gpu__time_duration.sum,dram__bytes_read.sum python3 benchmarks/ncu_moe_cuda.py 2>&1 |
-    grep -E "^T=|^  [a-z_]+.*moe_|gpu__time_duration|dram__bytes_read" |
-    awk '/^T=/{print; next} /moe_/{n=$1; sub(/<.*/, "", n)} /gpu__time/{t=$NF" "$(NF-1)} /dram__bytes/{printf "  %s %s %s %s\n", n, t, $NF, $(NF-1)}'
+  for v in decode_u3 decode_u4; do
+    echo "== A/B: MLX_MARLIN_CUDA_MOE=$v"
+    MLX_MARLIN_CUDA_MOE=$v timeout 60 python3 benchmarks/bench_moe_cuda.py --tokens 1 64 --sets 1
+  done
+  echo "== A/B: MLX_MARLIN_CUDA_MOE_DIRECT=0"
+  MLX_MARLIN_CUDA_MOE_DIRECT=0 timeout 60 python3 benchmarks/bench_moe_cuda.py --tokens 1 --sets 1
 } > "$OUT/extra.log" 2>&1
-grep -E "^moe_gemm|^==|^T=|^  moe" "$OUT/extra.log"
+grep -E "^moe_|^==" "$OUT/extra.log"
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+if [ -n "$NCU" ]; then
+  timeout ${NCU_TIMEOUT:-120} "$NCU" --clock-control none -k regex:moe_ --csv \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum python3 benchmarks/ncu_moe_cuda.py > "$OUT/ncu.csv" 2>&1
+  python3 - "$OUT/ncu.csv" <<'PY'
+import csv, sys
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+hdr = rows[0]; rows = rows[1:]
+ki, mi, ui, vi, ii = (hdr.index(c) for c in ("Kernel Name", "Metric Name", "Metric Unit", "Metric Value", "ID"))
+by = {}
+for r in rows:
+    by.setdefault(r[ii], {"name": r[ki].split("<")[0].split("(")[0].replace("void ", "").split("::")[-1]})[r[mi]] = r[vi] + " " + r[ui]
+for i, d in sorted(by.items(), key=lambda kv: int(kv[0])):
+    print(f"ncu {i:>3} {d['name']:<20} {d.get('gpu__time_duration.sum', '?'):>14} {d.get('dram__bytes_read.sum', '?'):>16}")
+PY
+fi

@@ -316,7 +316,7 @@ def test_moe_mlp_fused_equals_separate_and_cpu():
     np.testing.assert_allclose(np.array(sep), np.array(cpu), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("variant", ["decode", "prefill"])
+@pytest.mark.parametrize("variant", ["decode", "prefill", "decode_u3", "decode_u4"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_forced_tile_variants(variant, dtype, monkeypatch):
     """Both GEMM tile variants on shapes the plan would give the other one
@@ -342,3 +342,49 @@ def test_forced_tile_variants(variant, dtype, monkeypatch):
                          normalize=normalize, stream=mx.gpu)
         ref = ref_mlp(to_np(x), to_np(logits), gate[:, :I], gate[:, I:], down, k, act, normalize)
         close(out, ref, dtype, 2, repr(case))
+
+
+@pytest.mark.parametrize("idx_dtype", ["int32", "uint32"])
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_direct_mode_matches_grouping(idx_dtype, dtype, monkeypatch):
+    """Calls of <= 32 pairs with int32 / uint32 ids skip the grouping (one pair per GEMM
+    block): the same kernels on the same rows, so bit-identical to the grouped path
+    (MLX_MARLIN_CUDA_MOE_DIRECT=0), invalid ids included."""
+    rng = np.random.default_rng(_SEED + 270)
+    E, N, K, g = 12, 72, 128, 32
+    packed, scales, dense = experts(rng, E, N, K, g)
+    for T, k, bad in ((1, 8, False), (4, 8, True), (10, 3, True), (16, 2, False)):
+        idx = rng.integers(0, E, size=(T, k)).astype(np.int64)
+        if bad:
+            idx[T // 2, k - 1] = -1 if idx_dtype == "int32" else 2**32 - 1
+            idx[0, 0] = E
+        x = rand(rng, (T, K), dtype)
+        w = rand(rng, (T, k))
+        ids = mx.array(idx.astype(idx_dtype))
+        outs = {}
+        for direct in ("1", "0"):
+            monkeypatch.setenv("MLX_MARLIN_CUDA_MOE_DIRECT", direct)
+            outs[direct] = (mm.moe_gemm(x, packed, scales, ids, group_size=g, activation="silu", stream=mx.gpu),
+                            mm.moe_gemm(x, packed, scales, ids, group_size=g, weights=w, stream=mx.gpu))
+            mx.eval(outs[direct])
+        valid = (idx >= 0) & (idx < E)
+        safe = np.where(valid, idx, 0)
+        ref = ref_gemm(to_np(x), dense, safe, None, "silu")
+        ref[~valid] = 0.0
+        close(outs["1"][0], ref, dtype, 1, f"T={T} unweighted")
+        close(outs["1"][1], ref_gemm(to_np(x), dense, safe, np.where(valid, to_np(w), 0.0)), dtype, 1, f"T={T}")
+        for a, b in zip(outs["1"], outs["0"]):
+            np.testing.assert_array_equal(np.array(a.astype(mx.float32)), np.array(b.astype(mx.float32)))
+    # moe_mlp at decode sizes runs direct too (its routing writes uint32 ids).
+    pg, sg, gate = experts(rng, E, 64, K, g)
+    pu, su, up = experts(rng, E, 64, K, g)
+    pd, sd, down = experts(rng, E, N, 64, g)
+    x = rand(rng, (3, K), dtype)
+    logits = rand(rng, (3, E), dtype)
+    outs = {}
+    for direct in ("1", "0"):
+        monkeypatch.setenv("MLX_MARLIN_CUDA_MOE_DIRECT", direct)
+        outs[direct] = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=4, group_size=g, stream=mx.gpu)
+        mx.eval(outs[direct])
+    close(outs["1"], ref_mlp(to_np(x), to_np(logits), gate, up, down, 4, "silu", True), dtype, 2)
+    np.testing.assert_array_equal(np.array(outs["1"].astype(mx.float32)), np.array(outs["0"].astype(mx.float32)))

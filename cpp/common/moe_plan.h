@@ -185,7 +185,10 @@ inline void for_each_moe_kernel_name(F&& f) {
 // compute gate columns, half the matching up columns, exchanged through shared memory.
 // Both variants of one pipeline have the same tile height, so moe_mlp's gate/up and
 // down GEMMs share one tile list.
-enum class CudaMoeVariant : int { Decode = 0, Prefill = 1 };
+// DecodeU3 / DecodeU4: decode tiles with 3 / 4 k32 steps in flight (benchmarks and
+// tests select them with MLX_MARLIN_CUDA_MOE=decode_u3 / decode_u4).
+enum class CudaMoeVariant : int { Decode = 0, Prefill = 1, DecodeU3 = 2, DecodeU4 = 3 };
+constexpr int kCudaMoeVariants = 4;
 
 // Warp tiling of moe_gemm_kernel (the fields of CudaMmaConfig plus min_blocks, the
 // __launch_bounds__ blocks per SM).  Decode tiles are latency-bound weight streams:
@@ -207,6 +210,10 @@ struct CudaMoeConfig {
 
 constexpr CudaMoeConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 2, 2, 1};
 constexpr CudaMoeConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 2, 2, 2};
+constexpr CudaMoeConfig kCudaMoeDecodeU3Config{1, 4, 1, 1, 8, 3, 2, 1};
+constexpr CudaMoeConfig kCudaMoeDecodeU3GluConfig{1, 4, 1, 1, 4, 3, 2, 2};
+constexpr CudaMoeConfig kCudaMoeDecodeU4Config{1, 4, 1, 1, 8, 4, 1, 1};
+constexpr CudaMoeConfig kCudaMoeDecodeU4GluConfig{1, 4, 1, 1, 4, 4, 1, 2};
 constexpr CudaMoeConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2, 1, 1};
 constexpr CudaMoeConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2, 1, 2};
 
@@ -217,6 +224,8 @@ constexpr int kCudaMoeGroupMaxSmem = 46 * 1024;  // + the static scan scratch < 
 
 constexpr CudaMoeConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
   if (v == CudaMoeVariant::Decode) return glu ? kCudaMoeDecodeGluConfig : kCudaMoeDecodeConfig;
+  if (v == CudaMoeVariant::DecodeU3) return glu ? kCudaMoeDecodeU3GluConfig : kCudaMoeDecodeU3Config;
+  if (v == CudaMoeVariant::DecodeU4) return glu ? kCudaMoeDecodeU4GluConfig : kCudaMoeDecodeU4Config;
   return glu ? kCudaMoePrefillGluConfig : kCudaMoePrefillConfig;
 }
 
@@ -236,7 +245,7 @@ struct CudaMoePlan {
 inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu, int force = -1) {
   CudaMoePlan p{};
   p.variant = pairs <= int64_t(kDecodeMaxRows) * E ? CudaMoeVariant::Decode : CudaMoeVariant::Prefill;
-  if (force == 0 || force == 1) p.variant = static_cast<CudaMoeVariant>(force);
+  if (force >= 0 && force < kCudaMoeVariants) p.variant = static_cast<CudaMoeVariant>(force);
   p.config = cuda_moe_config(p.variant, glu);
   p.glu = glu;
   p.tile_m = p.config.block_m();
@@ -247,6 +256,11 @@ inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu, int 
   p.threads = p.config.threads();
   return p;
 }
+
+// Calls with at most this many (token, slot) pairs skip the grouping: block y of the
+// GEMM takes pair y (one row, its expert read from the indices), and the combine reads
+// pair rows.  One launch and the grouping tables less, for decode steps.
+constexpr int kCudaMoeDirectMaxPairs = 32;
 
 // Warps of the grouping block: per-warp histograms of E + 1 buckets live in shared
 // memory (kCudaMoeGroupMaxSmem); 0 when even one warp's histogram does not fit.

@@ -16,17 +16,23 @@ const void* route_for(ElemType w) {
   return nullptr;
 }
 
-template <typename AT, typename S, int MODE, bool PREFILL>
+template <typename AT, typename S, int MODE, int V>
 const void* gemm_stub() {
   constexpr bool glu = MODE == static_cast<int>(MoeOutMode::Glu);
-  constexpr CudaMoeConfig c = cuda_moe_config(PREFILL ? CudaMoeVariant::Prefill : CudaMoeVariant::Decode, glu);
+  constexpr CudaMoeConfig c = cuda_moe_config(static_cast<CudaMoeVariant>(V), glu);
   return reinterpret_cast<const void*>(&moe_gemm_kernel<AT, S, c.mi, c.ni, c.warps_m, c.warps_n, c.warps_k, c.unroll,
                                                         c.warp_groups, c.min_blocks, MODE>);
 }
 
 template <typename AT, typename S, int MODE>
 const void* gemm_for(CudaMoeVariant v) {
-  return v == CudaMoeVariant::Prefill ? gemm_stub<AT, S, MODE, true>() : gemm_stub<AT, S, MODE, false>();
+  switch (v) {
+    case CudaMoeVariant::Decode: return gemm_stub<AT, S, MODE, 0>();
+    case CudaMoeVariant::Prefill: return gemm_stub<AT, S, MODE, 1>();
+    case CudaMoeVariant::DecodeU3: return gemm_stub<AT, S, MODE, 2>();
+    case CudaMoeVariant::DecodeU4: return gemm_stub<AT, S, MODE, 3>();
+  }
+  return nullptr;
 }
 
 template <typename AT, typename S>

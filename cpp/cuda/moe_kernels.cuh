@@ -381,24 +381,46 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
   constexpr bool kPairs = MODE == static_cast<int>(MoeOutMode::Pairs);
   static_assert(!kGlu || WG == 2, "Glu needs two warp groups");
 
-  // Both loads issued together (the tile list has max_tiles entries, the ones past the
-  // device's count are unused).
-  const int tile_count = a.status[0];
-  const int4 tile = reinterpret_cast<const int4*>(a.tiles)[blockIdx.y];
-  if (static_cast<int>(blockIdx.y) >= tile_count) return;
-  const int expert = tile.x;
-  const int rb = tile.y;
-  const int re = tile.z;
+  int expert, rb, re;
+  const bool direct = a.direct != 0;
+  if (direct) {
+    const int p = blockIdx.y;
+    const uint32_t u = a.direct_idx[p];
+    const int64_t v = a.direct == 2 ? static_cast<int64_t>(static_cast<int32_t>(u)) : static_cast<int64_t>(u);
+    expert = (v >= 0 && v < a.E) ? static_cast<int>(v) : -1;
+    rb = p;
+    re = p + 1;
+  } else {
+    // Both loads issued together (the tile list has max_tiles entries, the ones past
+    // the device's count are unused).
+    const int tile_count = a.status[0];
+    const int4 tile = reinterpret_cast<const int4*>(a.tiles)[blockIdx.y];
+    if (static_cast<int>(blockIdx.y) >= tile_count) return;
+    expert = tile.x;
+    rb = tile.y;
+    re = tile.z;
+  }
+  auto pair_of = [&](int r) { return direct ? r : a.pairs[r]; };
   const int N = a.N;
   if (expert < 0) {
-    // Pairs with an id outside [0, E): zero rows in the pair-order output.
+    // Pairs with an id outside [0, E): zero rows in the pair-order output (and in the
+    // pair rows a direct-mode combine reads).
+    const int c0 = blockIdx.x * BN;
     if constexpr (kPairs) {
       AT* out = static_cast<AT*>(a.out);
-      const int c0 = blockIdx.x * BN;
       for (int i = threadIdx.x; i < (re - rb) * BN; i += blockDim.x) {
         const int r = rb + i / BN;
         const int c = c0 + i % BN;
-        if (c < N) out[static_cast<int64_t>(a.pairs[r]) * N + c] = from_float<AT>(0.f);
+        if (c < N) out[static_cast<int64_t>(pair_of(r)) * N + c] = from_float<AT>(0.f);
+      }
+    } else {
+      if (direct) {
+        float* out = static_cast<float*>(a.out);
+        for (int i = threadIdx.x; i < (re - rb) * BN; i += blockDim.x) {
+          const int r = rb + i / BN;
+          const int c = c0 + i % BN;
+          if (c < N) out[static_cast<int64_t>(r) * N + c] = 0.f;
+        }
       }
     }
     return;
@@ -493,8 +515,8 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
       int64_t src = 0;
       if (row_ok[i][h]) {
         if (a.x_mode == static_cast<int>(MoeXMode::Grouped)) src = r;
-        else if (a.x_mode == static_cast<int>(MoeXMode::PerSlot)) src = a.pairs[r];
-        else src = a.pairs[r] / a.k;
+        else if (a.x_mode == static_cast<int>(MoeXMode::PerSlot)) src = pair_of(r);
+        else src = pair_of(r) / a.k;
       }
       xrow[i][h] = x + src * K + 8 * t;
     }
@@ -636,7 +658,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
 #pragma unroll
         for (int e = 0; e < 8; ++e) v[e] = acc[i][4 * q + (e % 4)][(e < 4 ? 0 : 1) + 2 * h];
         if constexpr (kPairs) {
-          AT* out = static_cast<AT*>(a.out) + static_cast<int64_t>(a.pairs[r]) * N + col;
+          AT* out = static_cast<AT*>(a.out) + static_cast<int64_t>(pair_of(r)) * N + col;
           store8<AT>(out, v, col, N, vec_out);
         } else {
           float* out = static_cast<float*>(a.out) + static_cast<int64_t>(r) * N + col;
@@ -657,7 +679,7 @@ __global__ void __launch_bounds__(kCudaMoeCombineThreads) moe_combine_kernel(Moe
   float acc = 0.f;
   for (int j = 0; j < a.k; ++j) {
     const int64_t p = static_cast<int64_t>(t) * a.k + j;
-    const int pos = a.position[p];
+    const int pos = a.position ? a.position[p] : static_cast<int>(p);
     if (pos >= 0) acc += a.weights[p] * a.y[static_cast<int64_t>(pos) * a.N + c];
   }
   static_cast<OT*>(a.out)[static_cast<int64_t>(t) * a.N + c] = from_float<OT>(acc);

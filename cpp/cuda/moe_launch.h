@@ -55,9 +55,10 @@ struct MoeGemmArgs {
   const void* scales;      // [E, K/g, ldw]
   const uint32_t* w2;      // Glu: up weights (may be w), else unused
   const void* scales2;
-  const int* pairs;
+  const int* pairs;         // grouped mode: the grouping tables
   const int* tiles;
   const int* status;
+  const uint32_t* direct_idx;  // direct mode: indices [P] (uint32 or int32), block y = pair y
   void* out;
   int N;           // output columns
   int K;
@@ -71,9 +72,12 @@ struct MoeGemmArgs {
   int vec_s;
   int vec_x;
   int vec_out;
+  int direct;      // 0: tile list; 1: direct_idx uint32; 2: direct_idx int32
+  int E;           // direct mode: ids outside [0, E) give zero rows
 };
 
-// out[t] = sum_j weights[t, j] * y[position[t k + j]] (j ascending, fp32; -1 skipped).
+// out[t] = sum_j weights[t, j] * y[position[t k + j]] (j ascending, fp32; -1 skipped;
+// position == nullptr: y holds pair rows).
 struct MoeCombineArgs {
   const float* y;
   const float* weights;

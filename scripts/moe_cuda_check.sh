@@ -18,6 +18,7 @@ grep -A2 "moe_gemm_kernel" "$OUT/build.log" | grep -E "spill" | sort | uniq -c
 grep -E "passed|failed|^FAILED|Error" "$OUT/tests.log" | head -20
 timeout ${BENCH_TIMEOUT:-200} python3 benchmarks/bench_moe_cuda.py --json "$OUT/bench_moe.json" ${BENCH_ARGS:-} > "$OUT/bench.log" 2>&1
 grep -E "^moe_|Error" "$OUT/bench.log"
+[ -n "${SKIP_EXTRA:-}" ] && exit 0
 {
   for v in decode_u3 decode_u4; do
     echo "== A/B: MLX_MARLIN_CUDA_MOE=$v"

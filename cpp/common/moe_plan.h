@@ -203,19 +203,26 @@ struct CudaMoeConfig {
   int unroll;      // k32 steps of loads in flight per warp
   int min_blocks;  // blocks per SM the registers must allow
   int warp_groups; // 2: gate / up warp groups (GLU)
+  int unroll_f32;  // k32 steps in flight with float32 activations (twice the registers)
+  bool direct;     // compiled with direct mode (one pair per block, no tile list)
   constexpr int threads() const { return 32 * warps_m * warps_n * warps_k * warp_groups; }
   constexpr int block_m() const { return 16 * mi * warps_m; }
   constexpr int block_n() const { return 8 * ni * warps_n; }
 };
 
-constexpr CudaMoeConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 2, 2, 1};
-constexpr CudaMoeConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 2, 2, 2};
-constexpr CudaMoeConfig kCudaMoeDecodeU3Config{1, 4, 1, 1, 8, 3, 2, 1};
-constexpr CudaMoeConfig kCudaMoeDecodeU3GluConfig{1, 4, 1, 1, 4, 3, 2, 2};
-constexpr CudaMoeConfig kCudaMoeDecodeU4Config{1, 4, 1, 1, 8, 4, 1, 1};
-constexpr CudaMoeConfig kCudaMoeDecodeU4GluConfig{1, 4, 1, 1, 4, 4, 1, 2};
-constexpr CudaMoeConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2, 1, 1};
-constexpr CudaMoeConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2, 1, 2};
+// Decode unroll chosen on the H100 (benchmarks/RESULTS.md, CUDA MoE): 3 steps for the
+// plain GEMM with half activations (a few spilled registers, faster than 2), 2 for
+// float32 activations and for the GLU GEMM (3 spills hundreds of bytes there).
+constexpr CudaMoeConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 3, 2, 1, 2, true};
+constexpr CudaMoeConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 2, 2, 2, 2, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU3Config{1, 4, 1, 1, 8, 3, 2, 1, 3, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU3GluConfig{1, 4, 1, 1, 4, 3, 2, 2, 3, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU4Config{1, 4, 1, 1, 8, 4, 1, 1, 4, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU4GluConfig{1, 4, 1, 1, 4, 4, 1, 2, 4, true};
+// Prefill tiles never run direct (<= kCudaMoeDirectMaxPairs pairs plan decode tiles):
+// compiled without it, the prefill kernels keep their registers for the main loop.
+constexpr CudaMoeConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2, 1, 1, 2, false};
+constexpr CudaMoeConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2, 1, 2, 2, false};
 
 constexpr int kCudaMoeRouteWarps = 4;       // tokens per routing block
 constexpr int kCudaMoeCombineThreads = 256;

@@ -220,7 +220,7 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     return;
   }
   const CudaMoePlan plan = plan_cuda_moe(P, E, N, false, variant_override());
-  RowSource rows{nullptr, &indices, direct_mode(indices), P, E};
+  RowSource rows{nullptr, &indices, plan.config.direct ? direct_mode(indices) : 0, P, E};
   std::optional<Grouping> g;
   if (!rows.direct) {
     g = encode_group(enc, indices, E, plan, op);
@@ -269,7 +269,7 @@ void MoeMlp::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const CudaMoePlan plan_d = plan_cuda_moe(P, E, N_out, false, variant_override());
   if (plan_gu.tile_m != plan_d.tile_m || plan_gu.max_tiles != plan_d.max_tiles)
     throw std::logic_error("[moe_mlp] the two grouped GEMMs need the same tile list");
-  RowSource rows{nullptr, &idx, direct_mode(idx), P, E};
+  RowSource rows{nullptr, &idx, plan_gu.config.direct && plan_d.config.direct ? direct_mode(idx) : 0, P, E};
   std::optional<Grouping> g;
   if (!rows.direct) {
     g = encode_group(enc, idx, E, plan_gu, op);

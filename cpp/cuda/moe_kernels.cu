@@ -20,8 +20,9 @@ template <typename AT, typename S, int MODE, int V>
 const void* gemm_stub() {
   constexpr bool glu = MODE == static_cast<int>(MoeOutMode::Glu);
   constexpr CudaMoeConfig c = cuda_moe_config(static_cast<CudaMoeVariant>(V), glu);
-  return reinterpret_cast<const void*>(&moe_gemm_kernel<AT, S, c.mi, c.ni, c.warps_m, c.warps_n, c.warps_k, c.unroll,
-                                                        c.warp_groups, c.min_blocks, MODE>);
+  constexpr int u = std::is_same<AT, float>::value ? c.unroll_f32 : c.unroll;
+  return reinterpret_cast<const void*>(&moe_gemm_kernel<AT, S, c.mi, c.ni, c.warps_m, c.warps_n, c.warps_k, u,
+                                                        c.warp_groups, c.min_blocks, c.direct, MODE>);
 }
 
 template <typename AT, typename S, int MODE>

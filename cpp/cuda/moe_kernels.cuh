@@ -370,7 +370,8 @@ __device__ __forceinline__ void store8(OT* dst, const float (&v)[8], int col, in
 // registers (U k32 steps in flight), decoded exactly; group scales are applied to fp32
 // partial sums once per group.  A rows are gathered: pair / k (shared x), pair (x per
 // slot) or the grouped row itself (moe_mlp's hidden activations).
-template <typename AT, typename S, int MI, int NI, int WM, int WN, int WK, int U, int WG, int MINB, int MODE>
+template <typename AT, typename S, int MI, int NI, int WM, int WN, int WK, int U, int WG, int MINB, bool DIRECT,
+          int MODE>
 __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(MoeGemmArgs a) {
   static_assert(NI % 4 == 0, "NI must be a multiple of 4");
   using MT = typename std::conditional<std::is_same<AT, float>::value, __nv_bfloat16, AT>::type;
@@ -382,7 +383,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
   static_assert(!kGlu || WG == 2, "Glu needs two warp groups");
 
   int expert, rb, re;
-  const bool direct = a.direct != 0;
+  const bool direct = DIRECT && a.direct != 0;  // kernels without DIRECT ignore it
   if (direct) {
     const int p = blockIdx.y;
     const uint32_t u = a.direct_idx[p];

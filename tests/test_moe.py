@@ -4,12 +4,18 @@ references built from mlx_marlin.dequantize."""
 from __future__ import annotations
 
 import math
+import os
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
 import mlx_marlin as mm
+
+# CUDA MLX with a GPU (the GPU stream then runs our CUDA kernels; see conftest.py).
+_CUDA = hasattr(mx, "cuda") and mx.cuda.is_available()
+# The property test cannot take the function-scoped `stream` fixture (hypothesis).
+_STREAM = mx.gpu if os.environ.get("MLX_MARLIN_TEST_DEVICE", "cpu") == "gpu" else mx.cpu
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # Relative tolerance (against the largest reference magnitude) per output dtype: the
@@ -101,10 +107,10 @@ def ref_moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
         (6, 9, 3, 3, False, "bfloat16"),
     ],
 )
-def test_route_matches_numpy(seed, T, E, k, normalize, dtype):
+def test_route_matches_numpy(seed, T, E, k, normalize, dtype, stream):
     rng = np.random.default_rng(seed)
     logits = rand(rng, (T, E), dtype, scale=3.0)
-    idx, w = mm.moe_route(logits, k, normalize=normalize, stream=mx.cpu)
+    idx, w = mm.moe_route(logits, k, normalize=normalize, stream=stream)
     assert idx.dtype == mx.uint32 and idx.shape == (T, k)
     assert w.dtype == logits.dtype and w.shape == (T, k)
     ref_idx, ref_w = ref_route(to_np(logits), k, normalize)
@@ -115,27 +121,27 @@ def test_route_matches_numpy(seed, T, E, k, normalize, dtype):
 
 
 @pytest.mark.parametrize("seed", [10, 11, 12])
-def test_route_ties_lower_id_first(seed):
+def test_route_ties_lower_id_first(seed, stream):
     rng = np.random.default_rng(seed)
     T, E = 50, 12
     # Few distinct values: many ties within each row.
     logits = rng.integers(-2, 3, size=(T, E)).astype(np.float32)
     logits[0] = 1.0  # a row of all-equal logits
     for k in (1, 3, E):
-        idx, w = mm.moe_route(mx.array(logits), k, stream=mx.cpu)
+        idx, w = mm.moe_route(mx.array(logits), k, stream=stream)
         ref_idx, ref_w = ref_route(logits.astype(np.float64), k, True)
         np.testing.assert_array_equal(np.array(idx), ref_idx)
         np.testing.assert_allclose(np.array(w), ref_w, rtol=1e-5, atol=1e-6)
-    idx, _ = mm.moe_route(mx.array(logits), 4, stream=mx.cpu)
+    idx, _ = mm.moe_route(mx.array(logits), 4, stream=stream)
     np.testing.assert_array_equal(np.array(idx)[0], [0, 1, 2, 3])
 
 
-def test_route_leading_dims():
+def test_route_leading_dims(stream):
     rng = np.random.default_rng(20)
     logits = rand(rng, (2, 3, 10))
-    idx, w = mm.moe_route(logits, 4, stream=mx.cpu)
+    idx, w = mm.moe_route(logits, 4, stream=stream)
     assert idx.shape == (2, 3, 4) and w.shape == (2, 3, 4)
-    flat_idx, flat_w = mm.moe_route(logits.reshape(6, 10), 4, stream=mx.cpu)
+    flat_idx, flat_w = mm.moe_route(logits.reshape(6, 10), 4, stream=stream)
     np.testing.assert_array_equal(np.array(idx).reshape(6, 4), np.array(flat_idx))
     np.testing.assert_array_equal(np.array(w).reshape(6, 4), np.array(flat_w))
 
@@ -155,13 +161,13 @@ GEMM_CASES = [
 
 
 @pytest.mark.parametrize("seed,T,E,k,N,K,g,dtype,act,form,weighted", GEMM_CASES)
-def test_moe_gemm_matches_numpy(seed, T, E, k, N, K, g, dtype, act, form, weighted):
+def test_moe_gemm_matches_numpy(seed, T, E, k, N, K, g, dtype, act, form, weighted, stream):
     rng = np.random.default_rng(seed)
     packed, scales, dense = make_experts(rng, E, N, K, g, mx.bfloat16 if dtype == "bfloat16" else mx.float16)
     x = rand(rng, (T, K) if form == "shared" else (T, k, K), dtype)
     idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)]).astype(np.int32)
     weights = rand(rng, (T, k), "float32") if weighted else None
-    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=weights, activation=act, stream=mx.cpu)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=weights, activation=act, stream=stream)
     assert out.dtype == x.dtype
     assert out.shape == ((T, N) if weighted else (T, k, N))
     ref = ref_moe_gemm(to_np(x), dense, idx, to_np(weights) if weighted else None, act)
@@ -169,7 +175,7 @@ def test_moe_gemm_matches_numpy(seed, T, E, k, N, K, g, dtype, act, form, weight
 
 
 @pytest.mark.parametrize("seed,pattern", [(200, "one_expert"), (201, "few_experts"), (202, "repeated_slots")])
-def test_moe_gemm_skewed_routing(seed, pattern):
+def test_moe_gemm_skewed_routing(seed, pattern, stream):
     rng = np.random.default_rng(seed)
     T, E, k, N, K, g = 70, 16, 3, 72, 128, 64
     packed, scales, dense = make_experts(rng, E, N, K, g)
@@ -182,14 +188,14 @@ def test_moe_gemm_skewed_routing(seed, pattern):
         idx[:, 1] = idx[:, 0]
     x = rand(rng, (T, K))
     w = rand(rng, (T, k))
-    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, stream=mx.cpu)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, stream=stream)
     assert_close(out, ref_moe_gemm(to_np(x), dense, idx), "float32")
-    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=stream)
     assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w)), "float32")
 
 
 @pytest.mark.parametrize("seed,T,k", [(210, 1, 8), (211, 40, 2), (212, 300, 1)])
-def test_moe_gemm_many_experts(seed, T, k):
+def test_moe_gemm_many_experts(seed, T, k, stream):
     """E = 256 with a small N and K: many tiny expert GEMMs (parallel over experts)."""
     rng = np.random.default_rng(seed)
     E, N, K, g = 256, 40, 64, 32
@@ -197,37 +203,37 @@ def test_moe_gemm_many_experts(seed, T, k):
     idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)]).astype(np.uint32)
     x = rand(rng, (T, K))
     w = rand(rng, (T, k))
-    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=stream)
     assert_close(out, ref_moe_gemm(to_np(x), dense, idx.astype(np.int64), to_np(w)), "float32")
 
 
 @pytest.mark.parametrize("idx_dtype", ["int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"])
-def test_moe_gemm_index_dtypes(idx_dtype):
+def test_moe_gemm_index_dtypes(idx_dtype, stream):
     rng = np.random.default_rng(220)
     T, E, k, N, K, g = 5, 6, 2, 40, 64, 64
     packed, scales, dense = make_experts(rng, E, N, K, g)
     idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)])
     x = rand(rng, (T, K))
-    out = mm.moe_gemm(x, packed, scales, mx.array(idx.astype(idx_dtype)), group_size=g, stream=mx.cpu)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx.astype(idx_dtype)), group_size=g, stream=stream)
     assert_close(out, ref_moe_gemm(to_np(x), dense, idx), "float32")
 
 
-def test_moe_gemm_top_k_equals_E_and_deterministic():
+def test_moe_gemm_top_k_equals_E_and_deterministic(stream):
     rng = np.random.default_rng(230)
     T, E, N, K, g = 33, 5, 100, 128, 32
     packed, scales, dense = make_experts(rng, E, N, K, g)
     idx = np.stack([rng.permutation(E) for _ in range(T)]).astype(np.int32)
     x = rand(rng, (T, K))
     w = rand(rng, (T, E))
-    a = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
-    b = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+    a = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=stream)
+    b = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=stream)
     assert_close(a, ref_moe_gemm(to_np(x), dense, idx, to_np(w)), "float32")
     np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
 @pytest.mark.parametrize("bad", [-1, 6, 1000])
 @pytest.mark.parametrize("weighted", [False, True])
-def test_moe_gemm_out_of_range_indices_give_nan_rows(bad, weighted):
+def test_moe_gemm_out_of_range_indices_give_nan_rows(bad, weighted, stream):
     """An id outside [0, E) makes exactly the rows that depend on it NaN (never clamped,
     never an address); every other row equals the reference.  Repeated in one process
     with valid calls around it (a raise from inside evaluation was not reliable)."""
@@ -235,11 +241,11 @@ def test_moe_gemm_out_of_range_indices_give_nan_rows(bad, weighted):
     packed, scales, dense = make_experts(rng, 6, 40, 64, 64)
     for _ in range(3):
         x = rand(rng, (4, 64))
-        mx.eval(mm.moe_gemm(x, packed, scales, mx.zeros((4, 2), mx.int32), group_size=64, stream=mx.cpu))
+        mx.eval(mm.moe_gemm(x, packed, scales, mx.zeros((4, 2), mx.int32), group_size=64, stream=stream))
         idx = rng.integers(0, 6, (4, 2)).astype(np.int32)
         idx[2, 1] = bad
         w = rand(rng, (4, 2)) if weighted else None
-        out = to_np(mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=64, weights=w, stream=mx.cpu))
+        out = to_np(mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=64, weights=w, stream=stream))
         good = idx.copy()
         good[2, 1] = 0
         ref = ref_moe_gemm(to_np(x), dense, good, to_np(w) if weighted else None)
@@ -250,10 +256,10 @@ def test_moe_gemm_out_of_range_indices_give_nan_rows(bad, weighted):
         np.testing.assert_allclose(out[~bad_rows], ref[~bad_rows], rtol=2e-4, atol=2e-4)
 
 
-def test_moe_gemm_empty_tokens():
+def test_moe_gemm_empty_tokens(stream):
     rng = np.random.default_rng(250)
     packed, scales, _ = make_experts(rng, 4, 40, 64, 64)
-    out = mm.moe_gemm(mx.zeros((0, 64)), packed, scales, mx.zeros((0, 2), mx.int32), group_size=64, stream=mx.cpu)
+    out = mm.moe_gemm(mx.zeros((0, 64)), packed, scales, mx.zeros((0, 2), mx.int32), group_size=64, stream=stream)
     assert out.shape == (0, 2, 40)
     mx.eval(out)
 
@@ -273,7 +279,7 @@ MLP_CASES = [
 
 
 @pytest.mark.parametrize("seed,T,E,k,K,I,N_out,g,dtype,act,form,normalize", MLP_CASES)
-def test_moe_mlp_matches_dense_reference(seed, T, E, k, K, I, N_out, g, dtype, act, form, normalize):
+def test_moe_mlp_matches_dense_reference(seed, T, E, k, K, I, N_out, g, dtype, act, form, normalize, stream):
     rng = np.random.default_rng(seed)
     sdt = mx.bfloat16 if dtype == "bfloat16" else mx.float16
     pg, sg, gate = make_experts(rng, E, I, K, g, sdt)
@@ -287,16 +293,16 @@ def test_moe_mlp_matches_dense_reference(seed, T, E, k, K, I, N_out, g, dtype, a
         pgu = mx.concatenate([pg, pu], axis=2)
         sgu = mx.concatenate([sg, su], axis=2)
         out = mm.moe_mlp(x, logits, pgu, sgu, None, None, pd, sd, top_k=k, group_size=g, activation=act,
-                         normalize=normalize, stream=mx.cpu)
+                         normalize=normalize, stream=stream)
     else:
         out = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, activation=act,
-                         normalize=normalize, stream=mx.cpu)
+                         normalize=normalize, stream=stream)
     assert out.dtype == x.dtype and out.shape == (T, N_out)
     ref = ref_moe_mlp(to_np(x), to_np(logits), gate, up, down, k, act, normalize)
     assert_close(out, ref, dtype, factor=2)
 
 
-def test_moe_mlp_fused_equals_separate_and_composition():
+def test_moe_mlp_fused_equals_separate_and_composition(stream):
     rng = np.random.default_rng(310)
     T, E, k, K, I, N_out, g = 21, 8, 2, 128, 64, 72, 64
     pg, sg, _ = make_experts(rng, E, I, K, g)
@@ -304,28 +310,28 @@ def test_moe_mlp_fused_equals_separate_and_composition():
     pd, sd, _ = make_experts(rng, E, N_out, I, g)
     x = rand(rng, (T, K))
     logits = rand(rng, (T, E))
-    sep = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=mx.cpu)
+    sep = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=stream)
     fused = mm.moe_mlp(x, logits, mx.concatenate([pg, pu], 2), mx.concatenate([sg, su], 2), None, None, pd, sd,
-                       top_k=k, group_size=g, stream=mx.cpu)
+                       top_k=k, group_size=g, stream=stream)
     np.testing.assert_allclose(np.array(sep), np.array(fused), rtol=1e-6, atol=1e-6)
     # The same computation spelled with the building-block ops.
-    idx, w = mm.moe_route(logits, k, stream=mx.cpu)
-    gate = mm.moe_gemm(x, pg, sg, idx, group_size=g, activation="silu", stream=mx.cpu)
-    upv = mm.moe_gemm(x, pu, su, idx, group_size=g, stream=mx.cpu)
-    comp = mm.moe_gemm(gate * upv, pd, sd, idx, group_size=g, weights=w, stream=mx.cpu)
+    idx, w = mm.moe_route(logits, k, stream=stream)
+    gate = mm.moe_gemm(x, pg, sg, idx, group_size=g, activation="silu", stream=stream)
+    upv = mm.moe_gemm(x, pu, su, idx, group_size=g, stream=stream)
+    comp = mm.moe_gemm(gate * upv, pd, sd, idx, group_size=g, weights=w, stream=stream)
     np.testing.assert_allclose(np.array(sep), np.array(comp), rtol=1e-5, atol=1e-5)
 
 
-def test_moe_mlp_leading_dims():
+def test_moe_mlp_leading_dims(stream):
     rng = np.random.default_rng(320)
     E, K, I, N_out, g = 4, 64, 32, 40, 32
     pg, sg, _ = make_experts(rng, E, 2 * I, K, g)
     pd, sd, _ = make_experts(rng, E, N_out, I, g)
     x = rand(rng, (2, 3, K))
     logits = rand(rng, (2, 3, E))
-    out = mm.moe_mlp(x, logits, pg, sg, None, None, pd, sd, top_k=2, group_size=g, stream=mx.cpu)
+    out = mm.moe_mlp(x, logits, pg, sg, None, None, pd, sd, top_k=2, group_size=g, stream=stream)
     flat = mm.moe_mlp(x.reshape(6, K), logits.reshape(6, E), pg, sg, None, None, pd, sd, top_k=2, group_size=g,
-                      stream=mx.cpu)
+                      stream=stream)
     assert out.shape == (2, 3, N_out)
     np.testing.assert_array_equal(np.array(out).reshape(6, N_out), np.array(flat))
 
@@ -479,5 +485,5 @@ if given is not None:
         idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
         x = rand(rng, (T, k, K) if per_slot else (T, K))
         w = rand(rng, (T, k)) if weighted else None
-        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=mx.cpu)
+        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=_STREAM)
         assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w) if weighted else None), "float32")

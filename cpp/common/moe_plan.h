@@ -182,6 +182,113 @@ inline void for_each_moe_kernel_name(F&& f) {
   for (GpuDtype x : xs) f(moe_combine_kernel_name(x));
 }
 
+// ------------------------------------------------------------------ CUDA plan
+// The CUDA MoE pipeline (cpp/cuda/moe_kernels.cuh, cpp/cuda/moe_host.cpp):
+//   moe_route_kernel   one warp per token (kCudaMoeRouteWarps per block), any E
+//   moe_group_kernel   one block: the counting sort of build_expert_groups over the
+//                      (token, slot) pairs plus the tile list of the grouped GEMM
+//   moe_gemm_kernel    grid (column blocks, max_tiles): block y takes tile y of the
+//                      list (one expert's grouped rows); mma.sync m16n8k16 with FP4
+//                      decoded in registers, the fragment layout of fp4_gemm_mma
+//   moe_combine_kernel slot-order fp32 weighted combine, one writer per output
+// The GEMM tile (rows per tile) follows the average rows per expert, which is all the
+// host knows: decode tiles (16 rows, K split over warps) when experts get at most
+// kDecodeMaxRows rows on average, else prefill tiles (64 x 128).  The GLU variant
+// (moe_mlp's gate/up GEMM with act(gate) * up in the epilogue) doubles the warps: half
+// compute gate columns, half the matching up columns, exchanged through shared memory.
+// Both variants of one pipeline have the same tile height, so moe_mlp's gate/up and
+// down GEMMs share one tile list.
+// DecodeU3 / DecodeU4: decode tiles with 3 / 4 k32 steps in flight (benchmarks and
+// tests select them with MLX_MARLIN_CUDA_MOE=decode_u3 / decode_u4).
+enum class CudaMoeVariant : int { Decode = 0, Prefill = 1, DecodeU3 = 2, DecodeU4 = 3 };
+constexpr int kCudaMoeVariants = 4;
+
+// Warp tiling of moe_gemm_kernel (the fields of CudaMmaConfig plus min_blocks, the
+// __launch_bounds__ blocks per SM).  Decode tiles are latency-bound weight streams:
+// two blocks per SM (<= 128 registers) and 4 k32 steps of loads in flight per warp
+// keep ~32 KB of weights in flight per SM.
+struct CudaMoeConfig {
+  int mi;          // 16-row MMA tiles per warp
+  int ni;          // 8-column MMA tiles per warp (multiple of 4)
+  int warps_m;
+  int warps_n;
+  int warps_k;     // warps splitting K (reduced through shared memory)
+  int unroll;      // k32 steps of loads in flight per warp
+  int min_blocks;  // blocks per SM the registers must allow
+  int warp_groups; // 2: gate / up warp groups (GLU)
+  int unroll_f32;  // k32 steps in flight with float32 activations (twice the registers)
+  bool direct;     // compiled with direct mode (one pair per block, no tile list)
+  constexpr int threads() const { return 32 * warps_m * warps_n * warps_k * warp_groups; }
+  constexpr int block_m() const { return 16 * mi * warps_m; }
+  constexpr int block_n() const { return 8 * ni * warps_n; }
+};
+
+// Decode unroll chosen on the H100 (benchmarks/RESULTS.md, CUDA MoE): 3 steps for the
+// plain GEMM with half activations (a few spilled registers, faster than 2), 2 for
+// float32 activations and for the GLU GEMM (3 spills hundreds of bytes there).
+constexpr CudaMoeConfig kCudaMoeDecodeConfig{1, 4, 1, 1, 8, 3, 2, 1, 2, true};
+constexpr CudaMoeConfig kCudaMoeDecodeGluConfig{1, 4, 1, 1, 4, 2, 2, 2, 2, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU3Config{1, 4, 1, 1, 8, 3, 2, 1, 3, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU3GluConfig{1, 4, 1, 1, 4, 3, 2, 2, 3, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU4Config{1, 4, 1, 1, 8, 4, 1, 1, 4, true};
+constexpr CudaMoeConfig kCudaMoeDecodeU4GluConfig{1, 4, 1, 1, 4, 4, 1, 2, 4, true};
+// Prefill tiles never run direct (<= kCudaMoeDirectMaxPairs pairs plan decode tiles):
+// compiled without it, the prefill kernels keep their registers for the main loop.
+constexpr CudaMoeConfig kCudaMoePrefillConfig{2, 4, 2, 4, 1, 2, 1, 1, 2, false};
+constexpr CudaMoeConfig kCudaMoePrefillGluConfig{2, 4, 2, 2, 1, 2, 1, 2, 2, false};
+
+constexpr int kCudaMoeRouteWarps = 4;       // tokens per routing block
+constexpr int kCudaMoeCombineThreads = 256;
+constexpr int kCudaMoeGroupMaxWarps = 32;   // the grouping block: up to 1024 threads
+constexpr int kCudaMoeGroupMaxSmem = 46 * 1024;  // + the static scan scratch < 48 KB
+
+constexpr CudaMoeConfig cuda_moe_config(CudaMoeVariant v, bool glu) {
+  if (v == CudaMoeVariant::Decode) return glu ? kCudaMoeDecodeGluConfig : kCudaMoeDecodeConfig;
+  if (v == CudaMoeVariant::DecodeU3) return glu ? kCudaMoeDecodeU3GluConfig : kCudaMoeDecodeU3Config;
+  if (v == CudaMoeVariant::DecodeU4) return glu ? kCudaMoeDecodeU4GluConfig : kCudaMoeDecodeU4Config;
+  return glu ? kCudaMoePrefillGluConfig : kCudaMoePrefillConfig;
+}
+
+struct CudaMoePlan {
+  CudaMoeVariant variant;
+  CudaMoeConfig config;
+  bool glu;
+  int tile_m;     // rows per tile of the tile list
+  int block_n;    // output columns per block
+  int grid_x;     // column blocks
+  int max_tiles;  // blocks along y (those past the device's tile count exit)
+  int threads;
+};
+
+// `N`: output columns (moe_mlp's gate/up GEMM: I, the GLU output width).
+// `force`: -1 lets the rows per expert choose, else a CudaMoeVariant (benchmarks/tests).
+inline CudaMoePlan plan_cuda_moe(int64_t pairs, int E, int64_t N, bool glu, int force = -1) {
+  CudaMoePlan p{};
+  p.variant = pairs <= int64_t(kDecodeMaxRows) * E ? CudaMoeVariant::Decode : CudaMoeVariant::Prefill;
+  if (force >= 0 && force < kCudaMoeVariants) p.variant = static_cast<CudaMoeVariant>(force);
+  p.config = cuda_moe_config(p.variant, glu);
+  p.glu = glu;
+  p.tile_m = p.config.block_m();
+  p.block_n = p.config.block_n();
+  p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
+  // Every bucket (E experts + the bucket of invalid ids) adds at most one partial tile.
+  p.max_tiles = static_cast<int>((pairs + p.tile_m - 1) / p.tile_m + std::min<int64_t>(int64_t(E) + 1, pairs));
+  p.threads = p.config.threads();
+  return p;
+}
+
+// Calls with at most this many (token, slot) pairs skip the grouping: block y of the
+// GEMM takes pair y (one row, its expert read from the indices), and the combine reads
+// pair rows.  One launch and the grouping tables less, for decode steps.
+constexpr int kCudaMoeDirectMaxPairs = 32;
+
+// Warps of the grouping block: per-warp histograms of E + 1 buckets live in shared
+// memory (kCudaMoeGroupMaxSmem); 0 when even one warp's histogram does not fit.
+inline int cuda_moe_group_warps(int E) {
+  const int64_t per_warp = (int64_t(E) + 1) * 4;
+  return static_cast<int>(std::min<int64_t>(kCudaMoeGroupMaxWarps, kCudaMoeGroupMaxSmem / per_warp));
+}
+
 // ------------------------------------------------------------------ CPU schedule
 // How the CPU backend spreads one grouped GEMM (one GEMM per active expert) over its
 // threads.  The GEMM kernel parallelizes internally over column (and row) blocks;

@@ -1,13 +1,14 @@
 #include "cuda/cuda_host.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <map>
-#include <vector>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include "mlx/backend/cuda/allocator.h"
 #include "mlx/backend/cuda/utils.h"
@@ -22,9 +23,9 @@ void check(cudaError_t err, const char* op, const char* what) {
 namespace {
 
 // Where outputs come from (MLX_MARLIN_CUDA_ALLOC, read per call for the overhead
-// benchmark): "async" (default) takes every buffer with cudaMallocAsync on the
-// encoder's stream and returns it with cudaFreeAsync; "cache" keeps freed device buffers
-// in a size-keyed cache of our own, as MLX's allocator does for its arrays; "mlx" asks
+// benchmark): "async" (default) takes every buffer stream-ordered from our pool
+// (marlin_pool) on the encoder's stream and returns it with cudaFreeAsync; "cache"
+// keeps freed device buffers in a size-keyed cache of our own, as MLX's allocator does for its arrays; "mlx" asks
 // MLX's allocator through its exported interface (which gives unified memory).  On the
 // H100 the three cost within ~1 us of each other per op (benchmarks/RESULTS.md); the
 // cache hung the bench_gemm_cuda.py run that keeps 40 x 117 MB outputs alive (not
@@ -35,6 +36,38 @@ AllocMode alloc_mode() {
   if (!v || !v[0]) return AllocMode::Async;
   const std::string m(v);
   return m == "cache" ? AllocMode::Cache : m == "mlx" ? AllocMode::Mlx : AllocMode::Async;
+}
+
+// Bytes our pool keeps reserved across synchronizations (beyond them it trims).
+constexpr uint64_t kPoolKeepBytes = uint64_t(2) << 30;
+
+// mlx_marlin's own stream-ordered memory pool on `device`.  The device's default pool
+// (the one MLX's allocator falls back to, behind its own buffer cache) has a release
+// threshold of 0: every synchronization hands its free memory back to the driver, so
+// an op that allocates per call (outputs, MoE scratch) maps fresh memory each time.
+// Ours keeps up to kPoolKeepBytes.  MLX_MARLIN_CUDA_POOL=default uses the default pool.
+cudaMemPool_t marlin_pool(int device) {
+  static const bool use_default = [] {
+    const char* v = std::getenv("MLX_MARLIN_CUDA_POOL");
+    return v && std::string(v) == "default";
+  }();
+  if (use_default) return nullptr;
+  static std::mutex mutex;
+  static std::unordered_map<int, cudaMemPool_t> pools;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = pools.find(device);
+  if (it != pools.end()) return it->second;
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = device;
+  cudaMemPool_t pool = nullptr;
+  check(cudaMemPoolCreate(&pool, &props), "mlx_marlin", "cudaMemPoolCreate");
+  uint64_t keep = kPoolKeepBytes;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "mlx_marlin", "pool threshold");
+  pools.emplace(device, pool);
+  return pool;
 }
 
 // Size-keyed cache of device buffers (sizes rounded up so near sizes share entries).
@@ -77,11 +110,17 @@ class DeviceBufferCache {
     if (cached_ > kMaxCached) trim(kMaxCached / 2);
     if (hit) return hit;
     void* p = nullptr;
-    cudaError_t err = from_cache ? cudaMalloc(&p, bytes) : cudaMallocAsync(&p, bytes, stream);
+    cudaMemPool_t pool = from_cache ? nullptr : marlin_pool(device);
+    auto allocate = [&] {
+      return from_cache ? cudaMalloc(&p, bytes)
+          : pool        ? cudaMallocFromPoolAsync(&p, bytes, pool, stream)
+                        : cudaMallocAsync(&p, bytes, stream);
+    };
+    cudaError_t err = allocate();
     if (err == cudaErrorMemoryAllocation) {  // give the cache back and retry once
       cudaGetLastError();
       trim(0);
-      err = from_cache ? cudaMalloc(&p, bytes) : cudaMallocAsync(&p, bytes, stream);
+      err = allocate();
     }
     check(err, "mlx_marlin", from_cache ? "cudaMalloc" : "cudaMallocAsync");
     return p;
@@ -175,6 +214,23 @@ void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op) {
 
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype) {
+  mx::array a(std::move(shape), dtype, nullptr, {});
+  allocate_on_device(a, enc);
+  enc.add_temporary(a);
+  return a;
+}
+
+void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32_t smem, void* args,
+            std::initializer_list<const mx::array*> reads, std::initializer_list<const mx::array*> writes,
+            const char* op) {
+  if (!fn) throw std::logic_error(std::string("[") + op + "] no CUDA kernel for this configuration");
+  for (const mx::array* a : reads) enc.set_input_array(*a);
+  for (const mx::array* a : writes) enc.set_output_array(*a);
+  void* params[] = {args};
+  enc.add_kernel_node_raw(static_cast<CUfunction>(fn), grid, block, dim3(1, 1, 1), smem, params);
 }
 
 ElemType elem_type(mx::Dtype t, const char* op, const char* what) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "mlx/array.h"
 #include "cuda/elem_type.h"
@@ -16,8 +17,8 @@ namespace marlin::cuda {
 // Throws std::runtime_error "[op] what: <cuda message>" unless err == cudaSuccess.
 void check(cudaError_t err, const char* op, const char* what);
 
-// Gives `out` device memory from the device's default pool, ordered on the encoder's
-// stream (see cuda_host.cpp for why not MLX's allocator).
+// Gives `out` device memory, stream-ordered on the encoder's stream from mlx_marlin's
+// own pool (see cuda_host.cpp for why not MLX's allocator, and the alternatives).
 void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc);
 
 // MLX_MARLIN_CUDA_POISON=1: tests fill every output with NaN bits before the kernel, so
@@ -26,6 +27,19 @@ bool poison_outputs();
 void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op);
 
 bool aligned16(const void* p);
+
+// Device scratch for a multi-kernel eval_gpu (grouping tables, intermediates): allocated
+// like an output and handed to the encoder as a temporary, so MLX keeps it alive until
+// the command buffer that uses it has completed.
+mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype);
+
+// Records kernel `fn` (a driver-API handle from the kernels' *_fn / *_kernel getters;
+// nullptr throws std::logic_error naming `op`) taking one argument struct `*args`, after
+// declaring what it reads and writes: the encoder orders kernels through these arrays
+// (each node waits for the last writer of every array it names).
+void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32_t smem, void* args,
+            std::initializer_list<const mx::array*> reads, std::initializer_list<const mx::array*> writes,
+            const char* op);
 
 // float16 / bfloat16 / float32, or std::invalid_argument naming `what`.
 ElemType elem_type(mx::Dtype t, const char* op, const char* what);

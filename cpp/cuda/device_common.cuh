@@ -16,6 +16,9 @@
 
 namespace marlin::cuda {
 
+// Quiet NaN, for outputs that depend on invalid data (e.g. an expert id outside [0, E)).
+__device__ __forceinline__ float quiet_nan() { return __int_as_float(0x7fc00000); }
+
 __device__ __forceinline__ float apply_activation(float v, int act) {
   switch (act) {
     case static_cast<int>(Activation::Relu):
@@ -168,6 +171,38 @@ __device__ __forceinline__ void mma_16816_top(float& c0, float& c1, uint32_t a0,
   }
 }
 
+// A fragments (row-major 16 x 16 tile, two k halves) of the fp4 kernels' k order: each
+// thread holds 8 consecutive activations of row g (lo) and row g + 8 (hi) as 4 packed
+// pairs; element i of the 8 sits at logical k slot (i % 4) * 2 + i / 4 of the k32 step,
+// which matches decode_pair_f16<I> (nibbles I and I + 4 of the thread's weight word).
+__device__ __forceinline__ void a_frags_from_pairs(const uint4& lo, const uint4& hi, uint32_t (&af)[2][4]) {
+  af[0][0] = __byte_perm(lo.x, lo.z, 0x5410);
+  af[0][1] = __byte_perm(hi.x, hi.z, 0x5410);
+  af[0][2] = __byte_perm(lo.x, lo.z, 0x7632);
+  af[0][3] = __byte_perm(hi.x, hi.z, 0x7632);
+  af[1][0] = __byte_perm(lo.y, lo.w, 0x5410);
+  af[1][1] = __byte_perm(hi.y, hi.w, 0x5410);
+  af[1][2] = __byte_perm(lo.y, lo.w, 0x7632);
+  af[1][3] = __byte_perm(hi.y, hi.w, 0x7632);
+}
+
+// The four B registers (k halves 0, 1 of two mmas) of one packed weight word, as T pairs
+// of e2m1 * 2^-14 (exact); bf16 by bit placement + one bf16x2 FMA.
+template <typename T>
+__device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&b)[4]) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    b[0] = decode_pair_bf16_raw<0>(w);
+    b[1] = decode_pair_bf16_raw<1>(w);
+    b[2] = decode_pair_bf16_raw<2>(w);
+    b[3] = decode_pair_bf16_raw<3>(w);
+  } else {
+    b[0] = decode_pair_f16<0>(w);
+    b[1] = decode_pair_f16<1>(w);
+    b[2] = decode_pair_f16<2>(w);
+    b[3] = decode_pair_f16<3>(w);
+  }
+}
+
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
@@ -178,10 +213,10 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 // add_kernel_node_raw: valid in the device's primary context whichever copy of the
 // CUDA runtime (ours or MLX's) registered the kernel.  nullptr for a null stub.
 // Looked up once per stub (cudaGetFuncBySymbol is not free on the per-op path).
-inline void* driver_handle(void* stub) {
+inline void* driver_handle(const void* stub) {
   if (!stub) return nullptr;
   static std::mutex mutex;
-  static std::unordered_map<void*, void*> handles;
+  static std::unordered_map<const void*, void*> handles;
   std::lock_guard<std::mutex> lock(mutex);
   auto it = handles.find(stub);
   if (it != handles.end()) return it->second;

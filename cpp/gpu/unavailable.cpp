@@ -33,22 +33,25 @@ void FP4Dequantize::eval_gpu(const std::vector<mx::array>&, mx::array&) {
 }
 #endif
 
-#if !defined(MLX_MARLIN_METAL)
-// With the Metal backend, cpp/metal/moe_route.cpp defines this instead.
+#if !defined(MLX_MARLIN_CUDA) && !defined(MLX_MARLIN_METAL)
+// With the CUDA backend, cpp/cuda/moe_host.cpp defines this instead; with the Metal
+// backend, cpp/metal/moe_route.cpp.
 void MoeRoute::eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) {
   gpu_backend_unavailable("moe_route");
 }
 #endif
 
-#if !defined(MLX_MARLIN_METAL)
-// With the Metal backend, cpp/metal/moe_gemm.cpp defines this instead.
+#if !defined(MLX_MARLIN_CUDA) && !defined(MLX_MARLIN_METAL)
+// With the CUDA backend, cpp/cuda/moe_host.cpp defines this instead; with the Metal
+// backend, cpp/metal/moe_gemm.cpp.
 void MoeGemm::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_gemm");
 }
 #endif
 
-#if !defined(MLX_MARLIN_METAL)
-// With the Metal backend, cpp/metal/moe_mlp.cpp defines this instead.
+#if !defined(MLX_MARLIN_CUDA) && !defined(MLX_MARLIN_METAL)
+// With the CUDA backend, cpp/cuda/moe_host.cpp defines this instead; with the Metal
+// backend, cpp/metal/moe_mlp.cpp.
 void MoeMlp::eval_gpu(const std::vector<mx::array>&, mx::array&) {
   gpu_backend_unavailable("moe_mlp");
 }

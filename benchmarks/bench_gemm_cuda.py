@@ -12,28 +12,19 @@ hold the weights between calls.
 import argparse
 import json
 import os
-import statistics
-import time
+import sys
 
 import mlx.core as mx
 import numpy as np
 
-import mlx_marlin as mm
+sys.path.insert(0, os.path.dirname(__file__))
+from common import batched_op_time  # noqa: E402
+
+import mlx_marlin as mm  # noqa: E402
 
 
 def bench(fn, inputs, calls=40, reps=15, warmup=3):
-    n = len(inputs)
-    for _ in range(warmup):
-        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
-        mx.synchronize()
-    ts = []
-    for _ in range(reps):
-        mx.synchronize()
-        t0 = time.perf_counter()
-        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
-        mx.synchronize()
-        ts.append((time.perf_counter() - t0) / calls)
-    return statistics.median(ts) * 1e3, (max(ts) - min(ts)) * 1e3
+    return batched_op_time(fn, inputs, calls, reps, warmup)
 
 
 def main():

@@ -24,12 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import mlx.core as mx
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from common import batched_op_time  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench_moe import gather_gemm, gather_mlp  # noqa: E402
@@ -54,18 +55,7 @@ class Weights:
 
 
 def bench(fn, inputs, calls, reps, warmup=2):
-    n = len(inputs)
-    for _ in range(warmup):
-        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
-        mx.synchronize()
-    ts = []
-    for _ in range(reps):
-        mx.synchronize()
-        t0 = time.perf_counter()
-        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
-        mx.synchronize()
-        ts.append((time.perf_counter() - t0) / calls)
-    return statistics.median(ts) * 1e3
+    return batched_op_time(fn, inputs, calls, reps, warmup)[0]
 
 
 def rel(a, b):

@@ -54,3 +54,21 @@ def read_bandwidth_gbs(nbytes: int = 512 << 20, threads: int | None = None) -> f
             list(pool.map(np.sum, parts))
             best = min(best, time.perf_counter() - t0)
     return a.nbytes / best / 1e9
+
+
+def batched_op_time(fn, inputs, calls: int, reps: int, warmup: int = 3) -> tuple[float, float]:
+    """GPU op timing: (median, max - min) in ms per call of `reps` repetitions of `calls`
+    calls evaluated together then synchronized, rotating over `inputs` (argument tuples,
+    e.g. several weight sets so the L2 cache does not hold them between calls)."""
+    n = len(inputs)
+    for _ in range(warmup):
+        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
+        mx.synchronize()
+    ts = []
+    for _ in range(reps):
+        mx.synchronize()
+        t0 = time.perf_counter()
+        mx.eval([fn(*inputs[i % n]) for i in range(calls)])
+        mx.synchronize()
+        ts.append((time.perf_counter() - t0) / calls)
+    return float(np.median(ts)) * 1e3, (max(ts) - min(ts)) * 1e3

@@ -6,6 +6,7 @@
 #include "common/attention_params.h"
 #include "common/attention_plan.h"
 #include "common/gemm_plan.h"
+#include "common/moe_plan.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
@@ -44,4 +45,54 @@ void init_plans(nb::module_& m) {
     d["max_rows"] = marlin::AttentionPlan::kMaxRows;
     return d;
   }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "parallel_units"_a);
+  // CUDA plans (pure C++, compiled in every build so CI checks them without a GPU).
+  m.def("_plan_cuda_gemm", [](int64_t M, int64_t N, int64_t K, bool half_input, bool aligned, bool transpose,
+                              int64_t group_size, int gemv_variant) {
+    auto p = marlin::plan_cuda_gemm(M, N, K, half_input, aligned, transpose, group_size, gemv_variant);
+    nb::dict d;
+    d["kernel"] = std::string(marlin::cuda_kernel_name(p.kernel));
+    d["grid_x"] = p.grid_x;
+    d["grid_y"] = p.grid_y;
+    d["threads"] = p.threads;
+    d["block_m"] = p.block_m;
+    d["block_n"] = p.block_n;
+    d["gemv_variant"] = p.gemv_variant;
+    d["rows16"] = p.rows16;
+    d["smem"] = p.smem;
+    d["gemv_max_smem"] = marlin::kCudaGemvMaxSmem;
+    return d;
+  }, "M"_a, "N"_a, "K"_a, "half_input"_a, "aligned"_a, "transpose"_a, "group_size"_a, "gemv_variant"_a = -1);
+  m.def("_cuda_gemm_via_dense", [](int64_t M, bool half_input, int override_mode) {
+    return marlin::cuda_gemm_via_dense(M, half_input, override_mode);
+  }, "M"_a, "half_input"_a, "override_mode"_a = -1);
+  m.def("_plan_cuda_attention", [](int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
+                                   bool half_input, bool aligned, int sm_count, int variant) {
+    auto p = marlin::plan_cuda_attention(B, Hq, Hkv, Lq, Lk, head_dim, half_input, aligned, sm_count, variant);
+    nb::dict d;
+    d["mma"] = p.kernel == marlin::CudaAttentionKernel::Mma;
+    d["variant"] = p.variant;
+    d["heads_per_block"] = p.heads_per_block;
+    d["block_q"] = p.block_q;
+    d["head_blocks"] = p.head_blocks;
+    d["query_blocks"] = p.query_blocks;
+    d["splits"] = p.splits;
+    d["keys_per_split"] = p.keys_per_split;
+    d["grid"] = nb::make_tuple(p.grid_x, p.grid_y, p.grid_z);
+    d["threads"] = p.threads;
+    d["smem"] = p.smem;
+    d["max_splits"] = marlin::kCudaAttnMaxSplits;
+    return d;
+  }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "head_dim"_a, "half_input"_a, "aligned"_a, "sm_count"_a,
+     "variant"_a = -1);
+  m.def("_plan_cuda_moe", [](int64_t pairs, int E, int64_t N, bool glu, int force) {
+    auto p = marlin::plan_cuda_moe(pairs, E, N, glu, force);
+    nb::dict d;
+    d["variant"] = static_cast<int>(p.variant);
+    d["tile_m"] = p.tile_m;
+    d["block_n"] = p.block_n;
+    d["grid_x"] = p.grid_x;
+    d["max_tiles"] = p.max_tiles;
+    d["threads"] = p.threads;
+    return d;
+  }, "pairs"_a, "E"_a, "N"_a, "glu"_a, "force"_a = -1);
 }

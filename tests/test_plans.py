@@ -67,3 +67,91 @@ def test_attention_plan_cells_covered_once(units):
             h0, q0, k0 = hb * p["heads_per_task"], qb * p["block_q"], sp * p["keys_per_split"]
             count[h0 : h0 + p["heads_per_task"], q0 : q0 + p["block_q"], k0 : k0 + p["keys_per_split"]] += 1
         assert np.all(count == 1)
+
+
+# ----------------------------------------------------------------- CUDA plans
+# Pure C++ like the others: checked here in every build, without a GPU.
+CUDA_MAX_SMEM = 227 * 1024  # opt-in dynamic shared memory per block on sm_90 (sm_80: 163 KB)
+H100_SMS = 132
+
+
+def _covers(dim, grid, tile):
+    return grid * tile >= dim > (grid - 1) * tile
+
+
+@pytest.mark.parametrize("M", [1, 2, 8, 9, 16, 17, 95, 96, 257, 2048, 70000])
+@pytest.mark.parametrize("N,K", [(8, 32), (13, 128), (72, 4096), (1000, 256), (14336, 4096), (4100, 8192)])
+def test_cuda_gemm_plan_covers_output_exactly(M, N, K):
+    for half, aligned, transpose, g in itertools.product((True, False), (True, False), (False, True), (32, 64, 128)):
+        if K % g:
+            continue
+        p = ext._plan_cuda_gemm(M, N, K, half, aligned, transpose, g)
+        cols = K if transpose else N
+        assert _covers(cols, p["grid_x"], p["block_n"]) and _covers(M, p["grid_y"], p["block_m"]), p
+        assert p["threads"] % 32 == 0 and 32 <= p["threads"] <= 1024
+        assert 1 <= p["grid_y"] <= MAX_GRID_DIM
+        if transpose:
+            assert p["kernel"] == "simt_transposed"
+        elif not (half and aligned) or N % 8 or K % 32:
+            assert p["kernel"] == "simt"
+        elif p["kernel"] == "gemv":
+            assert M <= 16 and p["smem"] <= p["gemv_max_smem"] and p["rows16"] == (M > 8)
+        else:
+            assert p["kernel"] == ("mma_decode" if M <= 16 else "mma_prefill")
+
+
+def test_cuda_gemm_forced_decode_variants_cover_output():
+    for v in range(8):
+        for M, N, K in ((1, 14336, 4096), (16, 72, 256), (9, 1000, 1024)):
+            p = ext._plan_cuda_gemm(M, N, K, True, True, False, 64, v)
+            assert _covers(N, p["grid_x"], p["block_n"]) and _covers(M, p["grid_y"], p["block_m"])
+
+
+def test_cuda_dense_route_threshold():
+    assert [ext._cuda_gemm_via_dense(M, True) for M in (1, 16, 95, 96, 2048)] == [False, False, False, True, True]
+    assert not any(ext._cuda_gemm_via_dense(M, False) for M in (1, 96, 4096))  # float32: exact kernel
+    assert ext._cuda_gemm_via_dense(1, True, 1) and not ext._cuda_gemm_via_dense(4096, True, 0)
+
+
+CUDA_ATTN_SHAPES = SHAPES + [(2, 32, 8, 2048, 2048), (1, 32, 8, 4096, 4096), (1, 8, 1, 8, 16384), (3, 12, 4, 2, 100000)]
+
+
+@pytest.mark.parametrize("shape", CUDA_ATTN_SHAPES)
+@pytest.mark.parametrize("D", [64, 80, 96, 128, 256])
+def test_cuda_attention_plan_partitions_rows_and_keys(shape, D):
+    B, Hq, Hkv, Lq, Lk = shape
+    G = Hq // Hkv
+    for half, aligned, sms, variant in itertools.product((True, False), (True, False), (8, H100_SMS), (-1, 0, 2, 5)):
+        p = ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, sms, variant)
+        assert p["mma"] == (half and aligned)
+        gx, gy, gz = p["grid"]
+        assert 1 <= gy <= MAX_GRID_DIM and 1 <= gz <= MAX_GRID_DIM and gx >= 1
+        assert p["threads"] % 32 == 0 and p["threads"] <= 1024 and p["smem"] <= CUDA_MAX_SMEM
+        assert 1 <= p["splits"] <= p["max_splits"] and gz == p["splits"]
+        # every key in exactly one split, no empty split
+        assert p["splits"] * p["keys_per_split"] >= max(Lk, 1) > (p["splits"] - 1) * p["keys_per_split"]
+        if p["mma"]:
+            assert gx == B * Hkv * p["head_blocks"] and gy == p["query_blocks"]
+            assert _covers(G, p["head_blocks"], p["heads_per_block"]) and _covers(Lq, p["query_blocks"], p["block_q"])
+            if p["heads_per_block"] > 1:  # decode tile: the group's heads share one 16-row tile
+                assert p["heads_per_block"] * p["block_q"] <= 16
+        else:
+            assert gx * (p["threads"] // 32) >= B * Hq * Lq
+
+
+@pytest.mark.parametrize("E", [1, 3, 8, 64, 256, 1000])
+@pytest.mark.parametrize("pairs", [1, 2, 31, 32, 33, 512, 4096, 65536])
+def test_cuda_moe_tile_list_has_room_for_any_routing(E, pairs):
+    rng = np.random.default_rng(E * 7 + pairs)
+    for glu, force, N in itertools.product((False, True), (-1, 0, 1, 2, 3), (8, 1408, 2049)):
+        p = ext._plan_cuda_moe(pairs, E, N, glu, force)
+        t = p["tile_m"]
+        assert _covers(N, p["grid_x"], p["block_n"]) and p["threads"] <= 1024 and t % 16 == 0
+        # worst case: as many buckets as possible (E experts + the invalid-id bucket) with
+        # one pair each, the rest in one bucket; plus random routings
+        groups = min(E + 1, pairs)
+        worst = (groups - 1) + -(-(pairs - groups + 1) // t)
+        assert worst <= p["max_tiles"]
+        for _ in range(3):
+            counts = np.bincount(rng.integers(0, E + 1, pairs), minlength=E + 1)
+            assert int(np.sum(-(-counts // t))) <= p["max_tiles"]

@@ -205,6 +205,8 @@ struct CudaGemmPlan {
   int gemv_variant = -1;  // Gemv: index into kCudaGemvConfigs
   bool rows16 = false;    // Gemv: M > 8 (both 8-row halves of the MMA tile)
   uint32_t smem = 0;      // dynamic shared memory bytes
+  int block_m = 0;        // rows of the output each block covers
+  int block_n = 0;        // output columns each block covers (K for the transposed product)
 };
 
 // `half_input`: x is float16/bfloat16.  `aligned`: every pointer the MMA kernel
@@ -216,15 +218,19 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
   CudaGemmPlan p{};
   if (transpose) {
     p.kernel = CudaGemmKernel::SimtTransposed;
-    p.grid_x = static_cast<int>((K / kCodesPerWord + 7) / 8);
-    p.grid_y = static_cast<int>((M + kCudaSimtTransposedRows - 1) / kCudaSimtTransposedRows);
+    p.block_n = 8 * kCodesPerWord;  // 8 warps, one packed row (8 values of K) each
+    p.block_m = kCudaSimtTransposedRows;
+    p.grid_x = static_cast<int>((K + p.block_n - 1) / p.block_n);
+    p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
     p.threads = 256;
     return p;
   }
   if (!half_input || !aligned || N % 8 != 0 || K % 32 != 0) {
     p.kernel = CudaGemmKernel::Simt;
-    p.grid_x = static_cast<int>((N + 31) / 32);
-    p.grid_y = static_cast<int>((M + kCudaSimtRows - 1) / kCudaSimtRows);
+    p.block_n = 32;
+    p.block_m = kCudaSimtRows;
+    p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
+    p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
     p.threads = 256;
     return p;
   }
@@ -239,16 +245,20 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
       p.gemv_variant = v;
       p.rows16 = M > 8;
       p.smem = smem;
-      p.grid_x = static_cast<int>((N + g.block_n() - 1) / g.block_n());
-      p.grid_y = static_cast<int>((M + 15) / 16);
+      p.block_n = g.block_n();
+      p.block_m = 16;  // one MMA tile of rows
+      p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
+      p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
       p.threads = 32 * g.wk;
       return p;
     }
   }
   const CudaMmaConfig c = M <= kDecodeMaxRows ? kCudaDecodeConfig : kCudaPrefillConfig;
   p.kernel = M <= kDecodeMaxRows ? CudaGemmKernel::MmaDecode : CudaGemmKernel::MmaPrefill;
-  p.grid_x = static_cast<int>((N + c.block_n() - 1) / c.block_n());
-  p.grid_y = static_cast<int>((M + c.block_m() - 1) / c.block_m());
+  p.block_n = c.block_n();
+  p.block_m = c.block_m();
+  p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
+  p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
   p.threads = c.threads();
   return p;
 }

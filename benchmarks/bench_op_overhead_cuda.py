@@ -60,7 +60,7 @@ def main():
     print(f"{'op':44s} {'independent us/op':>18s} {'chained us/op':>14s}")
     for name, op in ops.items():
         # MLX_MARLIN_CUDA_ALLOC: where our ops' outputs come from (cpp/cuda/cuda_host.cpp)
-        for alloc in (("cache", "async", "mlx") if name.startswith("mm.") else ("-",)):
+        for alloc in (("pool", "mlx") if name.startswith("mm.") else ("-",)):
             os.environ["MLX_MARLIN_CUDA_ALLOC"] = alloc
             ind = timed(independent(op))
             ch = timed(chain(op)) if "dequantize" not in name else float("nan")

@@ -1,9 +1,7 @@
 #include "cuda/cuda_host.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
-#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -23,19 +21,13 @@ void check(cudaError_t err, const char* op, const char* what) {
 namespace {
 
 // Where outputs come from (MLX_MARLIN_CUDA_ALLOC, read per call for the overhead
-// benchmark): "async" (default) takes every buffer stream-ordered from our pool
-// (marlin_pool) on the encoder's stream and returns it with cudaFreeAsync; "cache"
-// keeps freed device buffers in a size-keyed cache of our own, as MLX's allocator does for its arrays; "mlx" asks
-// MLX's allocator through its exported interface (which gives unified memory).  On the
-// H100 the three cost within ~1 us of each other per op (benchmarks/RESULTS.md); the
-// cache hung the bench_gemm_cuda.py run that keeps 40 x 117 MB outputs alive (not
-// understood yet), so it is not the default.
-enum class AllocMode { Cache, Async, Mlx };
-AllocMode alloc_mode() {
+// benchmark): by default stream-ordered from our pool (marlin_pool) on the encoder's
+// stream, returned with cudaFreeAsync; "mlx" asks MLX's allocator through its exported
+// interface (which gives unified memory).  On the H100 both cost within ~1 us per op
+// (benchmarks/RESULTS.md).
+bool use_mlx_allocator() {
   const char* v = std::getenv("MLX_MARLIN_CUDA_ALLOC");
-  if (!v || !v[0]) return AllocMode::Async;
-  const std::string m(v);
-  return m == "cache" ? AllocMode::Cache : m == "mlx" ? AllocMode::Mlx : AllocMode::Async;
+  return v && std::string(v) == "mlx";
 }
 
 // Bytes our pool keeps reserved across synchronizations (beyond them it trims).
@@ -70,106 +62,51 @@ cudaMemPool_t marlin_pool(int device) {
   return pool;
 }
 
-// Size-keyed cache of device buffers (sizes rounded up so near sizes share entries).
-// Reuse at deleter time is safe for the same reason it is in MLX's allocator: MLX keeps
-// every array a kernel node reads or writes alive until the node's graph completed, so
-// an array's deleter runs only after the GPU is done with it.
-//
-// Deleters may run inside MLX's completion callbacks, where CUDA API calls are not
-// allowed (a cudaFree there deadlocked the device): they only record the buffer, and
-// every CUDA call (cudaMalloc, trimming, deferred frees) happens in take(), on the
-// thread that encodes kernels.
-class DeviceBufferCache {
+// Buffers released by array deleters, freed at the next allocation.  MLX keeps every
+// array a kernel node reads or writes alive until the node's graph completed, so a
+// deleter runs only after the GPU is done with the buffer; but deleters may run inside
+// MLX's completion callbacks, where CUDA API calls are not allowed (a cudaFree there
+// deadlocked the device).  So they only record the buffer, and every CUDA call happens
+// in take(), on the thread that encodes kernels.
+class DeferredFrees {
  public:
-  enum class Release { Cache, FreeAsync, Free };
-
-  static size_t rounded(size_t bytes) {
-    const size_t page = bytes < (1u << 20) ? 256 : (1u << 16);
-    return (bytes + page - 1) / page * page;
-  }
-
-  void* take(size_t bytes, int device, cudaStream_t stream, bool from_cache) {
-    std::vector<std::pair<void*, Release>> pending;
-    void* hit = nullptr;
+  void* take(size_t bytes, int device, cudaStream_t stream) {
+    std::vector<std::pair<void*, bool>> pending;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       pending.swap(pending_);
-      if (from_cache) {
-        auto it = free_.find({device, bytes});
-        if (it != free_.end()) {
-          hit = it->second;
-          free_.erase(it);
-          cached_ -= bytes;
-        }
-      }
     }
-    for (auto& [p, how] : pending) {
-      if (how == Release::FreeAsync) cudaFreeAsync(p, stream);
+    for (auto& [p, moved] : pending) {
+      if (!moved) {
+        cudaFreeAsync(p, stream);
+        continue;
+      }
+      cudaPointerAttributes attr{};
+      if (cudaPointerGetAttributes(&attr, p) == cudaSuccess && attr.type == cudaMemoryTypeHost) cudaFreeHost(p);
       else cudaFree(p);
     }
-    if (cached_ > kMaxCached) trim(kMaxCached / 2);
-    if (hit) return hit;
     void* p = nullptr;
-    cudaMemPool_t pool = from_cache ? nullptr : marlin_pool(device);
-    auto allocate = [&] {
-      return from_cache ? cudaMalloc(&p, bytes)
-          : pool        ? cudaMallocFromPoolAsync(&p, bytes, pool, stream)
-                        : cudaMallocAsync(&p, bytes, stream);
-    };
-    cudaError_t err = allocate();
-    if (err == cudaErrorMemoryAllocation) {  // give the cache back and retry once
-      cudaGetLastError();
-      trim(0);
-      err = allocate();
-    }
-    check(err, "mlx_marlin", from_cache ? "cudaMalloc" : "cudaMallocAsync");
+    cudaMemPool_t pool = marlin_pool(device);
+    check(pool ? cudaMallocFromPoolAsync(&p, bytes, pool, stream) : cudaMallocAsync(&p, bytes, stream), "mlx_marlin",
+          "cudaMallocAsync");
     return p;
   }
 
-  // No CUDA call here (see above).
-  void give(void* p, size_t bytes, int device, Release how) {
+  // No CUDA call here (see above).  `moved`: a host read made MLX move the buffer out
+  // of our pool (unified or host memory, CudaBuffer::device = -1).
+  void give(void* p, bool moved) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (how == Release::Cache) {
-      free_.emplace(std::make_pair(device, bytes), p);
-      cached_ += bytes;
-    } else {
-      pending_.emplace_back(p, how);
-    }
+    pending_.emplace_back(p, moved);
   }
 
  private:
-  static constexpr size_t kMaxCached = size_t(1) << 30;
-  void trim(size_t keep) {
-    std::vector<void*> drop;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (auto it = free_.begin(); it != free_.end() && cached_ > keep;) {
-        drop.push_back(it->second);
-        cached_ -= it->first.second;
-        it = free_.erase(it);
-      }
-    }
-    for (void* p : drop) cudaFree(p);
-  }
   std::mutex mutex_;
-  std::multimap<std::pair<int, size_t>, void*> free_;
-  std::vector<std::pair<void*, Release>> pending_;
-  std::atomic<size_t> cached_{0};
+  std::vector<std::pair<void*, bool>> pending_;
 };
 
-DeviceBufferCache& buffer_cache() {
-  static auto* cache = new DeviceBufferCache;  // never destroyed: arrays may outlive statics
-  return *cache;
-}
-
-// Releases whichever kind of memory a CudaBuffer holds by then (a host read may have
-// moved it to unified memory, device = -1, which MLX's cudaMallocManaged gave).
-void release_cuda_buffer(mx::cu::CudaBuffer* cb, bool cached) {
-  using R = DeviceBufferCache::Release;
-  if (cb->data)
-    buffer_cache().give(cb->data, cb->size, cb->device,
-                        cb->device < 0 ? R::Free : cached ? R::Cache : R::FreeAsync);
-  delete cb;
+DeferredFrees& deferred_frees() {
+  static auto* frees = new DeferredFrees;  // never destroyed: arrays may outlive statics
+  return *frees;
 }
 
 }  // namespace
@@ -183,20 +120,18 @@ void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
   const size_t bytes = std::max<size_t>(out.nbytes(), 16);
   auto& dev = enc.device();
   dev.make_current();
-  const AllocMode mode = alloc_mode();
-  if (mode == AllocMode::Mlx) {
+  if (use_mlx_allocator()) {
     auto& a = mx::allocator::allocator();
     out.set_data(mx::allocator::Data(a.malloc(bytes), [](mx::allocator::Buffer b) { mx::allocator::allocator().free(b); }));
     return;
   }
-  const bool cached = mode == AllocMode::Cache;
-  const size_t size = cached ? DeviceBufferCache::rounded(bytes) : bytes;
-  void* data = buffer_cache().take(size, dev.cuda_device(), enc.stream(), cached);
-  auto* buf = new mx::cu::CudaBuffer{data, size, dev.cuda_device()};
-  out.set_data(mx::allocator::Data(
-      mx::allocator::Buffer(buf),
-      cached ? +[](mx::allocator::Buffer b) { release_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), true); }
-             : +[](mx::allocator::Buffer b) { release_cuda_buffer(static_cast<mx::cu::CudaBuffer*>(b.ptr()), false); }));
+  void* data = deferred_frees().take(bytes, dev.cuda_device(), enc.stream());
+  auto* buf = new mx::cu::CudaBuffer{data, bytes, dev.cuda_device()};
+  out.set_data(mx::allocator::Data(mx::allocator::Buffer(buf), [](mx::allocator::Buffer b) {
+    auto* cb = static_cast<mx::cu::CudaBuffer*>(b.ptr());
+    if (cb->data) deferred_frees().give(cb->data, cb->device < 0);
+    delete cb;
+  }));
 }
 
 bool poison_outputs() {

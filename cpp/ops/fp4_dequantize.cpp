@@ -1,6 +1,8 @@
 #include "ops/fp4_dequantize.h"
 
 #include "common/fp4_format.h"
+#include "ops/fp4_gemm.h"
+#include "ops/row_contiguous.h"
 #include "ops/validate.h"
 
 namespace marlin {
@@ -13,7 +15,7 @@ mx::array fp4_dequantize(const mx::array& w, const mx::array& scales, int group_
     invalid_argument(op, "dtype must be float32, float16 or bfloat16.");
   auto stream = mx::to_stream(s);
   return mx::array({K, w.shape(1)}, dtype, std::make_shared<FP4Dequantize>(stream, group_size),
-                   {mx::contiguous(w, false, stream), mx::contiguous(scales, false, stream)});
+                   {row_contiguous(w, stream), row_contiguous(scales, stream)});
 }
 
 std::vector<mx::Shape> FP4Dequantize::output_shapes(const std::vector<mx::array>& inputs) {
@@ -22,9 +24,7 @@ std::vector<mx::Shape> FP4Dequantize::output_shapes(const std::vector<mx::array>
 
 std::vector<mx::array> FP4Dequantize::vjp(const std::vector<mx::array>&, const std::vector<mx::array>&,
                                           const std::vector<int>&, const std::vector<mx::array>&) {
-  throw std::invalid_argument(
-      "[fp4_gemm] gradients are available for x and bias only: the packed weight and scales are frozen "
-      "(train an adapter such as LoRA on top instead).");
+  throw std::invalid_argument(kFrozenWeightsMessage);
 }
 
 } // namespace marlin

@@ -7,6 +7,7 @@
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
 #include "ops/fp4_dequantize.h"
+#include "ops/row_contiguous.h"
 #include "ops/validate.h"
 
 namespace marlin {
@@ -89,13 +90,6 @@ mx::array dense_route(const mx::array& x2, const mx::array& w, const mx::array& 
   auto v = mx::astype(y, mx::float32, s);
   if (bias) v = mx::add(v, mx::astype(*bias, mx::float32, s), s);
   return mx::astype(activation_ops(act, v, s), x2.dtype(), s);
-}
-// The kernels read row-major buffers.  Evaluated arrays that already are (weights,
-// mostly) are used as they are: every extra graph node costs ~1 us of dispatch on the
-// GPU path, which is a visible share of a decode step.
-mx::array row_contiguous(const mx::array& a, mx::Stream s) {
-  if (a.is_available() && a.flags().row_contiguous) return a;
-  return mx::contiguous(a, false, s);
 }
 } // namespace
 
@@ -201,9 +195,7 @@ std::vector<mx::array> FP4Gemm::vjp(const std::vector<mx::array>& primals, const
     } else if (arg == 3 && has_bias_) {
       grads.push_back(mx::sum(mx::astype(g, mx::float32, s), 0, false, s));
     } else {
-      throw std::invalid_argument(
-          "[fp4_gemm] gradients are available for x and bias only: the packed weight and scales are frozen "
-          "(train an adapter such as LoRA on top instead).");
+      throw std::invalid_argument(kFrozenWeightsMessage);
     }
   }
   return grads;

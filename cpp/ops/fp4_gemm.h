@@ -12,6 +12,11 @@ namespace marlin {
 
 namespace mx = mlx::core;
 
+// The packed weight and scales take no gradient (fp4_gemm's kernel and dense routes alike).
+inline constexpr const char* kFrozenWeightsMessage =
+    "[fp4_gemm] gradients are available for x and bias only: the packed weight and scales are frozen "
+    "(train an adapter such as LoRA on top instead).";
+
 Activation parse_activation(const std::string& op, const std::optional<std::string>& name);
 const char* activation_name(Activation a);
 

@@ -3,6 +3,7 @@
 #include "common/fp4_format.h"
 #include "common/moe_params.h"
 #include "ops/fp4_gemm.h"
+#include "ops/row_contiguous.h"
 #include "ops/validate.h"
 
 namespace marlin {
@@ -27,7 +28,7 @@ void check_top_k(const std::string& op, int top_k, int E) {
 }
 
 mx::array flat_rows(const mx::array& a, int rows, int cols, mx::Stream s) {
-  return mx::contiguous(mx::reshape(a, {rows, cols}, s), false, s);
+  return row_contiguous(mx::reshape(a, {rows, cols}, s), s);
 }
 
 } // namespace
@@ -103,9 +104,9 @@ mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
 #endif
 
-  std::vector<mx::array> inputs = {mx::contiguous(x, false, stream), mx::contiguous(w, false, stream),
-                                    mx::contiguous(scales, false, stream), mx::contiguous(indices, false, stream)};
-  if (weights) inputs.push_back(mx::contiguous(mx::astype(*weights, mx::float32, stream), false, stream));
+  std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream),
+                                    row_contiguous(scales, stream), row_contiguous(indices, stream)};
+  if (weights) inputs.push_back(row_contiguous(mx::astype(*weights, mx::float32, stream), stream));
   mx::Shape out_shape = weights ? mx::Shape{T, N} : mx::Shape{T, k, N};
   return mx::array(out_shape, x.dtype(), std::make_shared<MoeGemm>(stream, group_size, act, weights.has_value()),
                    std::move(inputs));
@@ -179,13 +180,13 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
 
   const int T = static_cast<int>(x.size() / K);
   std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),
-                                   mx::contiguous(w_gate, false, stream), mx::contiguous(s_gate, false, stream)};
+                                   row_contiguous(w_gate, stream), row_contiguous(s_gate, stream)};
   if (!fused) {
-    inputs.push_back(mx::contiguous(*w_up, false, stream));
-    inputs.push_back(mx::contiguous(*s_up, false, stream));
+    inputs.push_back(row_contiguous(*w_up, stream));
+    inputs.push_back(row_contiguous(*s_up, stream));
   }
-  inputs.push_back(mx::contiguous(w_down, false, stream));
-  inputs.push_back(mx::contiguous(s_down, false, stream));
+  inputs.push_back(row_contiguous(w_down, stream));
+  inputs.push_back(row_contiguous(s_down, stream));
   auto y = mx::array({T, N_out}, x.dtype(),
                      std::make_shared<MoeMlp>(stream, top_k, group_size, act, normalize, fused), std::move(inputs));
   mx::Shape out_shape = lead;

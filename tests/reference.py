@@ -72,3 +72,37 @@ def attention(q, k, v, scale, mask=None, causal=False) -> np.ndarray:
     p = np.exp(s - m)
     l = p.sum(-1, keepdims=True)
     return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, l, 1.0), 0.0)
+
+
+# ----------------------------------------------------------------- MoE
+def moe_route(logits: np.ndarray, k: int, normalize: bool):
+    """Softmax (float64) + stable ranking by descending logit, ties -> lower id, NaN
+    logits after every other (then by id); a row of -inf / NaN only gives softmax over 0."""
+    key = np.where(np.isnan(logits), -np.inf, logits)
+    order = np.stack([np.lexsort((np.arange(logits.shape[1]), np.isnan(row), -key_row))[:k]
+                      for row, key_row in zip(logits, key)]) if logits.size else np.zeros((0, k), np.int64)
+    m = np.nanmax(key, axis=-1, keepdims=True) if logits.size else np.zeros((0, 1))
+    m = np.where(np.isfinite(m), m, 0.0)
+    p = np.exp(logits - m)
+    total = p.sum(-1, keepdims=True)
+    w = np.take_along_axis(p, order, -1)
+    return order, w / (w.sum(-1, keepdims=True) if normalize else total)
+
+
+def moe_gemm(x: np.ndarray, dense: np.ndarray, idx: np.ndarray, weights=None, act=None):
+    """y[t, j] = act(x_row(t, j) @ dense[idx[t, j]].T), one expert at a time (no
+    [T, k, N, K] gather); x is [T, K] (shared by the slots) or [T, k, K]."""
+    T, k = idx.shape
+    y = np.zeros((T, k, dense.shape[1]))
+    for e in np.unique(idx):
+        t, j = np.nonzero(idx == e)
+        rows = x[t] if x.ndim == 2 else x[t, j]
+        y[t, j] = rows @ dense[e].T
+    y = activation(y, act)
+    return y if weights is None else np.einsum("tj,tjn->tn", weights, y)
+
+
+def moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
+    idx, w = moe_route(logits, k, normalize)
+    h = activation(moe_gemm(x, gate, idx), act) * moe_gemm(x, up, idx)
+    return moe_gemm(h, down, idx, w)

@@ -11,6 +11,9 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
+from reference import moe_gemm as ref_moe_gemm
+from reference import moe_mlp as ref_moe_mlp
+from reference import moe_route as ref_route
 
 # CUDA MLX with a GPU (the GPU stream then runs our CUDA kernels; see conftest.py).
 _CUDA = hasattr(mx, "cuda") and mx.cuda.is_available()
@@ -21,22 +24,6 @@ DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # Relative tolerance (against the largest reference magnitude) per output dtype: the
 # kernels accumulate in fp32, the result is rounded once to the output dtype.
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def np_act(v: np.ndarray, name) -> np.ndarray:
-    if name in (None, "none"):
-        return v
-    if name == "relu":
-        return np.maximum(v, 0.0)
-    if name == "silu":
-        return v / (1.0 + np.exp(-v))
-    if name == "gelu":
-        return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
-    if name == "gelu_approx":
-        return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
-    raise AssertionError(name)
 
 
 def to_np(a: mx.array) -> np.ndarray:
@@ -62,36 +49,6 @@ def assert_close(out: mx.array, ref: np.ndarray, dtype: str, factor: float = 1.0
     scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
     err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
     assert err <= TOL[dtype] * factor * scale, f"max abs err {err} > {TOL[dtype] * factor * scale}"
-
-
-# ----------------------------------------------------------------- references
-def ref_route(logits: np.ndarray, k: int, normalize: bool):
-    """Softmax (float64) + stable ranking by descending logit (ties -> lower id)."""
-    order = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    m = logits.max(axis=-1, keepdims=True)
-    p = np.exp(logits - m)
-    p /= p.sum(axis=-1, keepdims=True)
-    w = np.take_along_axis(p, order, axis=-1)
-    if normalize:
-        w = w / w.sum(axis=-1, keepdims=True)
-    return order, w
-
-
-def ref_moe_gemm(x: np.ndarray, dense: np.ndarray, idx: np.ndarray, weights=None, act=None):
-    T, k = idx.shape
-    rows = x if x.ndim == 3 else np.repeat(x[:, None, :], k, axis=1)
-    y = np.einsum("tjk,tjnk->tjn", rows, dense[idx])
-    y = np_act(y, act)
-    if weights is not None:
-        y = np.einsum("tj,tjn->tn", weights, y)
-    return y
-
-
-def ref_moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
-    idx, w = ref_route(logits, k, normalize)
-    h = np_act(ref_moe_gemm(x, gate, idx), act) * ref_moe_gemm(x, up, idx)
-    y = np.einsum("tjk,tjnk->tjn", h, down[idx])
-    return np.einsum("tj,tjn->tn", w, y)
 
 
 # ----------------------------------------------------------------- moe_route

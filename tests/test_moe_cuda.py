@@ -9,7 +9,6 @@ empty experts, every pair on one expert, top_k = 1 and = E, E = 256 and E > 256,
 tile variants (decode: <= 16 rows per expert on average, else prefill), every index dtype.
 """
 
-import math
 import os
 import zlib
 
@@ -18,6 +17,13 @@ import pytest
 
 import mlx.core as mx
 
+from reference import moe_gemm as ref_gemm
+from reference import moe_mlp as ref_mlp
+from reference import moe_route as ref_route
+from reference import to_np
+from test_moe import make_experts as experts
+from test_moe import rand
+
 cuda_ok = hasattr(mx, "cuda") and mx.cuda.is_available()
 if cuda_ok:
     import mlx_marlin as mm
@@ -25,92 +31,11 @@ if cuda_ok:
     cuda_ok = "moe_gemm" in mm._ext._gpu_ops()
 pytestmark = pytest.mark.skipif(not cuda_ok, reason="needs MLX with the CUDA backend, a GPU and the CUDA MoE kernels")
 
-DT = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 # max |err| / max(1, max |ref|): fp32 accumulation, one rounding of the output (float32
 # activations run the tensor cores on a bf16 hi + lo split: ~2^-17 relative per product).
 TOL = {"float32": 3e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 ACTS = [None, "relu", "gelu", "gelu_approx", "silu"]
 _SEED = int(os.environ.get("MLX_MARLIN_TEST_SEED", "0"))
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def np_act(v, name):
-    if name is None:
-        return v
-    if name == "relu":
-        return np.maximum(v, 0.0)
-    if name == "silu":
-        return v / (1.0 + np.exp(-v))
-    if name == "gelu":
-        return 0.5 * v * (1.0 + _erf(v / math.sqrt(2.0)))
-    if name == "gelu_approx":
-        return 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
-    raise AssertionError(name)
-
-
-def to_np(a):
-    return np.array(a.astype(mx.float32)).astype(np.float64)
-
-
-def rand(rng, shape, dtype="float32", scale=1.0):
-    return mx.array((rng.standard_normal(shape) * scale).astype(np.float32)).astype(DT[dtype])
-
-
-def experts(rng, E, N, K, g, sdt=mx.float16):
-    w = mx.array((rng.standard_normal((E, N, K)) / math.sqrt(K)).astype(np.float32))
-    packed, scales = mm.quantize(w, g, sdt)
-    return packed, scales, to_np(mm.dequantize(packed, scales, g))
-
-
-def close(out, ref, dtype, factor=1.0, what=""):
-    got = to_np(out)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert np.all(np.isfinite(got)), f"{what}: non-finite output (unwritten element?)"
-    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
-    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
-    assert err <= TOL[dtype] * factor * scale, f"{what}: max abs err {err:.3e} > {TOL[dtype] * factor * scale:.3e}"
-
-
-def close_with_nan_rows(out, ref, nan_rows, dtype, factor=1.0, what=""):
-    """Rows fed by an invalid expert id must be NaN (docs/moe.md), the others close."""
-    got = to_np(out)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    assert np.all(np.isnan(got[nan_rows])), f"{what}: rows of invalid ids must be NaN"
-    close(mx.array(got[~nan_rows]), ref[~nan_rows], dtype, factor, what)
-
-
-# ---------------------------------------------------------------- references (grouped, float64)
-def ref_route(logits, k, normalize):
-    key = np.where(np.isnan(logits), -np.inf, logits)
-    order = np.stack([np.lexsort((np.arange(logits.shape[1]), np.isnan(row), -key_row))[:k]
-                      for row, key_row in zip(logits, key)]) if logits.size else np.zeros((0, k), np.int64)
-    m = np.nanmax(np.where(np.isnan(logits), -np.inf, logits), axis=-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(logits - m)
-    total = p.sum(-1, keepdims=True)
-    w = np.take_along_axis(p, order, -1)
-    return order, w / (w.sum(-1, keepdims=True) if normalize else total)
-
-
-def ref_gemm(x, dense, idx, weights=None, act=None):
-    T, k = idx.shape
-    y = np.zeros((T, k, dense.shape[1]))
-    for e in np.unique(idx):
-        t, j = np.nonzero(idx == e)
-        rows = x[t] if x.ndim == 2 else x[t, j]
-        y[t, j] = rows @ dense[e].T
-    y = np_act(y, act)
-    return y if weights is None else np.einsum("tj,tjn->tn", weights, y)
-
-
-def ref_mlp(x, logits, gate, up, down, k, act, normalize):
-    idx, w = ref_route(logits, k, normalize)
-    h = np_act(ref_gemm(x, gate, idx), act) * ref_gemm(x, up, idx)
-    y = np.zeros((x.shape[0], k, down.shape[1]))
-    for e in np.unique(idx):
-        t, j = np.nonzero(idx == e)
-        y[t, j] = h[t, j] @ down[e].T
-    return np.einsum("tj,tjn->tn", w, y)
 
 
 # ---------------------------------------------------------------- moe_route

@@ -38,6 +38,24 @@ ACTS = [None, "relu", "gelu", "gelu_approx", "silu"]
 _SEED = int(os.environ.get("MLX_MARLIN_TEST_SEED", "0"))
 
 
+def close(out, ref, dtype, factor=1.0, what=""):
+    """max |err| <= TOL * factor * max(1, max |ref|), and every element finite (written)."""
+    got = to_np(out)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert np.all(np.isfinite(got)), f"{what}: non-finite output (unwritten element?)"
+    scale = max(1.0, float(np.max(np.abs(ref)))) if ref.size else 1.0
+    err = float(np.max(np.abs(got - ref))) if ref.size else 0.0
+    assert err <= TOL[dtype] * factor * scale, f"{what}: max abs err {err:.3e} > {TOL[dtype] * factor * scale:.3e}"
+
+
+def close_with_nan_rows(out, ref, nan_rows, dtype, factor=1.0, what=""):
+    """Rows fed by an invalid expert id must be NaN (docs/moe.md), the others close."""
+    got = to_np(out)
+    assert got.shape == ref.shape, (got.shape, ref.shape)
+    assert np.all(np.isnan(got[nan_rows])), f"{what}: rows of invalid ids must be NaN"
+    close(mx.array(got[~nan_rows]), ref[~nan_rows], dtype, factor, what)
+
+
 # ---------------------------------------------------------------- moe_route
 @pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
 @pytest.mark.parametrize("T,E,k", [(1, 8, 2), (37, 64, 8), (300, 16, 1), (5, 256, 256), (9, 256, 7),

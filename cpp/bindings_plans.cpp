@@ -47,8 +47,8 @@ void init_plans(nb::module_& m) {
   }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "parallel_units"_a);
   // CUDA plans (pure C++, compiled in every build so CI checks them without a GPU).
   m.def("_plan_cuda_gemm", [](int64_t M, int64_t N, int64_t K, bool half_input, bool aligned, bool transpose,
-                              int64_t group_size, int gemv_variant) {
-    auto p = marlin::plan_cuda_gemm(M, N, K, half_input, aligned, transpose, group_size, gemv_variant);
+                              int64_t group_size, int gemv_variant, int sm_count) {
+    auto p = marlin::plan_cuda_gemm(M, N, K, half_input, aligned, transpose, group_size, gemv_variant, sm_count);
     nb::dict d;
     d["kernel"] = std::string(marlin::cuda_kernel_name(p.kernel));
     d["grid_x"] = p.grid_x;
@@ -60,8 +60,10 @@ void init_plans(nb::module_& m) {
     d["rows16"] = p.rows16;
     d["smem"] = p.smem;
     d["gemv_max_smem"] = marlin::kCudaGemvMaxSmem;
+    d["gemv_blocks_per_sm"] =
+        p.kernel == marlin::CudaGemmKernel::Gemv ? marlin::kCudaGemvConfigs[p.gemv_variant].blocks_per_sm(p.rows16) : 0;
     return d;
-  }, "M"_a, "N"_a, "K"_a, "half_input"_a, "aligned"_a, "transpose"_a, "group_size"_a, "gemv_variant"_a = -1);
+  }, "M"_a, "N"_a, "K"_a, "half_input"_a, "aligned"_a, "transpose"_a, "group_size"_a, "gemv_variant"_a = -1, "sm_count"_a = 132);
   m.def("_cuda_gemm_via_dense", [](int64_t M, bool half_input, int override_mode) {
     return marlin::cuda_gemm_via_dense(M, half_input, override_mode);
   }, "M"_a, "half_input"_a, "override_mode"_a = -1);

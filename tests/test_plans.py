@@ -107,6 +107,31 @@ def test_cuda_gemm_forced_decode_variants_cover_output():
             assert _covers(N, p["grid_x"], p["block_n"]) and _covers(M, p["grid_y"], p["block_m"])
 
 
+@pytest.mark.parametrize("M", [1, 8, 9, 16])
+@pytest.mark.parametrize("N,K,g", [(14336, 4096, 64), (4096, 4096, 64), (1024, 4096, 128), (28672, 8192, 32),
+                                   (8, 128, 64), (136, 256, 128), (4096, 14336, 64)])
+@pytest.mark.parametrize("sms", [132, 114, 108])
+def test_cuda_gemv_plan_one_wave_and_busy_warps(M, N, K, g, sms):
+    """The decode plan takes the widest K split whose blocks all fit on the GPU at once
+    and that leaves no warp without a group; M > 8 never gets 1024-thread blocks."""
+    p = ext._plan_cuda_gemm(M, N, K, True, True, False, g, -1, sms)
+    assert p["kernel"] == "gemv" and p["block_n"] == 32 and p["grid_x"] == -(-N // 32)
+    warps = p["threads"] // 32
+    assert p["smem"] <= p["gemv_max_smem"]
+    if M > 8:
+        assert warps <= 16
+    one_wave = p["grid_x"] * p["grid_y"] <= sms * p["gemv_blocks_per_sm"]
+    if one_wave:
+        assert K // g >= warps, p
+        wider = ext._plan_cuda_gemm(M, N, K, True, True, False, g, 0, sms)
+        if wider["threads"] > p["threads"] and not (M > 8 and wider["threads"] > 512):
+            # a wider split was available only if it needs a second wave or idles warps
+            assert (p["grid_x"] > sms * wider["gemv_blocks_per_sm"]) or K // g < wider["threads"] // 32
+    else:
+        assert p["threads"] == min(p2["threads"] for p2 in (ext._plan_cuda_gemm(M, N, K, True, True, False, g, v, sms)
+                                                     for v in range(4)))
+
+
 def test_cuda_dense_route_threshold():
     assert [ext._cuda_gemm_via_dense(M, True) for M in (1, 16, 95, 96, 2048)] == [False, False, False, True, True]
     assert not any(ext._cuda_gemm_via_dense(M, False) for M in (1, 96, 4096))  # float32: exact kernel

@@ -138,11 +138,8 @@ inline void for_each_gemm_kernel_name(F&& f) {
 //   * Simt:       float32 activations (exact fp32 FMA path), or shapes/alignments the
 //                 MMA kernel does not take (N % 8 != 0, unaligned pointers).
 //   * SimtTransposed: the vjp product g @ W^T.
-//   * Gemv:       M <= kDecodeMaxRows, the streaming decode kernel (fp4_gemv): blocks of
-//                 8 warps over one strip of 32*nq columns, each warp a contiguous run of
-//                 whole groups of K with `unroll` k32 steps of weights in flight, group
-//                 scales staged in shared memory once.  Replaces MmaDecode wherever the
-//                 strip's scales fit in kCudaGemvMaxSmem (MmaDecode stays as fallback).
+//   * Gemv:       M <= kDecodeMaxRows, the streaming decode kernel (fp4_gemv, see
+//                 CudaGemvConfig).  MmaDecode stays as a forced alternative.
 enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3, Gemv = 4 };
 
 struct CudaMmaConfig {
@@ -164,37 +161,39 @@ constexpr CudaMmaConfig kCudaPrefillConfig{2, 4, 2, 4, 1, 2};
 constexpr int kCudaSimtRows = 8;
 constexpr int kCudaSimtTransposedRows = 4;
 
+// Decode kernel (fp4_gemv, M <= kDecodeMaxRows): one block per 32-column strip (and
+// 16-row tile of M), its `wk` warps splitting K.  Every warp streams 512 bytes of
+// weights per k32 step through a cp.async ring of `stages` steps in shared memory.
 struct CudaGemvConfig {
-  int nq;            // 32-column quads per warp (one 16-byte weight load each per k32 step)
-  int wk;            // warps per block, splitting K
-  int unroll;        // k32 steps of weight loads in flight per warp
-  bool bf16_fma;     // bf16: decode by raw bit placement + one bf16x2 FMA (else via fp32)
-  int min_blocks;    // __launch_bounds__ blocks per SM (2: <= 128 registers)
-  constexpr int block_n() const { return 32 * nq; }
+  int wk;          // warps per block, each a contiguous run of whole groups of K
+  int stages;      // k32 steps of weights in flight per warp
+  int min_blocks;  // __launch_bounds__ blocks per SM for M <= 8 (registers <= 64K / (32 wk min_blocks))
+  // M > 8 keeps twice the accumulators: half the blocks per SM, no spills.
+  constexpr int blocks_per_sm(bool rows16) const { return rows16 && min_blocks > 1 ? min_blocks / 2 : min_blocks; }
 };
-// Compiled variants (cpp/cuda/fp4_gemm_kernels.cu instantiates each).  The plan picks
-// kCudaGemvDefault unless N is too narrow to give every SM a block at nq = 2;
-// MLX_MARLIN_CUDA_DECODE=<index> (or =mma for the old MmaDecode) overrides it.
+constexpr int kCudaGemvBlockN = 32;
+constexpr int kCudaGemvStepBytes = 512;  // one warp's weights per k32 step: 32 lanes x 16 B
+// Compiled variants (cpp/cuda/fp4_gemm_kernels.cu instantiates each), widest K split
+// first.  The plan takes the widest split whose blocks all fit on the GPU at once (one
+// wave: no SM idles while another runs a second block) and that gives every warp at
+// least one group; MLX_MARLIN_CUDA_DECODE=<index> (or =mma for MmaDecode) overrides it.
 constexpr CudaGemvConfig kCudaGemvConfigs[] = {
-    {2, 8, 4, false, 2},
-    {2, 8, 4, true, 2},
-    {2, 8, 6, true, 2},
-    {1, 8, 6, true, 2},
-    {4, 8, 3, true, 1},
-    {1, 8, 4, true, 3},
-    {1, 8, 4, true, 4},
+    {32, 4, 1},
+    {16, 8, 2},
+    {8, 8, 4},
+    {4, 8, 8},
+    {8, 4, 3},
 };
 constexpr int kCudaGemvVariants = sizeof(kCudaGemvConfigs) / sizeof(kCudaGemvConfigs[0]);
-constexpr int kCudaGemvDefault = 1;
-constexpr int kCudaGemvNarrow = 3;   // for N / 64 < kCudaGemvMinBlocks
-constexpr int kCudaGemvMinBlocks = 132;
-constexpr uint32_t kCudaGemvMaxSmem = 48 * 1024;
+constexpr int kCudaGemvPlanned = 4;  // the plan chooses among variants [0, kCudaGemvPlanned)
+constexpr uint32_t kCudaGemvMaxSmem = 64 * 1024;
 
-// Dynamic shared memory of fp4_gemv: the strip's scales, reused for the K reduction.
-inline uint32_t cuda_gemv_smem(const CudaGemvConfig& c, int64_t M, int64_t K, int64_t group_size) {
-  const int64_t scales = (K / group_size) * c.nq * 4 * 16;
-  const int64_t red = int64_t(c.wk - 1) * 4 * c.nq * (M > 8 ? 4 : 2) * 32 * 4;
-  return static_cast<uint32_t>(scales > red ? scales : red);
+// Dynamic shared memory of fp4_gemv: the warps' cp.async rings, reused afterwards for the
+// K reduction (wk - 1 warps x 8 accumulators per n8 token tile x 32 lanes, fp32).
+constexpr uint32_t cuda_gemv_smem(const CudaGemvConfig& c, bool rows16) {
+  const uint32_t ring = uint32_t(c.wk * c.stages * kCudaGemvStepBytes);
+  const uint32_t red = uint32_t((c.wk - 1) * (rows16 ? 2 : 1) * 8 * 32 * 4);
+  return ring > red ? ring : red;
 }
 
 struct CudaGemmPlan {
@@ -214,7 +213,8 @@ struct CudaGemmPlan {
 // `group_size` > 0 enables the Gemv kernel; `gemv_variant` >= 0 forces one of its
 // variants, -2 forces MmaDecode (benchmarks/tests), -1 lets the plan choose.
 inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,
-                                   bool transpose, int64_t group_size = 0, int gemv_variant = -1) {
+                                   bool transpose, int64_t group_size = 0, int gemv_variant = -1,
+                                   int sm_count = 132) {
   CudaGemmPlan p{};
   if (transpose) {
     p.kernel = CudaGemmKernel::SimtTransposed;
@@ -235,23 +235,33 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
     return p;
   }
   if (M <= kDecodeMaxRows && group_size > 0 && gemv_variant != -2) {
+    const bool rows16 = M > 8;
+    const int64_t blocks = (N + kCudaGemvBlockN - 1) / kCudaGemvBlockN;
+    const int64_t groups = K / group_size;
     int v = gemv_variant;
-    if (v < 0 || v >= kCudaGemvVariants)
-      v = (N + 63) / 64 >= kCudaGemvMinBlocks ? kCudaGemvDefault : kCudaGemvNarrow;
-    const CudaGemvConfig& g = kCudaGemvConfigs[v];
-    const uint32_t smem = cuda_gemv_smem(g, M, K, group_size);
-    if (smem <= kCudaGemvMaxSmem) {
-      p.kernel = CudaGemmKernel::Gemv;
-      p.gemv_variant = v;
-      p.rows16 = M > 8;
-      p.smem = smem;
-      p.block_n = g.block_n();
-      p.block_m = 16;  // one MMA tile of rows
-      p.grid_x = static_cast<int>((N + p.block_n - 1) / p.block_n);
-      p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
-      p.threads = 32 * g.wk;
-      return p;
+    if (v < 0 || v >= kCudaGemvVariants) {
+      v = kCudaGemvPlanned - 1;  // many strips: the narrowest split, several waves
+      for (int i = 0; i < kCudaGemvPlanned; ++i) {
+        const CudaGemvConfig& c = kCudaGemvConfigs[i];
+        // M > 8 needs ~92 registers: no 1024-thread blocks (64 registers at most).
+        if (rows16 && c.wk * 32 > 512) continue;
+        if (blocks <= int64_t(sm_count) * c.blocks_per_sm(rows16) && groups >= c.wk) {
+          v = i;
+          break;
+        }
+      }
     }
+    const CudaGemvConfig& g = kCudaGemvConfigs[v];
+    p.kernel = CudaGemmKernel::Gemv;
+    p.gemv_variant = v;
+    p.rows16 = rows16;
+    p.smem = cuda_gemv_smem(g, rows16);
+    p.block_n = kCudaGemvBlockN;
+    p.block_m = 16;  // one n8 MMA tile of tokens, two when rows16
+    p.grid_x = static_cast<int>(blocks);
+    p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
+    p.threads = 32 * g.wk;
+    return p;
   }
   const CudaMmaConfig c = M <= kDecodeMaxRows ? kCudaDecodeConfig : kCudaPrefillConfig;
   p.kernel = M <= kDecodeMaxRows ? CudaGemmKernel::MmaDecode : CudaGemmKernel::MmaPrefill;

@@ -27,15 +27,6 @@ int config_override() {
   return std::atoi(v);
 }
 
-int sm_count(mx::cu::Device& dev) {
-  static int n = [&] {
-    int v = 0;
-    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev.cuda_device());
-    return v > 0 ? v : 1;
-  }();
-  return n;
-}
-
 // Device address of an input; empty arrays (Lk = 0) may have no buffer at all.
 const void* data_ptr(const mx::array& a) {
   return a.size() == 0 ? nullptr : mx::gpu_ptr<void>(a);
@@ -84,7 +75,7 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const bool has_mask_array = mask_ == AttentionMask::Bool || mask_ == AttentionMask::Additive;
   const bool aligned = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
   const CudaAttentionPlan p =
-      plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned, sm_count(enc.device()), config_override());
+      plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned, cuda::sm_count(enc.device()), config_override());
 
   cuda::AttnArgs a{};
   a.q = data_ptr(q);

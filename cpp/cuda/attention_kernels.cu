@@ -58,36 +58,6 @@ struct MergeF {
   static void* get() { return reinterpret_cast<void*>(&attention_merge<T, D>); }
 };
 
-// Driver-API handle of a kernel stub: valid in the device's primary context whichever
-// copy of the CUDA runtime (ours or MLX's) registered the kernel.  Looked up once per
-// stub (the lookup costs host time on every decode step otherwise); `smem` > 0 also
-// raises the kernel's dynamic shared memory limit to that size (fixed per stub), which
-// the runtime applies to the same primary-context function.
-void* to_driver_handle(void* stub, int smem = 0) {
-  if (!stub) return nullptr;
-  constexpr int kSlots = 256;
-  static std::mutex mu;
-  static void* stubs[kSlots] = {};
-  static int devices[kSlots] = {};
-  static void* handles[kSlots] = {};
-  int dev = 0;
-  cudaGetDevice(&dev);  // handles belong to one device's primary context
-  std::lock_guard<std::mutex> lock(mu);
-  int i = 0;
-  for (; i < kSlots && stubs[i]; ++i)
-    if (stubs[i] == stub && devices[i] == dev) return handles[i];
-  if (smem > 0 && cudaFuncSetAttribute(stub, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess)
-    return nullptr;
-  cudaFunction_t fn = nullptr;
-  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
-  if (i < kSlots) {
-    stubs[i] = stub;
-    devices[i] = dev;
-    handles[i] = reinterpret_cast<void*>(fn);
-  }
-  return reinterpret_cast<void*>(fn);
-}
-
 }  // namespace
 
 void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem) {
@@ -106,15 +76,15 @@ void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem) {
   if (t == ElemType::Float16) stub = pick(__half{});
   else if (t == ElemType::BFloat16) stub = pick(__nv_bfloat16{});
   // More than the default 48 KiB of dynamic shared memory needs a per-kernel opt-in.
-  return to_driver_handle(stub, smem);
+  return driver_handle(stub, smem);
 }
 
 void* attention_simt_kernel(int head_dim, ElemType t) {
-  return to_driver_handle(by_type<SimtF>(t, head_dim));
+  return driver_handle(by_type<SimtF>(t, head_dim));
 }
 
 void* attention_merge_kernel(int head_dim, ElemType t) {
-  return to_driver_handle(by_type<MergeF>(t, head_dim));
+  return driver_handle(by_type<MergeF>(t, head_dim));
 }
 
 }  // namespace marlin::cuda

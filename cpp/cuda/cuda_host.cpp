@@ -147,6 +147,16 @@ void poison(mx::array& out, mx::cu::CommandEncoder& enc, const char* op) {
     check(cudaMemsetAsync(mx::gpu_ptr<void>(out), 0xFF, out.nbytes(), enc.stream()), op, "poison");
 }
 
+int sm_count(mx::cu::Device& dev) {
+  // One device per process in MLX's CUDA backend.
+  static const int n = [&] {
+    int v = 0;
+    cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev.cuda_device());
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }

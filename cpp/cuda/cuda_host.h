@@ -41,6 +41,9 @@ void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32
             std::initializer_list<const mx::array*> reads, std::initializer_list<const mx::array*> writes,
             const char* op);
 
+// The device's multiprocessor count (plans size their grids by it); looked up once.
+int sm_count(mx::cu::Device& dev);
+
 // float16 / bfloat16 / float32, or std::invalid_argument naming `what`.
 ElemType elem_type(mx::Dtype t, const char* op, const char* what);
 

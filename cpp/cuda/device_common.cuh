@@ -9,7 +9,8 @@
 #include <cstdint>
 #include <mutex>
 #include <type_traits>
-#include <unordered_map>
+#include <map>
+#include <utility>
 
 #include "common/activation.h"
 #include "common/fp4_format.h"
@@ -211,18 +212,33 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool va
 
 // Driver-API handle (CUfunction, as void*) of a kernel stub, for MLX's
 // add_kernel_node_raw: valid in the device's primary context whichever copy of the
-// CUDA runtime (ours or MLX's) registered the kernel.  nullptr for a null stub.
-// Looked up once per stub (cudaGetFuncBySymbol is not free on the per-op path).
-inline void* driver_handle(const void* stub) {
+// CUDA runtime (ours or MLX's) registered the kernel.  nullptr for a null stub, or when
+// the kernel cannot get `smem` bytes of dynamic shared memory.  Looked up once per stub
+// and device (cudaGetFuncBySymbol is not free on the per-op path); more than the
+// default 48 KiB of dynamic shared memory needs a per-kernel opt-in, raised here to the
+// largest `smem` asked for so far (the runtime applies it to the same function).
+inline void* driver_handle(const void* stub, int smem = 0) {
   if (!stub) return nullptr;
+  struct Entry {
+    void* fn = nullptr;
+    int smem = 0;
+  };
   static std::mutex mutex;
-  static std::unordered_map<const void*, void*> handles;
+  static std::map<std::pair<const void*, int>, Entry> handles;
+  int dev = 0;
+  cudaGetDevice(&dev);
   std::lock_guard<std::mutex> lock(mutex);
-  auto it = handles.find(stub);
-  if (it != handles.end()) return it->second;
-  cudaFunction_t fn = nullptr;
-  if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
-  return handles[stub] = reinterpret_cast<void*>(fn);
+  Entry& e = handles[{stub, dev}];
+  if (smem > e.smem) {
+    if (cudaFuncSetAttribute(stub, cudaFuncAttributeMaxDynamicSharedMemorySize, smem) != cudaSuccess) return nullptr;
+    e.smem = smem;
+  }
+  if (!e.fn) {
+    cudaFunction_t fn = nullptr;
+    if (cudaGetFuncBySymbol(&fn, stub) != cudaSuccess) return nullptr;
+    e.fn = reinterpret_cast<void*>(fn);
+  }
+  return e.fn;
 }
 
 }  // namespace marlin::cuda

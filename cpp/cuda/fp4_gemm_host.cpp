@@ -77,7 +77,8 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const bool aligned = cuda::aligned16(args.x) && cuda::aligned16(args.w) && cuda::aligned16(args.scales) && cuda::aligned16(args.out) &&
       (!args.bias || cuda::aligned16(args.bias));
   const CudaGemmPlan p =
-      plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override());
+      plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override(),
+                     cuda::sm_count(enc.device()));
 
   enc.device().make_current();
   void* fn = p.kernel == CudaGemmKernel::Gemv

@@ -37,7 +37,7 @@ void* with_scale(CudaGemmKernel k, ElemType s) {
 template <typename T, typename S, int V, bool R16>
 void* gemv_stub() {
   constexpr CudaGemvConfig c = kCudaGemvConfigs[V];
-  return reinterpret_cast<void*>(&fp4_gemv<T, S, c.nq, c.wk, c.unroll, c.bf16_fma, R16, c.min_blocks>);
+  return reinterpret_cast<void*>(&fp4_gemv<T, S, c.wk, c.stages, R16, c.blocks_per_sm(R16)>);
 }
 
 template <typename T, typename S, int V = 0>
@@ -63,7 +63,8 @@ void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s) {
   void* stub = x == ElemType::Float16 ? gemv_with_scale<__half>(variant, rows16, s)
       : x == ElemType::BFloat16      ? gemv_with_scale<__nv_bfloat16>(variant, rows16, s)
                                      : nullptr;
-  return driver_handle(stub);
+  if (variant < 0 || variant >= kCudaGemvVariants) return nullptr;
+  return driver_handle(stub, static_cast<int>(cuda_gemv_smem(kCudaGemvConfigs[variant], rows16)));
 }
 
 void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s) {

@@ -351,216 +351,198 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 
 
 // ---------------------------------------------------------------- GEMV kernel (M <= 16)
-// Same fragment mapping as fp4_gemm_mma (one 16-row MMA tile), restructured for
-// streaming: a block is WK warps over one strip of 32*NQ columns, each warp a
-// contiguous run of whole groups of K; weights go global -> registers through a ring
-// of U k32 steps (U*NQ 16-byte loads per lane in flight), x is loaded one step ahead
-// (it lives in L1/L2), the strip's group scales are copied to shared memory once
-// (cp.async, overlapped with the first weight loads), and the WK partial sums are
-// reduced once through shared memory.  R16 = false (M <= 8): rows 8..15 of the MMA
-// tile are zero, so their A registers are constants and their accumulators are not
-// kept.  BM (bf16 only): decode by placing the E2M1 bits straight into bf16
-// (e2m1 * 2^-126) and one bf16x2 FMA by 2^112 (exact), instead of fp16 -> fp32 -> bf16.
-template <typename T, bool BM, int I>
-__device__ __forceinline__ uint32_t gemv_decode(uint32_t w) {
-  if constexpr (BM && std::is_same<T, __nv_bfloat16>::value) return decode_pair_bf16_raw<I>(w);
-  else return decode_pair<T>(w, decode_pair_f16<I>(w));
-}
-
-template <typename T, typename S, int NQ, int WK, int U, bool BM, bool R16, int MINB>
+// Decode-sized products only stream the weights, so what limits them is the work per
+// byte (issue slots) and the bytes in flight per SM.  Hence:
+//   * The weights are the MMA's A operand (16 output columns x k16 per mma) and the
+//     activations its B operand (an n8 tile holds up to 8 tokens): one mma per 256
+//     weights, and M = 1 carries no zero rows through the decode.
+//   * A warp owns a 32-column strip and a contiguous run of whole groups of K.  Per k32
+//     step s, lane (g, t) takes the 16 bytes of k-word 4s + t, columns 4g .. 4g + 3 (the
+//     warp reads 4 rows of 128 contiguous bytes).  Column 4g + j is row g (j even) or
+//     g + 8 (j odd) of MMA tile j / 2, so a lane's accumulators are 4 consecutive output
+//     columns per token.  The k order inside an mma is that of decode_word: pair i of a
+//     word holds codes i and i + 4, and the activations are permuted to match.
+//   * Weights go global -> shared memory by cp.async, `ST` steps ahead per warp, and
+//     each lane reads back only the 16 bytes it copied (no barrier).  Bytes in flight
+//     hold no registers, so 32 warps fit per SM at 64 registers.
+//   * Decode is bit placement (decode_word: e2m1 * 2^-14, exact); group scales (x 2^14)
+//     are applied to fp32 partial sums once per group.  The warps of a block are
+//     reduced once through shared memory, then bias + activation, 8-byte stores.
+template <typename T, typename S, int WK, int ST, bool R16, int MINB>
 __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
-  constexpr int NI = 4 * NQ;
-  constexpr int H = R16 ? 2 : 1;   // 8-row halves of the MMA tile in use
-  constexpr int E = R16 ? 4 : 2;   // accumulator registers per n-tile
-  constexpr int BN = 32 * NQ;
+  constexpr int H = R16 ? 2 : 1;  // n8 token tiles
+  static_assert((ST & (ST - 1)) == 0, "ring slots are indexed by step % ST");
   extern __shared__ uint4 gemv_smem[];
   const int lane = threadIdx.x & 31;
   const int wk = threadIdx.x >> 5;
   const int g = lane >> 2;
   const int t = lane & 3;
-  const int n0 = blockIdx.x * BN;
-  const int m0 = blockIdx.y * 16;
   const int N = a.N;
   const int K = a.K;
+  const int col = blockIdx.x * kCudaGemvBlockN + 4 * g;
+  const bool col_ok = col < N;  // N % 4 == 0: a lane's 4 columns are all in or all out
+  const int m0 = blockIdx.y * 16;
   const int spg = a.group_size / 32;
   const int groups = K / a.group_size;
-  const int s_begin = static_cast<int>((static_cast<int64_t>(groups) * wk) / WK) * spg;
-  const int s_end = static_cast<int>((static_cast<int64_t>(groups) * (wk + 1)) / WK) * spg;
-  const T* x = static_cast<const T*>(a.x);
-  const S* sc = static_cast<const S*>(a.scales);
-
-  bool col_ok[NQ];
-  const uint32_t* wp[NQ];
-#pragma unroll
-  for (int q = 0; q < NQ; ++q) {
-    col_ok[q] = n0 + 32 * q + 4 * g < N;
-    wp[q] = a.w + static_cast<int64_t>(t) * N + n0 + 32 * q + 4 * g;
-  }
-  bool row_ok[H];
-  const T* xrow[H];
+  const int grp_begin = static_cast<int>(static_cast<int64_t>(groups) * wk / WK);
+  const int grp_end = static_cast<int>(static_cast<int64_t>(groups) * (wk + 1) / WK);
+  const int s_begin = grp_begin * spg;
+  const int s_end = grp_end * spg;
+  // Slot u of this lane's ring: shared address ring + u * kCudaGemvStepBytes.
+  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) +
+      static_cast<uint32_t>((wk * ST * 32 + lane) * 16);
+  const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
+  const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
+      s_begin * step_bytes;
+  const int src_size = col_ok ? 16 : 0;
+  // One commit group per step (empty past the end) keeps wait_group's count uniform.
+  auto issue = [&](int u, bool valid) {
+    if (valid)
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ring + u * kCudaGemvStepBytes),
+                   "l"(next_w), "r"(src_size)
+                   : "memory");
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    next_w += step_bytes;
+  };
+  // B column n of the MMA only feeds output column n, so lanes past the last token read
+  // that token's row again (no predicate, no zeroing) and their results are dropped.
+  // x is tiny and re-read by every warp: it stays in L1, loaded when needed.
+  const T* xp[H];  // the lane's 8 activations of the current step
 #pragma unroll
   for (int h = 0; h < H; ++h) {
-    const int r = m0 + 8 * h + g;
-    row_ok[h] = r < a.M;
-    xrow[h] = x + static_cast<int64_t>(row_ok[h] ? r : 0) * K + 8 * t;
+    const int r = min(m0 + 8 * h + g, a.M - 1);
+    xp[h] = static_cast<const T*>(a.x) + static_cast<int64_t>(r) * K + 8 * t + s_begin * 32;
   }
-
-  uint4 rw[U][NQ];
-  auto load_w = [&](int u, int step) {
-    if (step < s_end) {
-#pragma unroll
-      for (int q = 0; q < NQ; ++q)
-        rw[u][q] = col_ok[q] ? ldg_stream(wp[q] + static_cast<int64_t>(step) * 4 * N) : make_uint4(0, 0, 0, 0);
-    }
-  };
-  uint4 nx[H];
-  auto load_x = [&](int step) {
-    if (step < s_end) {
-#pragma unroll
-      for (int h = 0; h < H; ++h) nx[h] = row_ok[h] ? ldg_cached(xrow[h] + step * 32) : make_uint4(0, 0, 0, 0);
-    }
+  // The 4 scales of the lane's columns (8 bytes), group by group from grp_begin.
+  const S* next_s = static_cast<const S*>(a.scales) + static_cast<int64_t>(grp_begin) * N + (col_ok ? col : 0);
+  auto load_s = [&](bool valid) {
+    const uint2 v = col_ok && valid ? __ldg(reinterpret_cast<const uint2*>(next_s)) : make_uint2(0, 0);
+    next_s += N;
+    return v;
   };
 
-  // Prologue: the first U steps of weights, the strip's scales into shared memory
-  // ([group][4*NQ chunks of 8 columns]), the first step of x.
 #pragma unroll
-  for (int u = 0; u < U; ++u) load_w(u, s_begin + u);
-  {
-    const int chunks = groups * 4 * NQ;
-    for (int c = threadIdx.x; c < chunks; c += 32 * WK) {
-      const int grp = c / (4 * NQ);
-      const int col = n0 + 8 * (c % (4 * NQ));
-      const bool ok = col < N;
-      cp_async16(gemv_smem + c, sc + static_cast<int64_t>(grp) * N + (ok ? col : 0), ok);
-    }
-    asm volatile("cp.async.commit_group;\n" ::);
-  }
-  load_x(s_begin);
-  asm volatile("cp.async.wait_all;\n" ::);
-  __syncthreads();
+  for (int u = 0; u < ST; ++u) issue(u, s_begin + u < s_end);
+  uint2 s_cur = load_s(grp_begin < grp_end);
+  uint2 s_next = load_s(grp_begin + 1 < grp_end);
 
-  float acc[NI][E];
-  float part[NI][E];
+  float acc[H][2][4];
+  float part[H][2][4];
 #pragma unroll
-  for (int j = 0; j < NI; ++j)
+  for (int h = 0; h < H; ++h)
 #pragma unroll
-    for (int e = 0; e < E; ++e) acc[j][e] = part[j][e] = 0.f;
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[h][j][e] = part[h][j][e] = 0.f;
 
-  for (int s0 = s_begin; s0 < s_end; s0 += U) {
+  const uint32_t group_mask = static_cast<uint32_t>(spg - 1);  // spg is 1, 2 or 4; ST a multiple of it
+  int grp = grp_begin;
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
+    for (int u = 0; u < ST; ++u) {
       const int step = s0 + u;
-      if (step < s_end) {
-        uint4 cw[NQ];
-        uint4 cx[H];
+      if (step >= s_end) break;
+      asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 1) : "memory");
+      uint4 cw;
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
+                   : "r"(ring + u * kCudaGemvStepBytes)
+                   : "memory");
+      uint4 cx[H];
 #pragma unroll
-        for (int q = 0; q < NQ; ++q) cw[q] = rw[u][q];
-#pragma unroll
-        for (int h = 0; h < H; ++h) cx[h] = nx[h];
-        load_w(u, step + U);
-        load_x(step + 1);
+      for (int h = 0; h < H; ++h) {
+        cx[h] = ldg_cached(xp[h]);
+        xp[h] += 32;
+      }
 
-        uint32_t af[2][4];
-        {
-          const uint4 lo = cx[0];
-          af[0][0] = __byte_perm(lo.x, lo.z, 0x5410);
-          af[0][2] = __byte_perm(lo.x, lo.z, 0x7632);
-          af[1][0] = __byte_perm(lo.y, lo.w, 0x5410);
-          af[1][2] = __byte_perm(lo.y, lo.w, 0x7632);
-          if constexpr (R16) {
-            const uint4 hi = cx[H - 1];
-            af[0][1] = __byte_perm(hi.x, hi.z, 0x5410);
-            af[0][3] = __byte_perm(hi.x, hi.z, 0x7632);
-            af[1][1] = __byte_perm(hi.y, hi.w, 0x5410);
-            af[1][3] = __byte_perm(hi.y, hi.w, 0x7632);
-          }
+      // B: activations k = 8w + (i, i + 4) as pair i (decode_word's order).
+      uint32_t bf[H][4];
+#pragma unroll
+      for (int h = 0; h < H; ++h) {
+        bf[h][0] = __byte_perm(cx[h].x, cx[h].z, 0x5410);
+        bf[h][1] = __byte_perm(cx[h].x, cx[h].z, 0x7632);
+        bf[h][2] = __byte_perm(cx[h].y, cx[h].w, 0x5410);
+        bf[h][3] = __byte_perm(cx[h].y, cx[h].w, 0x7632);
+      }
+      uint32_t pw[4][4];  // [column j][pair i]
+      decode_word<T>(cw.x, pw[0]);
+      decode_word<T>(cw.y, pw[1]);
+      decode_word<T>(cw.z, pw[2]);
+      decode_word<T>(cw.w, pw[3]);
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                                  pw[2 * j + 1][2 * half + 1]};
+#pragma unroll
+          for (int h = 0; h < H; ++h) mma_16816<T>(part[h][j], af, bf[h][2 * half], bf[h][2 * half + 1]);
         }
+      issue(u, step + ST < s_end);  // refills the slot just consumed
+
+      if (((u + 1) & group_mask) == 0) {
+        // rows g / g + 8 of tile j are columns 4g + 2j / 4g + 2j + 1 (the decode's 2^-14
+        // is undone once, in the epilogue)
+        const float sc[4] = {scale_to_float<S>(s_cur.x, 0), scale_to_float<S>(s_cur.x, 1),
+                             scale_to_float<S>(s_cur.y, 0), scale_to_float<S>(s_cur.y, 1)};
 #pragma unroll
-        for (int j = 0; j < NI; ++j) {
-          const uint4 wq = cw[j / 4];
-          const uint32_t word = (j % 4 == 0) ? wq.x : (j % 4 == 1) ? wq.y : (j % 4 == 2) ? wq.z : wq.w;
-          const uint32_t b0 = gemv_decode<T, BM, 0>(word);
-          const uint32_t b1 = gemv_decode<T, BM, 1>(word);
-          const uint32_t b2 = gemv_decode<T, BM, 2>(word);
-          const uint32_t b3 = gemv_decode<T, BM, 3>(word);
-          if constexpr (R16) {
-            float(&c)[4] = reinterpret_cast<float(&)[4]>(part[j]);
-            mma_16816<T>(c, af[0], b0, b1);
-            mma_16816<T>(c, af[1], b2, b3);
-          } else {
-            mma_16816_top<T>(part[j][0], part[j][1], af[0][0], af[0][2], b0, b1);
-            mma_16816_top<T>(part[j][0], part[j][1], af[1][0], af[1][2], b2, b3);
-          }
-        }
-        if ((step + 1) % spg == 0) {
-          const uint4* srow = gemv_smem + (step / spg) * 4 * NQ;
+        for (int h = 0; h < H; ++h)
 #pragma unroll
-          for (int q = 0; q < NQ; ++q) {
-            const uint4 sq = srow[4 * q + t];
+          for (int j = 0; j < 2; ++j)
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-              const int j = 4 * q + jj;
-              const uint32_t p0 = jj < 2 ? sq.x : sq.y;
-              const uint32_t p1 = jj < 2 ? sq.z : sq.w;
-              const float s0f = scale_to_float<S>(p0, jj & 1) * 16384.f;
-              const float s1f = scale_to_float<S>(p1, jj & 1) * 16384.f;
-#pragma unroll
-              for (int e = 0; e < E; ++e) {
-                acc[j][e] = fmaf(part[j][e], (e & 1) ? s1f : s0f, acc[j][e]);
-                part[j][e] = 0.f;
-              }
+            for (int e = 0; e < 4; ++e) {
+              acc[h][j][e] = fmaf(part[h][j][e], sc[2 * j + (e >> 1)], acc[h][j][e]);
+              part[h][j][e] = 0.f;
             }
-          }
-        }
+        ++grp;
+        s_cur = s_next;
+        s_next = load_s(grp + 1 < grp_end);
       }
     }
   }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 
-  // Reduce the WK warps through shared memory (the scales are no longer needed).
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(gemv_smem);
-  if (wk > 0) {
+  // Reduce the WK warps through shared memory (the rings are no longer needed).
+  if constexpr (WK > 1) {
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(gemv_smem);
+    constexpr int R = H * 8;
+    if (wk > 0) {
 #pragma unroll
-    for (int j = 0; j < NI; ++j)
+      for (int r = 0; r < R; ++r) red[((wk - 1) * R + r) * 32 + lane] = (&acc[0][0][0])[r];
+    }
+    __syncthreads();
+    if (wk > 0) return;
+#pragma unroll 4
+    for (int o = 0; o < WK - 1; ++o)
 #pragma unroll
-      for (int e = 0; e < E; ++e) red[((wk - 1) * NI * E + j * E + e) * 32 + lane] = acc[j][e];
+      for (int r = 0; r < R; ++r) (&acc[0][0][0])[r] += red[(o * R + r) * 32 + lane];
   }
-  __syncthreads();
-  if (wk > 0) return;
-#pragma unroll
-  for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < E; ++e) acc[j][e] += red[(o * NI * E + j * E + e) * 32 + lane];
 
+  if (!col_ok) return;
+  float bias[4] = {0.f, 0.f, 0.f, 0.f};
+  if (a.bias) {
+    const float4 b = *reinterpret_cast<const float4*>(a.bias + col);
+    bias[0] = b.x; bias[1] = b.y; bias[2] = b.z; bias[3] = b.w;
+  }
   T* out = static_cast<T*>(a.out);
 #pragma unroll
-  for (int q = 0; q < NQ; ++q) {
-    const int col = n0 + 32 * q + 8 * t;
-    if (col >= N) continue;
-    float bias[8];
-    load_bias8(a.bias, col, bias);
+  for (int h = 0; h < H; ++h)
 #pragma unroll
-    for (int h = 0; h < H; ++h) {
-      if (!row_ok[h]) continue;
-      const int r = m0 + 8 * h + g;
-      uint32_t packed[4];
+    for (int i = 0; i < 2; ++i) {  // token m0 + 8h + 2t + i
+      const int r = m0 + 8 * h + 2 * t + i;
+      if (r >= a.M) continue;
+      const float v[4] = {acc[h][0][i] * 16384.f, acc[h][0][2 + i] * 16384.f, acc[h][1][i] * 16384.f,
+                          acc[h][1][2 + i] * 16384.f};
+      uint16_t o[4];
 #pragma unroll
-      for (int e = 0; e < 8; e += 2) {
-        // element e: tile 4q + (e % 4), register (e < 4 ? 0 : 1) + 2h
-        const float v0 = apply_activation(acc[4 * q + (e % 4)][(e < 4 ? 0 : 1) + 2 * h] + bias[e], a.act);
-        const float v1 =
-            apply_activation(acc[4 * q + ((e + 1) % 4)][((e + 1) < 4 ? 0 : 1) + 2 * h] + bias[e + 1], a.act);
-        const T t0 = from_float<T>(v0);
-        const T t1 = from_float<T>(v1);
-        packed[e / 2] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t0)) |
-            (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t1)) << 16);
+      for (int c = 0; c < 4; ++c) {
+        const T y = from_float<T>(apply_activation(v[c] + bias[c], a.act));
+        o[c] = *reinterpret_cast<const uint16_t*>(&y);
       }
-      *reinterpret_cast<uint4*>(out + static_cast<int64_t>(r) * N + col) =
-          make_uint4(packed[0], packed[1], packed[2], packed[3]);
+      *reinterpret_cast<uint2*>(out + static_cast<int64_t>(r) * N + col) =
+          make_uint2(o[0] | (uint32_t(o[1]) << 16), o[2] | (uint32_t(o[3]) << 16));
     }
-  }
 }
 
 } // namespace marlin::cuda

@@ -122,7 +122,7 @@ def test_cuda_gemv_plan_one_wave_and_busy_warps(M, N, K, g, sms):
         assert warps <= 16
     one_wave = p["grid_x"] * p["grid_y"] <= sms * p["gemv_blocks_per_sm"]
     if one_wave:
-        assert K // g >= warps, p
+        assert K // g >= warps or warps == 4, p  # 4 warps: the narrowest, also for K < 4 groups
         wider = ext._plan_cuda_gemm(M, N, K, True, True, False, g, 0, sms)
         if wider["threads"] > p["threads"] and not (M > 8 and wider["threads"] > 512):
             # a wider split was available only if it needs a second wave or idles warps

@@ -163,7 +163,8 @@ constexpr int kCudaSimtTransposedRows = 4;
 
 // Decode kernel (fp4_gemv, M <= kDecodeMaxRows): one block per 32-column strip (and
 // 16-row tile of M), its `wk` warps splitting K.  Every warp streams 512 bytes of
-// weights per k32 step through a cp.async ring of `stages` steps in shared memory.
+// weights per k32 step (with that step's activations and its group's scales) through a
+// cp.async ring of `stages` steps in shared memory.
 struct CudaGemvConfig {
   int wk;          // warps per block, each a contiguous run of whole groups of K
   int stages;      // k32 steps of weights in flight per warp
@@ -179,19 +180,25 @@ constexpr int kCudaGemvStepBytes = 512;  // one warp's weights per k32 step: 32 
 // least one group; MLX_MARLIN_CUDA_DECODE=<index> (or =mma for MmaDecode) overrides it.
 constexpr CudaGemvConfig kCudaGemvConfigs[] = {
     {32, 4, 1},
-    {16, 8, 2},
-    {8, 8, 4},
-    {4, 8, 8},
-    {8, 4, 3},
+    {16, 4, 2},
+    {8, 4, 4},
+    {4, 4, 8},
+    {8, 8, 3},
 };
 constexpr int kCudaGemvVariants = sizeof(kCudaGemvConfigs) / sizeof(kCudaGemvConfigs[0]);
 constexpr int kCudaGemvPlanned = 4;  // the plan chooses among variants [0, kCudaGemvPlanned)
-constexpr uint32_t kCudaGemvMaxSmem = 64 * 1024;
+constexpr uint32_t kCudaGemvMaxSmem = 227 * 1024;  // sm_90 opt-in limit per block
+
+// One warp's ring slot per k32 step: the weights (32 lanes x 16 B), the activations
+// (16 B per lane and n8 token tile) and the group scales of its 8 column quads (8 B each).
+constexpr uint32_t cuda_gemv_slot_bytes(bool rows16) {
+  return uint32_t(kCudaGemvStepBytes * (rows16 ? 3 : 2) + 8 * 8);
+}
 
 // Dynamic shared memory of fp4_gemv: the warps' cp.async rings, reused afterwards for the
 // K reduction (wk - 1 warps x 8 accumulators per n8 token tile x 32 lanes, fp32).
 constexpr uint32_t cuda_gemv_smem(const CudaGemvConfig& c, bool rows16) {
-  const uint32_t ring = uint32_t(c.wk * c.stages * kCudaGemvStepBytes);
+  const uint32_t ring = uint32_t(c.wk * c.stages) * cuda_gemv_slot_bytes(rows16);
   const uint32_t red = uint32_t((c.wk - 1) * (rows16 ? 2 : 1) * 8 * 32 * 4);
   return ring > red ? ring : red;
 }

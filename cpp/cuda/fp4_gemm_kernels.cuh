@@ -362,9 +362,11 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 //     g + 8 (j odd) of MMA tile j / 2, so a lane's accumulators are 4 consecutive output
 //     columns per token.  The k order inside an mma is that of decode_word: pair i of a
 //     word holds codes i and i + 4, and the activations are permuted to match.
-//   * Weights go global -> shared memory by cp.async, `ST` steps ahead per warp, and
-//     each lane reads back only the 16 bytes it copied (no barrier).  Bytes in flight
-//     hold no registers, so 32 warps fit per SM at 64 registers.
+//   * Each step's weights, its activations and (with a group's first step) the group's
+//     scales go global -> shared memory by cp.async, `ST` steps ahead per warp, into a
+//     per-warp ring that no other warp touches (no barrier).  Nothing the step needs
+//     is then waited for in the loop (x re-read from L1/L2 every step had stalled the
+//     warps on its latency), and bytes in flight hold no registers: 32 warps per SM.
 //   * Decode is bit placement (decode_word: e2m1 * 2^-14, exact); group scales (x 2^14)
 //     are applied to fp32 partial sums once per group.  The warps of a block are
 //     reduced once through shared memory, then bias + activation, 8-byte stores.
@@ -388,43 +390,65 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   const int grp_end = static_cast<int>(static_cast<int64_t>(groups) * (wk + 1) / WK);
   const int s_begin = grp_begin * spg;
   const int s_end = grp_end * spg;
-  // Slot u of this lane's ring: shared address ring + u * kCudaGemvStepBytes.
-  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) +
-      static_cast<uint32_t>((wk * ST * 32 + lane) * 16);
+  // Slot u of the warp's ring (cuda_gemv_slot_bytes): the step's weights (16 B per lane),
+  // then its activations (16 B per lane and token tile), then the 4 scales of each
+  // column quad (8 B per g, copied with the first step of a group).
+  constexpr int kSlot = static_cast<int>(cuda_gemv_slot_bytes(R16));
+  constexpr int kXOff = kCudaGemvStepBytes;
+  constexpr int kSOff = kCudaGemvStepBytes * (1 + H);
+  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) + static_cast<uint32_t>(wk * ST * kSlot);
   const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
   const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
       s_begin * step_bytes;
-  const int src_size = col_ok ? 16 : 0;
-  // One commit group per step (empty past the end) keeps wait_group's count uniform.
-  auto issue = [&](int u, bool valid) {
-    if (valid)
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ring + u * kCudaGemvStepBytes),
-                   "l"(next_w), "r"(src_size)
-                   : "memory");
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-    next_w += step_bytes;
-  };
-  // B column n of the MMA only feeds output column n, so lanes past the last token read
-  // that token's row again (no predicate, no zeroing) and their results are dropped.
-  // x is tiny and re-read by every warp: it stays in L1, loaded when needed.
-  const T* xp[H];  // the lane's 8 activations of the current step
+  const int w_size = col_ok ? 16 : 0;
+  // B column n of the MMA only feeds output column n: only lanes of real tokens copy
+  // activations, and the others read token min(g, last)'s copy (results dropped).
+  const char* next_x[H];
+  int x_size[H];
+  int x_read[H];  // ring offset this lane reads its activations from
 #pragma unroll
   for (int h = 0; h < H; ++h) {
-    const int r = min(m0 + 8 * h + g, a.M - 1);
-    xp[h] = static_cast<const T*>(a.x) + static_cast<int64_t>(r) * K + 8 * t + s_begin * 32;
+    const int last = a.M - 1 - m0 - 8 * h;  // last token of tile h (may be < 0)
+    const int r = m0 + 8 * h + min(g, max(last, 0));
+    next_x[h] = reinterpret_cast<const char*>(static_cast<const T*>(a.x) + static_cast<int64_t>(min(r, a.M - 1)) * K +
+                                              8 * t + s_begin * 32);
+    x_size[h] = g <= last ? 16 : 0;
+    x_read[h] = kXOff + h * kCudaGemvStepBytes + (min(g, max(last, 0)) * 4 + t) * 16;
   }
-  // The 4 scales of the lane's columns (8 bytes), group by group from grp_begin.
-  const S* next_s = static_cast<const S*>(a.scales) + static_cast<int64_t>(grp_begin) * N + (col_ok ? col : 0);
-  auto load_s = [&](bool valid) {
-    const uint2 v = col_ok && valid ? __ldg(reinterpret_cast<const uint2*>(next_s)) : make_uint2(0, 0);
-    next_s += N;
-    return v;
+  const char* next_s = reinterpret_cast<const char*>(static_cast<const S*>(a.scales) +
+                                                      static_cast<int64_t>(grp_begin) * N + (col_ok ? col : 0));
+  const int64_t group_bytes = static_cast<int64_t>(N) * sizeof(S);
+  const int s_size = col_ok && t == 0 ? 8 : 0;
+  const uint32_t group_mask = static_cast<uint32_t>(spg - 1);  // spg is 1, 2 or 4; ST a multiple of it
+
+  // One commit group per step (empty past the end) keeps wait_group's count uniform.
+  auto issue = [&](int u, bool valid) {
+    const uint32_t slot = ring + u * kSlot;
+    const bool first = (static_cast<uint32_t>(u) & group_mask) == 0;
+    if (valid) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + lane * 16), "l"(next_w),
+                   "r"(w_size)
+                   : "memory");
+#pragma unroll
+      for (int h = 0; h < H; ++h)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + kXOff + h * kCudaGemvStepBytes +
+                                                                              lane * 16),
+                     "l"(next_x[h]), "r"(x_size[h])
+                     : "memory");
+      if (first)
+        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(slot + kSOff + g * 8), "l"(next_s),
+                     "r"(s_size)
+                     : "memory");
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    next_w += step_bytes;
+#pragma unroll
+    for (int h = 0; h < H; ++h) next_x[h] += 64;
+    if (first) next_s += group_bytes;
   };
 
 #pragma unroll
   for (int u = 0; u < ST; ++u) issue(u, s_begin + u < s_end);
-  uint2 s_cur = load_s(grp_begin < grp_end);
-  uint2 s_next = load_s(grp_begin + 1 < grp_end);
 
   float acc[H][2][4];
   float part[H][2][4];
@@ -435,25 +459,28 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[h][j][e] = part[h][j][e] = 0.f;
 
-  const uint32_t group_mask = static_cast<uint32_t>(spg - 1);  // spg is 1, 2 or 4; ST a multiple of it
-  int grp = grp_begin;
+  uint2 s_grp = make_uint2(0, 0);
   for (int s0 = s_begin; s0 < s_end; s0 += ST) {
 #pragma unroll
     for (int u = 0; u < ST; ++u) {
       const int step = s0 + u;
       if (step >= s_end) break;
+      const uint32_t slot = ring + u * kSlot;
       asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 1) : "memory");
       uint4 cw;
       asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                    : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
-                   : "r"(ring + u * kCudaGemvStepBytes)
+                   : "r"(slot + lane * 16)
                    : "memory");
       uint4 cx[H];
 #pragma unroll
-      for (int h = 0; h < H; ++h) {
-        cx[h] = ldg_cached(xp[h]);
-        xp[h] += 32;
-      }
+      for (int h = 0; h < H; ++h)
+        asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+                     : "=r"(cx[h].x), "=r"(cx[h].y), "=r"(cx[h].z), "=r"(cx[h].w)
+                     : "r"(slot + x_read[h])
+                     : "memory");
+      if ((static_cast<uint32_t>(u) & group_mask) == 0)
+        asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(s_grp.x), "=r"(s_grp.y) : "r"(slot + kSOff + g * 8) : "memory");
 
       // B: activations k = 8w + (i, i + 4) as pair i (decode_word's order).
       uint32_t bf[H][4];
@@ -483,8 +510,8 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       if (((u + 1) & group_mask) == 0) {
         // rows g / g + 8 of tile j are columns 4g + 2j / 4g + 2j + 1 (the decode's 2^-14
         // is undone once, in the epilogue)
-        const float sc[4] = {scale_to_float<S>(s_cur.x, 0), scale_to_float<S>(s_cur.x, 1),
-                             scale_to_float<S>(s_cur.y, 0), scale_to_float<S>(s_cur.y, 1)};
+        const float sc[4] = {scale_to_float<S>(s_grp.x, 0), scale_to_float<S>(s_grp.x, 1),
+                             scale_to_float<S>(s_grp.y, 0), scale_to_float<S>(s_grp.y, 1)};
 #pragma unroll
         for (int h = 0; h < H; ++h)
 #pragma unroll
@@ -494,9 +521,6 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
               acc[h][j][e] = fmaf(part[h][j][e], sc[2 * j + (e >> 1)], acc[h][j][e]);
               part[h][j][e] = 0.f;
             }
-        ++grp;
-        s_cur = s_next;
-        s_next = load_s(grp + 1 < grp_end);
       }
     }
   }

@@ -397,6 +397,11 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   constexpr int kXOff = kCudaGemvStepBytes;
   constexpr int kSOff = kCudaGemvStepBytes * (1 + H);
   const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) + static_cast<uint32_t>(wk * ST * kSlot);
+  // 16-byte chunk of lane (g, t) inside a 512-byte area, swizzled so that both the
+  // cp.async writes (8 lanes of one t = one 128-byte global segment) and the reads (8
+  // consecutive lanes) hit 8 distinct 4-bank groups: no bank conflicts either way.
+  auto chunk = [](int gg, int tt) { return (4 * gg + (tt ^ ((gg >> 1) & 3))) * 16; };
+  const int my_chunk = chunk(g, t);
   const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
   const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
       s_begin * step_bytes;
@@ -413,7 +418,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
     next_x[h] = reinterpret_cast<const char*>(static_cast<const T*>(a.x) + static_cast<int64_t>(min(r, a.M - 1)) * K +
                                               8 * t + s_begin * 32);
     x_size[h] = g <= last ? 16 : 0;
-    x_read[h] = kXOff + h * kCudaGemvStepBytes + (min(g, max(last, 0)) * 4 + t) * 16;
+    x_read[h] = kXOff + h * kCudaGemvStepBytes + chunk(min(g, max(last, 0)), t);
   }
   const char* next_s = reinterpret_cast<const char*>(static_cast<const S*>(a.scales) +
                                                       static_cast<int64_t>(grp_begin) * N + (col_ok ? col : 0));
@@ -426,13 +431,13 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
     const uint32_t slot = ring + u * kSlot;
     const bool first = (static_cast<uint32_t>(u) & group_mask) == 0;
     if (valid) {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + lane * 16), "l"(next_w),
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + my_chunk), "l"(next_w),
                    "r"(w_size)
                    : "memory");
 #pragma unroll
       for (int h = 0; h < H; ++h)
         asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + kXOff + h * kCudaGemvStepBytes +
-                                                                              lane * 16),
+                                                                              my_chunk),
                      "l"(next_x[h]), "r"(x_size[h])
                      : "memory");
       if (first)
@@ -470,7 +475,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       uint4 cw;
       asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
                    : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
-                   : "r"(slot + lane * 16)
+                   : "r"(slot + my_chunk)
                    : "memory");
       uint4 cx[H];
 #pragma unroll

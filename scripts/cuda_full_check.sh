@@ -2,15 +2,30 @@
 # Device-side, one call: build, every CUDA test with poisoned outputs, the whole op suite
 # (mlx-lm layers and tiny models included) on the GPU stream, then the three op benchmarks
 # against MLX.  After `source .device-mlx/b/activate.sh`, from the repository root; logs
-# under $OUT.   STEPS="build cuda suite bench" (default all four) picks the parts.
+# under $OUT.   STEPS="ceil build cuda suite bench ncu" picks the parts (default: all but
+# ncu); with PACK=1 the logs end up in $OUT/logs.tgz (the device tool returns at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cuda_full_out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
-STEPS=${STEPS:-build cuda suite bench}
+STEPS=${STEPS:-ceil build cuda suite bench}
 t0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 has() { [[ " $STEPS " == *" $1 "* ]]; }
+if has ceil; then
+  nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
+  # The memory ceiling: a 1 GiB device-to-device copy, bytes read + written.
+  python3 - <<'PY'
+import torch
+a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
+for _ in range(3): b.copy_(a)
+s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+torch.cuda.synchronize(); s.record()
+for _ in range(20): b.copy_(a)
+e.record(); torch.cuda.synchronize()
+print(f"copy bandwidth (read+write): {2 * 20 * a.numel() / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s")
+PY
+fi
 if has build; then
   BUILD_DIR=${BUILD_DIR:-/tmp/mmbuild-full} bash scripts/cuda_check.sh build > "$OUT/build_step.log" 2>&1 \
     || { tail -30 "$OUT/build_step.log"; exit 1; }
@@ -32,4 +47,17 @@ if has bench; then
   timeout 150 python3 benchmarks/bench_moe_cuda.py --json "$OUT/bench_moe.json" > "$OUT/bench_moe.log" 2>&1
   timeout 150 python3 benchmarks/bench_attention_cuda.py --json "$OUT/bench_attn.json" ${ATTN_ARGS:-} > "$OUT/bench_attn.log" 2>&1
   stamp "benchmarks done"; tail -n 12 "$OUT/bench_gemm.log" "$OUT/bench_moe.log" "$OUT/bench_attn.log"
+fi
+if has ncu; then
+  # Kernel times without MLX's dispatch, and the decode kernel's per-instruction counts.
+  timeout 200 ncu --clock-control none -k "regex:${NCU_KERNELS:-fp4_gemv|fp4_gemm}" \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,smsp__inst_executed.sum \
+    python3 benchmarks/ncu_gemm_cuda.py > "$OUT/ncu_times.log" 2>&1
+  grep -E "fp4_gemv|gpu__time|dram__bytes|inst_executed" "$OUT/ncu_times.log" | head -40
+  timeout 200 ncu --clock-control none -k regex:fp4_gemv -c 1 --section SourceCounters --page source \
+    --print-source sass --csv python3 benchmarks/ncu_gemm_cuda.py > "$OUT/gemv_sass.csv" 2>&1
+  stamp "ncu done ($(wc -l < "$OUT/gemv_sass.csv") lines of SASS counts)"
+fi
+if [ "${PACK:-0}" = 1 ]; then
+  (cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz ./*.log ./*.json ./*.csv 2>/dev/null; true)
 fi

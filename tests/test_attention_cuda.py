@@ -7,7 +7,8 @@ start as NaN: an element the kernels fail to write then fails the comparison.
 Covers the three kernels of the plan (``plan_cuda_attention``): the tensor-core flash
 kernel (f16/bf16, prefill and decode configurations, forced through
 ``MLX_MARLIN_CUDA_ATTN``), the SIMT kernel (f32, strides the tensor-core kernel cannot
-copy), and the split-K merge.
+copy), and the split-K merge (fused into the tensor-core kernel, a kernel of its own after
+the SIMT one).
 """
 
 import os
@@ -101,6 +102,28 @@ def test_decode_split_k(G, Lq, Lk):
     (q, k, v), (qn, kn, vn) = make(rng, 2, 2 * G, 2, Lq, Lk, 128, "bfloat16")
     check(run(q, k, v, 0.09), reference(qn, kn, vn, 0.09), "bfloat16")
     check(run(q, k, v, 0.09, "causal"), reference(qn, kn, vn, 0.09, causal=True), "bfloat16")
+
+
+@pytest.mark.parametrize("merge", ["fused", "kernel"])
+def test_split_k_decodes_in_one_graph(merge, monkeypatch):
+    """Independent split-K decodes evaluated together (one command buffer, whose nodes
+    may run at once), twice over: each launch must find its merge counters at zero and
+    leave them so, and no two may share them.  `kernel` forces the separate merge kernel
+    after the tensor-core kernel (MLX_MARLIN_CUDA_ATTN_MERGE, the A/B mode)."""
+    if merge == "kernel":
+        monkeypatch.setenv("MLX_MARLIN_CUDA_ATTN_MERGE", "kernel")
+    else:
+        monkeypatch.delenv("MLX_MARLIN_CUDA_ATTN_MERGE", raising=False)
+    rng = np.random.default_rng(_SEED + 11)
+    shapes = [(1, 32, 8, 1, 4096), (2, 8, 2, 3, 1500), (1, 4, 4, 8, 700), (1, 32, 8, 1, 4099), (3, 6, 3, 2, 2000)]
+    for _ in range(2):
+        cases = [make(rng, B, Hq, Hkv, Lq, Lk, 128, "bfloat16") for (B, Hq, Hkv, Lq, Lk) in shapes]
+        outs = [mm.attention(q, k, v, scale=0.09, stream=mx.gpu) for (q, k, v), _ in cases]
+        causal = [mm.attention(q, k, v, scale=0.09, mask="causal", stream=mx.gpu) for (q, k, v), _ in cases]
+        mx.eval(*outs, *causal)
+        for out, out_c, (_, (qn, kn, vn)) in zip(outs, causal, cases):
+            check(np.array(out.astype(mx.float32)), reference(qn, kn, vn, 0.09), "bfloat16")
+            check(np.array(out_c.astype(mx.float32)), reference(qn, kn, vn, 0.09, causal=True), "bfloat16")
 
 
 @pytest.mark.parametrize("dtype", list(DTYPES))

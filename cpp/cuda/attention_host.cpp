@@ -2,8 +2,10 @@
 // (cpp/common/attention_plan.h) and records the kernels of attention_kernels.cu on
 // MLX's command encoder.  Plain C++ (nvcc's front end rejects parts of MLX's ops.h).
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 
 #include "common/attention_params.h"
 #include "common/attention_plan.h"
@@ -55,6 +57,48 @@ mx::array scratch(int64_t n, mx::cu::CommandEncoder& enc) {
   cuda::poison(a, enc, kOp);  // tests: every partial the merge reads must be written
   enc.add_temporary(a);
   return a;
+}
+
+// MLX_MARLIN_CUDA_ATTN_MERGE=kernel: the tensor-core kernel's split-K partials are
+// merged by the separate merge kernel, as after the SIMT kernel (A/B in benchmarks and
+// tests); read at every call.
+bool separate_merge_kernel() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_ATTN_MERGE");
+  return v && std::string(v) == "kernel";
+}
+
+// Counters of the merge fused into attention_mma (AttnArgs::split_counters): zero
+// between launches, since the last block of each row block resets its own.  Every call
+// takes its own run of a per-stream ring, so independent decodes in one command buffer
+// (MLX orders graph nodes only through the arrays they name, and may run them at once)
+// never share a counter.  Before the ring wraps the stream is synchronized: every launch
+// that used its start has finished, since a ring turn (at least 256 calls) outlasts what
+// one command buffer holds (fewer than 255 nodes) and earlier buffers were submitted.
+// nullptr (separate merge kernel) for more row blocks than that allows.
+int* split_counters(mx::cu::CommandEncoder& enc, int64_t n) {
+  constexpr int64_t kRing = int64_t(1) << 20;
+  if (n > kRing / 256) return nullptr;
+  struct Ring {
+    int* base = nullptr;
+    int64_t next = 0;
+  };
+  static std::mutex mutex;
+  static auto* rings = new std::unordered_map<const void*, Ring>;  // never destroyed (nor the rings)
+  std::lock_guard<std::mutex> lock(mutex);
+  Ring& r = (*rings)[&enc];
+  if (!r.base) {
+    void* p = nullptr;
+    cuda::check(cudaMalloc(&p, kRing * sizeof(int)), kOp, "split-K counters");
+    cuda::check(cudaMemsetAsync(p, 0, kRing * sizeof(int), enc.stream()), kOp, "split-K counters");
+    r.base = static_cast<int*>(p);
+  }
+  if (r.next + n > kRing) {
+    cuda::check(cudaStreamSynchronize(enc.stream()), kOp, "split-K counters");
+    r.next = 0;
+  }
+  int* out = r.base + r.next;
+  r.next += n;
+  return out;
 }
 
 } // namespace
@@ -124,13 +168,15 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     a.part_o = mx::gpu_ptr<float>(part);
     a.part_ml = a.part_o + n_o;  // D % 4 == 0: stays 16-byte aligned
     enc.set_output_array(part);
-  } else {
-    enc.set_output_array(out);
   }
+  if (p.splits > 1 && p.kernel == CudaAttentionKernel::Mma && !separate_merge_kernel())
+    a.split_counters = split_counters(enc, int64_t(p.grid_x) * p.grid_y);
+  const bool fused_merge = a.split_counters != nullptr;
+  if (p.splits == 1 || fused_merge) enc.set_output_array(out);
   void* params[] = {&a};
   enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y, p.grid_z), dim3(p.threads), dim3(1, 1, 1),
                           p.smem, params);
-  if (p.splits > 1) {
+  if (p.splits > 1 && !fused_merge) {
     void* merge = cuda::attention_merge_kernel(D, t);
     if (!merge) throw std::logic_error("[attention] no CUDA merge kernel");
     if (rows_out > INT32_MAX) throw std::invalid_argument("[attention] too many rows for one merge launch");

@@ -22,9 +22,13 @@
 //     query's limit) and a warp skips the MMAs of a key slice none of its rows sees.
 //   * Epilogue through shared memory: the WN warps sharing rows (decode splits each
 //     key tile over warps) are merged there, and rows go out as coalesced vectors.
+//   * Split-K (decode): the last block of a row block to finish merges the splits'
+//     partials itself (merge_splits_if_last), so decode is one kernel (without
+//     counters, the host runs attention_merge after it).
 // attention_simt (float32, or strides the MMA kernel cannot copy with cp.async): one
 // warp per (row, key range), lanes over keys for scores, over features for P V.
-// attention_merge: combines split-K partials (O, m, l) into the normalized output.
+// attention_merge: combines split-K partials (O, m, l) into the normalized output
+// where the kernel did not (SIMT kernel, attention_mma without counters).
 //
 // NaN: a NaN score (NaN in q/k or an additive mask) gives p = exp2(NaN) = NaN, which
 // reaches its row's sum and P V, so that row's output is NaN (like the CPU backend);
@@ -122,6 +126,79 @@ __device__ __forceinline__ Row block_row(const AttnArgs& a, int r, int hkv, int 
   row.hq = hkv * a.G + g;
   row.valid = hi < a.heads_per_block && g < a.G && row.q < a.Lq;
   return row;
+}
+
+// Split-K merge inside attention_mma (no second kernel, no second graph node): a
+// block whose partials are out adds itself to its row block's counter; the last of the
+// row block's `splits` blocks merges them and puts the counter back to zero for the next
+// launch.  The fence before the count publishes this block's partials, the one after
+// it orders the last block's reads, and those read L2 (ld.global.cg): L1 is not kept
+// coherent with other SMs' writes.  Same arithmetic as attention_merge: M = max m_s
+// (NaN-sticky), O = sum 2^(m_s - M) O_s / sum 2^(m_s - M) l_s, zeros when l = 0.
+// `ml` is BM x 2 floats of shared memory the caller no longer needs.
+template <typename T, int D, int BM, int THREADS>
+__device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, int hkv, int g0, int q0, float* ml) {
+  constexpr int C = D / 4;
+  __shared__ int last;
+  const int tid = threadIdx.x;
+  const int lane = tid & 31;
+  int* counter = a.split_counters + blockIdx.y * gridDim.x + blockIdx.x;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int P = a.splits;
+  // Per row (a warp each): the splits' max and weighted sum.
+  for (int r = tid >> 5; r < BM; r += THREADS / 32) {
+    const Row row = block_row(a, r, hkv, g0, q0);
+    if (!row.valid) continue;  // warp-uniform
+    const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
+    const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
+    float M = neg_inf();
+    for (int p = lane; p < P; p += 32) M = nanmax(M, __ldcg(part_ml + p).x);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) M = nanmax(M, __shfl_xor_sync(0xffffffffu, M, off));
+    const float Mu = M == neg_inf() ? 0.f : M;
+    float L = 0.f;
+    for (int p = lane; p < P; p += 32) {
+      const float2 v = __ldcg(part_ml + p);
+      L += ex2(v.x - Mu) * v.y;
+    }
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    if (lane == 0) {
+      ml[2 * r] = Mu;
+      ml[2 * r + 1] = L;
+    }
+  }
+  __syncthreads();
+  // Per (row, 4 features): the weighted sum over splits, loads of several splits in flight.
+  for (int i = tid; i < BM * C; i += THREADS) {
+    const int r = i / C, c = i % C;
+    const Row row = block_row(a, r, hkv, g0, q0);
+    if (!row.valid) continue;
+    const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
+    const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
+    const float4* part_o = reinterpret_cast<const float4*>(a.part_o + orow * P * D) + c;
+    const float Mu = ml[2 * r];
+    const float L = ml[2 * r + 1];
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll 8
+    for (int p = 0; p < P; ++p) {
+      const float w = ex2(__ldcg(part_ml + p).x - Mu);
+      const float4 x = __ldcg(part_o + p * C);
+      acc.x = fmaf(w, x.x, acc.x);
+      acc.y = fmaf(w, x.y, acc.y);
+      acc.z = fmaf(w, x.z, acc.z);
+      acc.w = fmaf(w, x.w, acc.w);
+    }
+    const float f = L == 0.f ? 0.f : 1.f / L;  // NaN L stays NaN
+    acc.x *= f; acc.y *= f; acc.z *= f; acc.w *= f;
+    store4(static_cast<T*>(a.out) + orow * D + c * 4, acc);
+  }
+  if (tid == 0) *counter = 0;
 }
 
 }  // namespace attn
@@ -460,6 +537,7 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
     else
       *reinterpret_cast<float4*>(a.part_o + (orow * a.splits + split) * D + c * 4) = acc;
   }
+  if (!direct && a.split_counters) merge_splits_if_last<T, D, BM, THREADS>(a, b, hkv, g0, q0, &ml_s[0][0][0]);
 }
 
 // ---------------------------------------------------------------- SIMT kernel

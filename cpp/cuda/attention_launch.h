@@ -13,7 +13,10 @@ namespace marlin::cuda {
 // [B, Hq, Lq, Lk] with 0 for broadcast dims); out is contiguous [B, Hq, Lq, D].
 // With splits > 1 the attention kernel writes, per output row and split s, the
 // unnormalized O to part_o[(row * splits + s) * D ..] and (m, l) (base-2 running max,
-// sum) to part_ml[(row * splits + s) * 2 ..]; the merge kernel combines them into out.
+// sum) to part_ml[(row * splits + s) * 2 ..].  Given split_counters, attention_mma
+// merges them into out itself, counting finished splits in split_counters[blockIdx.y *
+// gridDim.x + blockIdx.x] (zero before the launch, zero again after it); otherwise
+// (and always after attention_simt) the merge kernel does.
 struct AttnArgs {
   const void* q;
   const void* k;
@@ -22,6 +25,7 @@ struct AttnArgs {
   void* out;
   float* part_o;
   float* part_ml;
+  int* split_counters;  // attention_mma with splits > 1: one per (x, y) block of the grid, or nullptr
   int64_t q_stride[4];
   int64_t k_stride[4];
   int64_t v_stride[4];
@@ -44,7 +48,7 @@ void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem);
 void* attention_simt_kernel(int head_dim, ElemType t);
 void* attention_merge_kernel(int head_dim, ElemType t);
 
-// Threads of the merge kernel's block: (head_dim / 4) x kMergeGroups.
+// Threads of the (SIMT path's) merge kernel's block: (head_dim / 4) x kMergeGroups.
 constexpr int kAttnMergeGroups = 4;
 
 }  // namespace marlin::cuda

@@ -34,15 +34,6 @@ if [ "$what" = test ] || [ "$what" = all ]; then
   MLX_MARLIN_CUDA_POISON=1 PYTHONPATH=$PWD:${PYTHONPATH:-} timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -x ${TESTS:-tests/test_fp4_gemm_cuda.py} -p no:cacheprovider 2>&1 | tail -25
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
-  python3 - <<'PY'
-import torch
-a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
-for _ in range(3): b.copy_(a)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-torch.cuda.synchronize(); s.record()
-for _ in range(20): b.copy_(a)
-e.record(); torch.cuda.synchronize()
-print(f"copy bandwidth (read+write): {2 * 20 * a.numel() / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s")
-PY
+  python3 benchmarks/copy_bandwidth_cuda.py
   PYTHONPATH=$PWD:${PYTHONPATH:-} timeout 400 python3 benchmarks/bench_gemm_cuda.py --json "$OUT/bench.json" ${BENCH_ARGS:-}
 fi

@@ -3,7 +3,7 @@
 # (mlx-lm layers and tiny models included) on the GPU stream, then the three op benchmarks
 # against MLX.  After `source .device-mlx/b/activate.sh`, from the repository root; logs
 # under $OUT.   STEPS="ceil build cuda suite bench ncu" picks the parts (default: all but
-# ncu); with PACK=1 the logs end up in $OUT/logs.tgz (the device tool returns at most 8 files).
+# ncu); with PACK=1 the logs end up in $OUT/logs.tgz alone (the device tool returns at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/cuda_full_out}; mkdir -p "$OUT"
@@ -15,16 +15,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
 if has ceil; then
   nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem --format=csv,noheader
   # The memory ceiling: a 1 GiB device-to-device copy, bytes read + written.
-  python3 - <<'PY'
-import torch
-a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda"); b = torch.empty_like(a)
-for _ in range(3): b.copy_(a)
-s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-torch.cuda.synchronize(); s.record()
-for _ in range(20): b.copy_(a)
-e.record(); torch.cuda.synchronize()
-print(f"copy bandwidth (read+write): {2 * 20 * a.numel() / (s.elapsed_time(e) / 1e3) / 1e12:.2f} TB/s")
-PY
+  python3 benchmarks/copy_bandwidth_cuda.py
 fi
 if has build; then
   BUILD_DIR=${BUILD_DIR:-/tmp/mmbuild-full} bash scripts/cuda_check.sh build > "$OUT/build_step.log" 2>&1 \
@@ -59,5 +50,6 @@ if has ncu; then
   stamp "ncu done ($(wc -l < "$OUT/gemv_sass.csv") lines of SASS counts)"
 fi
 if [ "${PACK:-0}" = 1 ]; then
-  (cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz ./*.log ./*.json ./*.csv 2>/dev/null; true)
+  # Only the archive stays: the device tool drops every file past the eighth.
+  (cd "$OUT" && tar czf /tmp/logs.tgz ./*.log ./*.json ./*.csv 2>/dev/null; rm -f ./*.log ./*.json ./*.csv; mv /tmp/logs.tgz .)
 fi

@@ -73,6 +73,7 @@ int main() {
     printf("%-44s %7.2f us  %5.2f TB/s  (%s)\n", name, us, bytes / us / 1e6, cudaGetErrorString(cudaGetLastError()));
   };
   run("strip32: 8 warps split K in block (fp4_gemv)", [&](const uint32_t* w) { strips<1, 8, 8><<<dim3(N / 32, 1), 256>>>(w, rows, N, 1, sink); });
+  run("strip32: 8 warps split K, 4 loads in flight", [&](const uint32_t* w) { strips<1, 8, 4><<<dim3(N / 32, 1), 256>>>(w, rows, N, 1, sink); });
   run("strip32: 4 warps split K in block", [&](const uint32_t* w) { strips<1, 4, 8><<<dim3(N / 32, 1), 128>>>(w, rows, N, 1, sink); });
   run("rows 256B: 2 strips x 4 K-slices, KS=2", [&](const uint32_t* w) { strips<2, 4, 8><<<dim3(N / 64, 2), 256>>>(w, rows, N, 2, sink); });
   run("rows 512B: 4 strips x 2 K-slices, KS=4", [&](const uint32_t* w) { strips<4, 2, 8><<<dim3(N / 128, 4), 256>>>(w, rows, N, 4, sink); });

@@ -163,8 +163,9 @@ constexpr int kCudaSimtTransposedRows = 4;
 
 // Decode kernel (fp4_gemv, M <= kDecodeMaxRows): one block per 32-column strip (and
 // 16-row tile of M), its `wk` warps splitting K.  Every warp streams 512 bytes of
-// weights per k32 step (with that step's activations and its group's scales) through a
-// cp.async ring of `stages` steps in shared memory.
+// weights per k32 step through a ring of `stages` steps in registers, and that step's
+// activations and its group's scales through a cp.async ring of as many steps in shared
+// memory.
 struct CudaGemvConfig {
   int wk;          // warps per block, each a contiguous run of whole groups of K
   int stages;      // k32 steps of weights in flight per warp
@@ -189,10 +190,10 @@ constexpr int kCudaGemvVariants = sizeof(kCudaGemvConfigs) / sizeof(kCudaGemvCon
 constexpr int kCudaGemvPlanned = 4;  // the plan chooses among variants [0, kCudaGemvPlanned)
 constexpr uint32_t kCudaGemvMaxSmem = 227 * 1024;  // sm_90 opt-in limit per block
 
-// One warp's ring slot per k32 step: the weights (32 lanes x 16 B), the activations
-// (16 B per lane and n8 token tile) and the group scales of its 8 column quads (8 B each).
+// One warp's shared-memory ring slot per k32 step: the activations (16 B per lane and n8
+// token tile) and the group scales of its 8 column quads (8 B each).
 constexpr uint32_t cuda_gemv_slot_bytes(bool rows16) {
-  return uint32_t(kCudaGemvStepBytes * (rows16 ? 3 : 2) + 8 * 8);
+  return uint32_t(kCudaGemvStepBytes * (rows16 ? 2 : 1) + 8 * 8);
 }
 
 // Dynamic shared memory of fp4_gemv: the warps' cp.async rings, reused afterwards for the

@@ -204,6 +204,21 @@ __device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&b)[4]) {
   }
 }
 
+// Copies only where `pred` holds: a zero-size cp.async still sends a request to L2 (the
+// zero-filled copies of fp4_gemv's idle lanes were half of its L2 sector traffic).
+__device__ __forceinline__ void cp_async16_if(uint32_t smem, const void* gmem, bool pred) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(smem),
+      "l"(gmem), "r"(static_cast<int>(pred))
+      : "memory");
+}
+__device__ __forceinline__ void cp_async8_if(uint32_t smem, const void* gmem, bool pred) {
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p cp.async.ca.shared.global [%0], [%1], 8;\n}\n" ::"r"(smem),
+      "l"(gmem), "r"(static_cast<int>(pred))
+      : "memory");
+}
+
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));

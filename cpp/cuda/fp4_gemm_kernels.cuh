@@ -362,11 +362,15 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 //     g + 8 (j odd) of MMA tile j / 2, so a lane's accumulators are 4 consecutive output
 //     columns per token.  The k order inside an mma is that of decode_word: pair i of a
 //     word holds codes i and i + 4, and the activations are permuted to match.
-//   * Each step's weights, its activations and (with a group's first step) the group's
-//     scales go global -> shared memory by cp.async, `ST` steps ahead per warp, into a
-//     per-warp ring that no other warp touches (no barrier).  Nothing the step needs
-//     is then waited for in the loop (x re-read from L1/L2 every step had stalled the
-//     warps on its latency), and bytes in flight hold no registers: 32 warps per SM.
+//   * Each step's weights are loaded into a per-warp ring of `ST` steps of registers
+//     (ld.global.nc), a step's refill issued once the step's MMAs are issued.
+//     Its activations and (with a group's first step) the group's scales go global ->
+//     shared memory by cp.async, `ST` steps ahead, into a per-warp ring that no other
+//     warp touches (no barrier): nothing the step needs is waited for in the loop (x
+//     re-read from L1/L2 every step had stalled the warps on its latency).  Weights
+//     through that cp.async ring instead of registers streamed at ~1.6 TB/s on an H200
+//     against ~2.9 TB/s for the register ring, the same bytes in the same pattern
+//     (benchmarks/gemv_lab_cuda.cu).
 //   * Decode is bit placement (decode_word: e2m1 * 2^-14, exact); group scales (x 2^14)
 //     are applied to fp32 partial sums once per group.  The warps of a block are
 //     reduced once through shared memory, then bias + activation, 8-byte stores.
@@ -390,12 +394,12 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   const int grp_end = static_cast<int>(static_cast<int64_t>(groups) * (wk + 1) / WK);
   const int s_begin = grp_begin * spg;
   const int s_end = grp_end * spg;
-  // Slot u of the warp's ring (cuda_gemv_slot_bytes): the step's weights (16 B per lane),
-  // then its activations (16 B per lane and token tile), then the 4 scales of each
-  // column quad (8 B per g, copied with the first step of a group).
+  // Slot u of the warp's shared-memory ring (cuda_gemv_slot_bytes): the step's
+  // activations (16 B per lane and token tile), then the 4 scales of each column quad
+  // (8 B per g, copied with the first step of a group).
   constexpr int kSlot = static_cast<int>(cuda_gemv_slot_bytes(R16));
-  constexpr int kXOff = kCudaGemvStepBytes;
-  constexpr int kSOff = kCudaGemvStepBytes * (1 + H);
+  constexpr int kXOff = 0;
+  constexpr int kSOff = kCudaGemvStepBytes * H;
   const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(gemv_smem)) + static_cast<uint32_t>(wk * ST * kSlot);
   // 16-byte chunk of lane (g, t) inside a 512-byte area, swizzled so that both the
   // cp.async writes (8 lanes of one t = one 128-byte global segment) and the reads (8
@@ -405,11 +409,11 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
   const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
       s_begin * step_bytes;
-  const int w_size = col_ok ? 16 : 0;
+
   // B column n of the MMA only feeds output column n: only lanes of real tokens copy
   // activations, and the others read token min(g, last)'s copy (results dropped).
   const char* next_x[H];
-  int x_size[H];
+  bool x_copy[H];
   int x_read[H];  // ring offset this lane reads its activations from
 #pragma unroll
   for (int h = 0; h < H; ++h) {
@@ -417,33 +421,28 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
     const int r = m0 + 8 * h + min(g, max(last, 0));
     next_x[h] = reinterpret_cast<const char*>(static_cast<const T*>(a.x) + static_cast<int64_t>(min(r, a.M - 1)) * K +
                                               8 * t + s_begin * 32);
-    x_size[h] = g <= last ? 16 : 0;
+    x_copy[h] = g <= last;
     x_read[h] = kXOff + h * kCudaGemvStepBytes + chunk(min(g, max(last, 0)), t);
   }
   const char* next_s = reinterpret_cast<const char*>(static_cast<const S*>(a.scales) +
                                                       static_cast<int64_t>(grp_begin) * N + (col_ok ? col : 0));
   const int64_t group_bytes = static_cast<int64_t>(N) * sizeof(S);
-  const int s_size = col_ok && t == 0 ? 8 : 0;
+  const bool s_copy = col_ok && t == 0;
   const uint32_t group_mask = static_cast<uint32_t>(spg - 1);  // spg is 1, 2 or 4; ST a multiple of it
 
   // One commit group per step (empty past the end) keeps wait_group's count uniform.
+  uint4 rw[ST];
   auto issue = [&](int u, bool valid) {
     const uint32_t slot = ring + u * kSlot;
     const bool first = (static_cast<uint32_t>(u) & group_mask) == 0;
     if (valid) {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + my_chunk), "l"(next_w),
-                   "r"(w_size)
-                   : "memory");
+      rw[u] = col_ok ? ldg_stream(next_w) : make_uint4(0, 0, 0, 0);
+      // Activations and scales: only the lanes that own a copy issue one (a lane of an
+      // absent token reads a present token's chunk; t > 0 reads t = 0's scales).
 #pragma unroll
       for (int h = 0; h < H; ++h)
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + kXOff + h * kCudaGemvStepBytes +
-                                                                              my_chunk),
-                     "l"(next_x[h]), "r"(x_size[h])
-                     : "memory");
-      if (first)
-        asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(slot + kSOff + g * 8), "l"(next_s),
-                     "r"(s_size)
-                     : "memory");
+        cp_async16_if(slot + kXOff + h * kCudaGemvStepBytes + my_chunk, next_x[h], x_copy[h]);
+      if (first) cp_async8_if(slot + kSOff + g * 8, next_s, s_copy);
     }
     asm volatile("cp.async.commit_group;\n" ::: "memory");
     next_w += step_bytes;
@@ -472,11 +471,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       if (step >= s_end) break;
       const uint32_t slot = ring + u * kSlot;
       asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 1) : "memory");
-      uint4 cw;
-      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n"
-                   : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
-                   : "r"(slot + my_chunk)
-                   : "memory");
+      const uint4 cw = rw[u];
       uint4 cx[H];
 #pragma unroll
       for (int h = 0; h < H; ++h)
@@ -510,7 +505,9 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
 #pragma unroll
           for (int h = 0; h < H; ++h) mma_16816<T>(part[h][j], af, bf[h][2 * half], bf[h][2 * half + 1]);
         }
-      issue(u, step + ST < s_end);  // refills the slot just consumed
+      // Refill the slot just consumed.  Issuing it before the arithmetic keeps one more
+      // step of words live: at 64 registers that spilled and ran 27 us instead of 17.
+      issue(u, step + ST < s_end);
 
       if (((u + 1) & group_mask) == 0) {
         // rows g / g + 8 of tile j are columns 4g + 2j / 4g + 2j + 1 (the decode's 2^-14

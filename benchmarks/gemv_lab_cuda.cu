@@ -1,0 +1,312 @@
+// Where does fp4_gemv's time go?  Standalone (no MLX), M = 1, bf16, K x N = 4096 x 14336:
+//   nvcc -O3 -std=c++17 -arch=sm_90 -Icpp benchmarks/gemv_lab_cuda.cu -o /tmp/lab && /tmp/lab
+// Times (CUDA events over back-to-back launches, weights rotating over enough copies to
+// miss L2) the shipped kernel's variants next to lab variants that leave one stage out:
+//   full     = the shipped loop (decode + MMA), rebuilt here with knobs
+//   nodecode = raw words straight into the MMA (what the E2M1 decode costs)
+//   readonly = the cp.async ring alone, words XORed (what the memory path delivers)
+//   decodeonly = decode, no MMA
+//   zdecode  = the two-word decode (decode_word_z below), checked bit-exact vs full
+// and prefetch hints on the weight copies (L2::128B / L2::256B).
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cuda/fp4_gemm_kernels.cuh"
+
+using namespace marlin;
+using namespace marlin::cuda;
+using bf16 = __nv_bfloat16;
+
+enum Mode { kFull = 0, kNoDecode = 1, kReadOnly = 2, kDecodeOnly = 3, kZDecode = 4 };
+
+template <int I>
+__device__ __forceinline__ uint32_t bf16_scale_up(uint32_t raw) {
+  uint32_t out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(raw), "r"(0x77807780u), "r"(0x80008000u));
+  return out;
+}
+
+// Same values as decode_word<bf16>: nibbles (i, i + 4) -> pair i, e2m1 * 2^-14.  The two
+// nibbles of a byte share their sign move: z holds magnitude bits at 0..2 / 4..6 and signs
+// at 9 / 13 (both halves), so each pair is one shift + one mask.
+__device__ __forceinline__ void decode_word_z(uint32_t w, uint32_t (&b)[4]) {
+  constexpr uint32_t M = 0x00770077u, OUT = 0x81C081C0u;
+  const uint32_t za = (w & M) | ((w << 6) & ~M);
+  const uint32_t zb = ((w >> 8) & M) | ((w >> 2) & ~M);
+  b[0] = bf16_scale_up<0>((za << 6) & OUT);
+  b[1] = bf16_scale_up<1>((za << 2) & OUT);
+  b[2] = bf16_scale_up<2>((zb << 6) & OUT);
+  b[3] = bf16_scale_up<3>((zb << 2) & OUT);
+}
+
+template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false>
+__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int N = a.N, K = a.K;
+  const int col = blockIdx.x * 32 + 4 * g;
+  const int spg = a.group_size / 32, groups = K / a.group_size;
+  const int grp_begin = groups * wk / WK, grp_end = groups * (wk + 1) / WK;
+  const int s_begin = grp_begin * spg, s_end = grp_end * spg;
+  constexpr int kSlot = 512 * 2 + 64, kXOff = 512, kSOff = 1024;
+  const uint32_t ring = static_cast<uint32_t>(__cvta_generic_to_shared(smem)) + wk * ST * kSlot;
+  auto chunk = [](int gg, int tt) { return (4 * gg + (tt ^ ((gg >> 1) & 3))) * 16; };
+  const int my_chunk = chunk(g, t);
+  const int64_t step_bytes = int64_t(N) * 16;
+  const char* next_w = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col) + s_begin * step_bytes;
+  const char* next_x = reinterpret_cast<const char*>(static_cast<const bf16*>(a.x) + 8 * t + s_begin * 32);
+  const int x_size = g == 0 ? 16 : 0;
+  const int x_read = kXOff + chunk(0, t);
+  const char* next_s = reinterpret_cast<const char*>(static_cast<const bf16*>(a.scales) + int64_t(grp_begin) * N + col);
+  const int64_t group_bytes = int64_t(N) * 2;
+  const int s_size = t == 0 ? 8 : 0;
+  const uint32_t group_mask = spg - 1;
+  uint4 rw[ST];
+  auto issue = [&](int u, bool valid) {
+    const uint32_t slot = ring + u * kSlot;
+    const bool first = (uint32_t(u) & group_mask) == 0;
+    if (valid && WSRC == 1) rw[u] = ldg_stream(next_w);
+    if (valid && WSRC == 2) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(slot + my_chunk), "l"(next_w) : "memory");
+    } else if (valid) {
+      if (WSRC == 1) {
+      } else if (PF == 0)
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(slot + my_chunk), "l"(next_w) : "memory");
+      else if (PF == 1)
+        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(slot + my_chunk), "l"(next_w) : "memory");
+      else
+        asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(slot + my_chunk), "l"(next_w) : "memory");
+      if (PRED) {
+        cp_async16_if(slot + kXOff + my_chunk, next_x, x_size != 0);
+        if (first) cp_async8_if(slot + kSOff + g * 8, next_s, s_size != 0);
+      } else {
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(slot + kXOff + my_chunk), "l"(next_x),
+                     "r"(x_size) : "memory");
+        if (first)
+          asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(slot + kSOff + g * 8), "l"(next_s),
+                       "r"(s_size) : "memory");
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    next_w += step_bytes;
+    next_x += 64;
+    if (first) next_s += group_bytes;
+  };
+#pragma unroll
+  for (int u = 0; u < ST; ++u) issue(u, s_begin + u < s_end);
+  float acc[2][4] = {}, part[2][4] = {};
+  uint32_t sink = 0;
+  uint2 s_grp = make_uint2(0, 0);
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
+#pragma unroll
+    for (int u = 0; u < ST; ++u) {
+      const int step = s0 + u;
+      if (step >= s_end) break;
+      const uint32_t slot = ring + u * kSlot;
+      asm volatile("cp.async.wait_group %0;\n" ::"n"(ST - 1) : "memory");
+      uint4 cw, cx;
+      if (WSRC == 1)
+        cw = rw[u];
+      else
+        asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
+                     : "r"(slot + my_chunk) : "memory");
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(cx.x), "=r"(cx.y), "=r"(cx.z), "=r"(cx.w)
+                   : "r"(slot + x_read) : "memory");
+      if ((uint32_t(u) & group_mask) == 0)
+        asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];\n" : "=r"(s_grp.x), "=r"(s_grp.y) : "r"(slot + kSOff + g * 8) : "memory");
+      if (EARLY) {
+        __syncwarp();
+        issue(u, step + ST < s_end);
+      }
+      if constexpr (MODE == kReadOnly) {
+        sink ^= cw.x ^ cw.y ^ cw.z ^ cw.w ^ cx.x ^ s_grp.x;
+      } else {
+        uint32_t bf[4] = {__byte_perm(cx.x, cx.z, 0x5410), __byte_perm(cx.x, cx.z, 0x7632),
+                          __byte_perm(cx.y, cx.w, 0x5410), __byte_perm(cx.y, cx.w, 0x7632)};
+        uint32_t pw[4][4];
+        const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          if constexpr (MODE == kNoDecode) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) pw[j][i] = words[j] & 0x3F803F80u;  // harmless normal values
+          } else if constexpr (MODE == kZDecode) {
+            decode_word_z(words[j], pw[j]);
+          } else {
+            decode_word<bf16>(words[j], pw[j]);
+          }
+        }
+        if constexpr (MODE == kDecodeOnly) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) sink ^= pw[j][0] ^ pw[j][1] ^ pw[j][2] ^ pw[j][3] ^ bf[j];
+        } else {
+#pragma unroll
+          for (int j = 0; j < 2; ++j)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+              const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                                      pw[2 * j + 1][2 * half + 1]};
+              mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
+            }
+        }
+      }
+      if (!EARLY) issue(u, step + ST < s_end);
+      if (((u + 1) & group_mask) == 0) {
+        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
+                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
+            part[j][e] = 0.f;
+          }
+      }
+    }
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  if (MODE == kReadOnly || MODE == kDecodeOnly) acc[0][0] += __uint_as_float(sink & 0x3F800000u);
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem);
+  if (wk > 0)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
+  __syncthreads();
+  if (wk > 0) return;
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
+  if (t != 0) return;  // token 0 lives in lanes t == 0 (i = 0)
+  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
+  bf16* out = static_cast<bf16*>(a.out);
+  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+}
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA error %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
+
+struct Problem {
+  int K, N, sets;
+  std::vector<uint32_t*> w;
+  std::vector<bf16*> s;
+  bf16* x;
+  bf16* out;
+  double bytes() const { return double(K / 8) * N * 4 + double(K / 64) * N * 2; }
+};
+
+static Problem make_problem(int K, int N, int sets) {
+  Problem p{K, N, sets, {}, {}, nullptr, nullptr};
+  std::vector<uint32_t> hw(size_t(K / 8) * N);
+  std::vector<uint16_t> hs(size_t(K / 64) * N), hx(K);
+  uint64_t r = 12345;
+  auto rnd = [&]() { r = r * 6364136223846793005ull + 1442695040888963407ull; return uint32_t(r >> 32); };
+  for (auto& v : hx) { float f = (int(rnd() % 2001) - 1000) / 1000.f; uint32_t b; memcpy(&b, &f, 4); v = uint16_t(b >> 16); }
+  for (int k = 0; k < sets; ++k) {
+    for (auto& v : hw) v = rnd();
+    for (auto& v : hs) { float f = 0.001f * (1 + rnd() % 16); uint32_t b; memcpy(&b, &f, 4); v = uint16_t(b >> 16); }
+    uint32_t* dw; bf16* ds;
+    CK(cudaMalloc(&dw, hw.size() * 4)); CK(cudaMemcpy(dw, hw.data(), hw.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&ds, hs.size() * 2)); CK(cudaMemcpy(ds, hs.data(), hs.size() * 2, cudaMemcpyHostToDevice));
+    p.w.push_back(dw); p.s.push_back(ds);
+  }
+  CK(cudaMalloc(&p.x, K * 2)); CK(cudaMemcpy(p.x, hx.data(), K * 2, cudaMemcpyHostToDevice));
+  CK(cudaMalloc(&p.out, N * 2));
+  return p;
+}
+
+static std::vector<uint16_t> fetch(const Problem& p) {
+  std::vector<uint16_t> h(p.N);
+  CK(cudaMemcpy(h.data(), p.out, p.N * 2, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+template <typename Launch>
+static double time_it(const Problem& p, Launch launch, int reps = 400) {
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0); cudaEventCreate(&e1);
+  for (int i = 0; i < 20; ++i) launch(i % p.sets);
+  cudaEventRecord(e0);
+  for (int i = 0; i < reps; ++i) launch(i % p.sets);
+  cudaEventRecord(e1);
+  CK(cudaEventSynchronize(e1));
+  CK(cudaGetLastError());
+  float ms = 0;
+  cudaEventElapsedTime(&ms, e0, e1);
+  return ms * 1e3 / reps;
+}
+
+static GemmArgs args(const Problem& p, int set) {
+  return GemmArgs{p.x, p.w[set], p.s[set], nullptr, p.out, 1, p.N, p.K, 64, 0};
+}
+
+template <int V>
+static void shipped(const Problem& p, const char* tag, std::vector<uint16_t>* ref) {
+  constexpr CudaGemvConfig c = kCudaGemvConfigs[V];
+  auto k = &fp4_gemv<bf16, bf16, c.wk, c.stages, false, c.blocks_per_sm(false)>;
+  const int smem = cuda_gemv_smem(c, false);
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, 1), 32 * c.wk, smem>>>(args(p, set)); };
+  const double us = time_it(p, launch);
+  launch(0);
+  CK(cudaDeviceSynchronize());
+  if (ref && ref->empty()) *ref = fetch(p);
+  printf("%-34s K=%5d wk=%2d st=%d     %7.2f us  %5.2f TB/s\n", tag, p.K, c.wk, c.stages, us, p.bytes() / us / 1e6);
+}
+
+template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false>
+static void lab(const Problem& p, const char* tag, const std::vector<uint16_t>* ref) {
+  auto k = &lab_gemv<WK, ST, MODE, PF, MINB, PRED, WSRC, EARLY>;
+  const int ring = WK * ST * (512 * 2 + 64), red = (WK - 1) * 8 * 32 * 4;
+  const int smem = ring > red ? ring : red;
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, 1), 32 * WK, smem>>>(args(p, set)); };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref && (MODE == kFull || MODE == kZDecode)) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  MISMATCH vs shipped";
+  }
+  printf("%-34s K=%5d wk=%2d st=%d pf=%d pred=%d wsrc=%d early=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, WK, ST, PF, int(PRED), WSRC, int(EARLY), us, p.bytes() / us / 1e6, check);
+}
+
+int main(int argc, char** argv) {
+  const bool ncu = argc > 1 && !strcmp(argv[1], "--ncu");
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  Problem p = make_problem(4096, 14336, ncu ? 1 : 8);
+  std::vector<uint16_t> ref;
+  if (ncu) {
+    shipped<2>(p, "shipped v2", &ref);
+    lab<8, 4, kZDecode, 0, 4>(p, "lab zdecode", &ref);
+    lab<8, 4, kReadOnly, 0, 4>(p, "lab readonly", nullptr);
+    return 0;
+  }
+  shipped<2>(p, "shipped v2 (plan's choice)", &ref);
+  shipped<1>(p, "shipped v1", nullptr);
+  shipped<3>(p, "shipped v3", nullptr);
+  shipped<4>(p, "shipped v4", nullptr);
+  lab<8, 4, kFull, 0, 4>(p, "lab full (cp.async ring)", &ref);
+  lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "lab readonly, register ring", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1>(p, "lab full, register ring", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1, true>(p, "lab full, register ring, early", &ref);
+  lab<8, 4, kFull, 0, 3, true, 1, true>(p, "lab full, register ring, early, 3/SM", &ref);
+  lab<8, 4, kZDecode, 0, 4, true, 1>(p, "lab zdecode, register ring", &ref);
+  lab<8, 4, kZDecode, 0, 4, true, 1, true>(p, "lab zdecode, register ring, early", &ref);
+  lab<8, 4, kNoDecode, 0, 4, true, 1>(p, "lab nodecode, register ring", &ref);
+  lab<8, 4, kDecodeOnly, 0, 4, true, 1>(p, "lab decodeonly, register ring", &ref);
+  lab<4, 4, kFull, 0, 8, true, 1>(p, "lab full, register ring wk4", nullptr);
+  lab<4, 4, kFull, 0, 8, true, 1, true>(p, "lab full, register ring wk4 early", nullptr);
+  lab<16, 4, kFull, 0, 2, true, 1>(p, "lab full, register ring wk16", nullptr);
+  // Fixed cost vs per-byte cost: the same kernels over twice and four times the K.
+  for (int K : {8192, 16384}) {
+    Problem q = make_problem(K, 14336, K == 8192 ? 4 : 2);
+    shipped<2>(q, "shipped v2", nullptr);
+    lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "lab readonly, register ring", nullptr);
+    lab<8, 4, kFull, 0, 4, true, 1>(q, "lab full, register ring", nullptr);
+  }
+  return 0;
+}

@@ -123,8 +123,8 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
       if constexpr (MODE == kReadOnly) {
         sink ^= cw.x ^ cw.y ^ cw.z ^ cw.w ^ cx.x ^ s_grp.x;
       } else {
-        uint32_t bf[4] = {__byte_perm(cx.x, cx.z, 0x5410), __byte_perm(cx.x, cx.z, 0x7632),
-                          __byte_perm(cx.y, cx.w, 0x5410), __byte_perm(cx.y, cx.w, 0x7632)};
+        uint32_t bf[4];
+        b_frags_from_pairs(cx, bf);
         uint32_t pw[4][4];
         const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
 #pragma unroll

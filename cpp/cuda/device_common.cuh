@@ -187,6 +187,16 @@ __device__ __forceinline__ void a_frags_from_pairs(const uint4& lo, const uint4&
   af[1][3] = __byte_perm(hi.y, hi.w, 0x7632);
 }
 
+// B fragments (two k16 halves of a k32 step) of 8 consecutive activations x of one
+// token, in decode_word's k order: register i holds the pair (x[i'], x[i' + 4]) that meets
+// pair i of a weight word (fp4_gemv, where the weights are the A operand).
+__device__ __forceinline__ void b_frags_from_pairs(const uint4& x, uint32_t (&bf)[4]) {
+  bf[0] = __byte_perm(x.x, x.z, 0x5410);
+  bf[1] = __byte_perm(x.x, x.z, 0x7632);
+  bf[2] = __byte_perm(x.y, x.w, 0x5410);
+  bf[3] = __byte_perm(x.y, x.w, 0x7632);
+}
+
 // The four B registers (k halves 0, 1 of two mmas) of one packed weight word, as T pairs
 // of e2m1 * 2^-14 (exact); bf16 by bit placement + one bf16x2 FMA.
 template <typename T>
@@ -204,8 +214,9 @@ __device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&b)[4]) {
   }
 }
 
-// Copies only where `pred` holds: a zero-size cp.async still sends a request to L2 (the
-// zero-filled copies of fp4_gemv's idle lanes were half of its L2 sector traffic).
+// Copies only where `pred` holds, where a zero-size copy (cp_async16's src-size 0) would
+// still write zeros: lanes without data of their own issue nothing, and several lanes
+// never target one shared address.
 __device__ __forceinline__ void cp_async16_if(uint32_t smem, const void* gmem, bool pred) {
   asm volatile(
       "{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n @p cp.async.cg.shared.global [%0], [%1], 16;\n}\n" ::"r"(smem),

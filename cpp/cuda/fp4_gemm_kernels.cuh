@@ -409,7 +409,6 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
   const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
       s_begin * step_bytes;
-
   // B column n of the MMA only feeds output column n: only lanes of real tokens copy
   // activations, and the others read token min(g, last)'s copy (results dropped).
   const char* next_x[H];
@@ -485,12 +484,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       // B: activations k = 8w + (i, i + 4) as pair i (decode_word's order).
       uint32_t bf[H][4];
 #pragma unroll
-      for (int h = 0; h < H; ++h) {
-        bf[h][0] = __byte_perm(cx[h].x, cx[h].z, 0x5410);
-        bf[h][1] = __byte_perm(cx[h].x, cx[h].z, 0x7632);
-        bf[h][2] = __byte_perm(cx[h].y, cx[h].w, 0x5410);
-        bf[h][3] = __byte_perm(cx[h].y, cx[h].w, 0x7632);
-      }
+      for (int h = 0; h < H; ++h) b_frags_from_pairs(cx[h], bf[h]);
       uint32_t pw[4][4];  // [column j][pair i]
       decode_word<T>(cw.x, pw[0]);
       decode_word<T>(cw.y, pw[1]);
@@ -506,7 +500,8 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
           for (int h = 0; h < H; ++h) mma_16816<T>(part[h][j], af, bf[h][2 * half], bf[h][2 * half + 1]);
         }
       // Refill the slot just consumed.  Issuing it before the arithmetic keeps one more
-      // step of words live: at 64 registers that spilled and ran 27 us instead of 17.
+      // step of words live: at 64 registers that spilled and ran 27 us instead of 17
+      // (H200, M = 1, benchmarks/gemv_lab_cuda.cu).
       issue(u, step + ST < s_end);
 
       if (((u + 1) & group_mask) == 0) {

@@ -113,7 +113,12 @@ inline std::vector<std::string> all_attention_kernel_names() {
 //   * Simt (float32, odd strides / alignment): one warp per (row, split), fp32 FMA,
 //     lanes over keys for Q K^T and over features for P V.  Same split-K + Merge.
 //   * Merge: one block per output row combines the splits' (O, m, l) partials.
-enum class CudaAttentionKernel : int { Mma = 0, Simt = 1 };
+//   * Wgmma (Hopper only: compute capability 9.0, the sm_90a build; prefill, f16/bf16,
+//     D = 64 / 128, no mask array, rows copyable as for Mma): flash attention on
+//     warpgroup MMAs (attention_wgmma.cuh).  A block is kCudaAttnWgmmaRows queries of
+//     one head, 64 per warpgroup, over kCudaAttnWgmmaKeys-key tiles in 128-byte-swizzled
+//     shared memory; no split-K.  Every other case takes Mma / Simt.
+enum class CudaAttentionKernel : int { Mma = 0, Simt = 1, Wgmma = 2 };
 
 struct CudaAttentionConfig {
   int warps_m;  // 16-row MMA tiles (one per warp) along the rows
@@ -140,6 +145,16 @@ constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
 constexpr int kCudaAttnMaxSplits = 256;       // Merge stages the splits' weights in shared memory
 constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
 constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq
+constexpr int kCudaAttnWgmmaRows = 128;       // Wgmma: queries per block (64 per warpgroup)
+constexpr int kCudaAttnWgmmaKeys = 128;       // Wgmma: keys per shared-memory tile (double-buffered)
+constexpr int kCudaAttnWgmmaThreads = 2 * 128;  // Wgmma: one warpgroup per 64 rows
+
+constexpr bool cuda_attention_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
+// Wgmma's dynamic shared memory: Q tile + double-buffered K and V tiles (16-bit, packed
+// 128-byte swizzled rows) and 1 KiB to align the base to the swizzle's 1024 bytes.
+constexpr int cuda_attention_wgmma_smem(int head_dim) {
+  return 1024 + (kCudaAttnWgmmaRows + 4 * kCudaAttnWgmmaKeys) * head_dim * 2;
+}
 
 // Q stays in registers up to D = 128 (8 x 4 registers) with one row tile per warp; at
 // D = 256 (or two row tiles) the O accumulators alone need 128, so Q fragments are
@@ -176,13 +191,32 @@ struct CudaAttentionPlan {
 
 // `half_input`: q/k/v are float16 or bfloat16; `aligned`: unit feature stride, every
 // other stride a multiple of 8 elements and 16-byte aligned bases (the Mma kernel's
-// cp.async rows).  sm_count: the device's SMs; variant >= 0 forces a config.
+// cp.async rows).  sm_count: the device's SMs; variant >= 0 forces a Mma config.
+// `wgmma_device`: the Wgmma kernel can run here (Hopper, sm_90a build); `mask_array`:
+// a bool / additive mask array is given (Wgmma handles none and causal only).
 inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
-                                             bool half_input, bool aligned, int sm_count, int variant = -1) {
+                                             bool half_input, bool aligned, int sm_count, int variant = -1,
+                                             bool wgmma_device = false, bool mask_array = false) {
   CudaAttentionPlan p{};
   const int64_t G = Hq / std::max<int64_t>(1, Hkv);
   const bool mma = half_input && aligned;
   const bool decode = Lq <= AttentionPlan::kDecodeMaxQueries;
+  if (mma && !decode && variant < 0 && wgmma_device && !mask_array && cuda_attention_wgmma_head_dim(head_dim)) {
+    p.kernel = CudaAttentionKernel::Wgmma;
+    p.variant = -1;
+    p.heads_per_block = 1;
+    p.block_q = kCudaAttnWgmmaRows;
+    p.head_blocks = static_cast<int>(G);
+    p.query_blocks = static_cast<int>((Lq + p.block_q - 1) / p.block_q);
+    p.splits = 1;
+    p.keys_per_split = std::max<int64_t>(Lk, 1);
+    p.grid_x = static_cast<int>(B * Hkv * p.head_blocks);
+    p.grid_y = p.query_blocks;
+    p.grid_z = 1;
+    p.threads = kCudaAttnWgmmaThreads;
+    p.smem = cuda_attention_wgmma_smem(head_dim);
+    return p;
+  }
   p.kernel = mma ? CudaAttentionKernel::Mma : CudaAttentionKernel::Simt;
   int rows = kCudaAttnSimtWarps;
   int block_k = 64;

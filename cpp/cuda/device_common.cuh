@@ -230,9 +230,12 @@ __device__ __forceinline__ void cp_async8_if(uint32_t smem, const void* gmem, bo
       : "memory");
 }
 
+// 16 bytes, or 16 zeros where !valid (gmem is not read then).
+__device__ __forceinline__ void cp_async16(uint32_t smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(valid ? 16 : 0));
+}
 __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(valid ? 16 : 0));
+  cp_async16(static_cast<uint32_t>(__cvta_generic_to_shared(smem)), gmem, valid);
 }
 
 

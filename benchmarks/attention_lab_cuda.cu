@@ -1,0 +1,283 @@
+// Prefill attention lab: the Hopper wgmma kernel (attention_wgmma) next to the mma.sync
+// kernel (attention_mma) without MLX, so one device call builds, checks and times both:
+//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90a -Icpp \
+//        benchmarks/attention_lab_cuda.cu -o /tmp/attn_lab && /tmp/attn_lab
+// Checks: every kernel against a float64 reference on the host, shapes that are not
+// tile multiples (Lq != Lk, causal with Lq > Lk), outputs poisoned with NaN first.
+// Times: CUDA events over back-to-back launches, B = 1, Hq / Hkv = 32 / 8, bf16.
+// Arguments come from plan_cuda_attention, as in attention_host.cpp.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "cuda/attention_wgmma.cuh"
+
+using namespace marlin;
+using namespace marlin::cuda;
+
+#define CK(x)                                                                      \
+  do {                                                                             \
+    cudaError_t e_ = (x);                                                          \
+    if (e_ != cudaSuccess) {                                                       \
+      std::printf("CUDA error %s at %s:%d\n", cudaGetErrorString(e_), __FILE__, __LINE__); \
+      std::exit(1);                                                                \
+    }                                                                              \
+  } while (0)
+
+struct Case {
+  int B, Hq, Hkv, Lq, Lk, D;
+  bool causal;
+};
+
+static float bf16_to_f(uint16_t h) {
+  uint32_t u = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+static uint16_t f_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return uint16_t(u >> 16);
+}
+static float f16_to_f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+static uint16_t f_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
+
+struct Launch {
+  void* fn;
+  dim3 grid, block;
+  int smem;
+};
+
+// The plan's kernel for this case: Wgmma (variant -1 with wgmma_device) or a Mma config.
+template <typename T>
+static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
+  const CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, 132, variant,
+                                                  /*wgmma_device=*/variant < 0, /*mask_array=*/false);
+  a.keys_per_split = p.keys_per_split;
+  a.B = c.B; a.Hq = c.Hq; a.Hkv = c.Hkv; a.Lq = c.Lq; a.Lk = c.Lk; a.G = c.Hq / c.Hkv;
+  a.heads_per_block = p.heads_per_block;
+  a.block_q = p.block_q;
+  a.head_blocks = p.head_blocks;
+  a.query_blocks = p.query_blocks;
+  a.splits = p.splits;
+  a.mask_kind = c.causal ? kAttnMaskCausal : kAttnMaskNone;
+  a.mask_type = kAttnMaskF32;
+  a.scale_log2 = static_cast<float>(1.0 / std::sqrt(double(c.D)) * 1.4426950408889634);
+  void* fn = nullptr;
+  if (p.kernel == CudaAttentionKernel::Wgmma) {
+    fn = c.D == 64 ? reinterpret_cast<void*>(&attention_wgmma<T, 64>) : reinterpret_cast<void*>(&attention_wgmma<T, 128>);
+  } else if (p.splits == 1) {
+    // Prefill configs only (no split-K scratch in the lab).
+    auto pick = [&](auto d) -> void* {
+      constexpr int D = decltype(d)::value;
+      switch (p.variant) {
+        case 0: return reinterpret_cast<void*>(&attention_mma<T, D, 4, 1, 64, 2, 1>);
+        case 5: return reinterpret_cast<void*>(&attention_mma<T, D, 4, 1, 32, 2, 2>);
+      }
+      return nullptr;
+    };
+    fn = c.D == 64 ? pick(std::integral_constant<int, 64>{}) : pick(std::integral_constant<int, 128>{});
+  }
+  if (!fn) {
+    std::printf("no kernel for variant %d\n", variant);
+    std::exit(1);
+  }
+  CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem));
+  return Launch{fn, dim3(p.grid_x, p.grid_y, p.grid_z), dim3(p.threads), p.smem};
+}
+
+static void run(const Launch& l, AttnArgs& a, cudaStream_t s = 0) {
+  void* params[] = {&a};
+  CK(cudaLaunchKernel(l.fn, l.grid, l.block, params, l.smem, s));
+}
+
+// q/k/v contiguous [B, H, L, D]; float64 reference of softmax(q k^T * scale) v.
+static void reference(const Case& c, const std::vector<float>& q, const std::vector<float>& k, const std::vector<float>& v,
+                      std::vector<double>& out) {
+  const int G = c.Hq / c.Hkv, D = c.D;
+  const double scale = 1.0 / std::sqrt(double(D));
+  out.assign(size_t(c.B) * c.Hq * c.Lq * D, 0.0);
+  std::vector<double> sc(c.Lk);
+  for (int b = 0; b < c.B; ++b)
+    for (int h = 0; h < c.Hq; ++h)
+      for (int i = 0; i < c.Lq; ++i) {
+        const float* qr = &q[((size_t(b) * c.Hq + h) * c.Lq + i) * D];
+        const int hk = h / G;
+        const int lim = c.causal ? i + c.Lk - c.Lq : c.Lk - 1;
+        double mx = -INFINITY;
+        for (int j = 0; j <= lim && j < c.Lk; ++j) {
+          const float* kr = &k[((size_t(b) * c.Hkv + hk) * c.Lk + j) * D];
+          double dot = 0;
+          for (int d = 0; d < D; ++d) dot += double(qr[d]) * kr[d];
+          sc[j] = dot * scale;
+          mx = std::max(mx, sc[j]);
+        }
+        double* o = &out[((size_t(b) * c.Hq + h) * c.Lq + i) * D];
+        if (lim < 0) continue;  // no visible key: zeros
+        double sum = 0;
+        for (int j = 0; j <= lim && j < c.Lk; ++j) {
+          const double p = std::exp(sc[j] - mx);
+          sum += p;
+          const float* vr = &v[((size_t(b) * c.Hkv + hk) * c.Lk + j) * D];
+          for (int d = 0; d < D; ++d) o[d] += p * vr[d];
+        }
+        for (int d = 0; d < D; ++d) o[d] /= sum;
+      }
+}
+
+template <typename T>
+struct Problem {
+  Case c;
+  std::vector<float> q, k, v;  // values as rounded to T
+  uint16_t *dq = nullptr, *dk = nullptr, *dv = nullptr, *dout = nullptr;
+  size_t nq, nk, no;
+  explicit Problem(const Case& cc, int seed) : c(cc) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    nq = size_t(c.B) * c.Hq * c.Lq * c.D;
+    nk = size_t(c.B) * c.Hkv * c.Lk * c.D;
+    no = nq;
+    auto fill = [&](std::vector<float>& h, uint16_t*& d, size_t n) {
+      std::vector<uint16_t> raw(n);
+      h.resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        raw[i] = std::is_same<T, __half>::value ? f_to_f16(nd(rng)) : f_to_bf16(nd(rng));
+        h[i] = std::is_same<T, __half>::value ? f16_to_f(raw[i]) : bf16_to_f(raw[i]);
+      }
+      CK(cudaMalloc(&d, std::max<size_t>(n, 1) * 2));
+      CK(cudaMemcpy(d, raw.data(), n * 2, cudaMemcpyHostToDevice));
+    };
+    fill(q, dq, nq);
+    fill(k, dk, nk);
+    fill(v, dv, nk);
+    CK(cudaMalloc(&dout, std::max<size_t>(no, 1) * 2));
+  }
+  ~Problem() {
+    cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout);
+  }
+  AttnArgs args() const {
+    AttnArgs a{};
+    a.q = dq; a.k = dk; a.v = dv; a.out = dout;
+    const int64_t qs[4] = {int64_t(c.Hq) * c.Lq * c.D, int64_t(c.Lq) * c.D, c.D, 1};
+    const int64_t ks[4] = {int64_t(c.Hkv) * c.Lk * c.D, int64_t(c.Lk) * c.D, c.D, 1};
+    for (int i = 0; i < 4; ++i) {
+      a.q_stride[i] = qs[i];
+      a.k_stride[i] = ks[i];
+      a.v_stride[i] = ks[i];
+    }
+    return a;
+  }
+  std::vector<float> output() const {
+    std::vector<uint16_t> raw(no);
+    CK(cudaMemcpy(raw.data(), dout, no * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> f(no);
+    for (size_t i = 0; i < no; ++i) f[i] = std::is_same<T, __half>::value ? f16_to_f(raw[i]) : bf16_to_f(raw[i]);
+    return f;
+  }
+};
+
+template <typename T>
+static bool check(const Case& c, int variant, int seed) {
+  Problem<T> pr(c, seed);
+  AttnArgs a = pr.args();
+  Launch l = make_launch<T>(c, variant, a);
+  CK(cudaMemset(pr.dout, 0xFF, pr.no * 2));  // NaN: every element must be written
+  run(l, a);
+  CK(cudaDeviceSynchronize());
+  std::vector<double> ref;
+  reference(c, pr.q, pr.k, pr.v, ref);
+  const std::vector<float> out = pr.output();
+  const double tol = std::is_same<T, __half>::value ? 4e-3 : 2e-2;
+  double worst = 0;
+  size_t bad = 0, first_bad = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const double err = std::fabs(out[i] - ref[i]);
+    if (!(err <= tol * (1.0 + std::fabs(ref[i])))) {
+      if (!bad) first_bad = i;
+      ++bad;
+    }
+    if (err > worst || err != err) worst = err;
+  }
+  std::printf("check %-5s %-6s B%d Hq%d Hkv%d Lq%d Lk%d D%d %s: max err %.3g %s", std::is_same<T, __half>::value ? "f16" : "bf16",
+              variant < 0 ? "wgmma" : variant == 5 ? "mma5" : "mma0", c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
+              c.causal ? "causal" : "full", worst, bad ? "FAIL" : "ok");
+  if (bad) {
+    const size_t row = first_bad / c.D;
+    std::printf(" (%zu bad; first row %zu col %zu: %g vs %g)", bad, row, first_bad % c.D, out[first_bad], ref[first_bad]);
+  }
+  std::printf("\n");
+  return bad == 0;
+}
+
+template <typename T>
+static void time_case(const Case& c, int variant, const std::vector<float>* baseline_out, std::vector<float>* out_copy) {
+  Problem<T> pr(c, 7);
+  AttnArgs a = pr.args();
+  Launch l = make_launch<T>(c, variant, a);
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0));
+  CK(cudaEventCreate(&e1));
+  for (int i = 0; i < 3; ++i) run(l, a);
+  CK(cudaDeviceSynchronize());
+  const int iters = 50;
+  float best = 1e30f;
+  for (int rep = 0; rep < 5; ++rep) {
+    CK(cudaEventRecord(e0));
+    for (int i = 0; i < iters; ++i) run(l, a);
+    CK(cudaEventRecord(e1));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    best = std::min(best, ms / iters);
+  }
+  // FLOPs: 4 * D per visible (query, key) pair per head.
+  double pairs = 0;
+  for (int i = 0; i < c.Lq; ++i) {
+    const int lim = c.causal ? i + c.Lk - c.Lq : c.Lk - 1;
+    pairs += std::max(0, std::min(lim, c.Lk - 1) + 1);
+  }
+  const double flops = 4.0 * c.D * pairs * c.Hq * c.B;
+  std::vector<float> out = pr.output();
+  double diff = -1;
+  if (baseline_out) {
+    diff = 0;
+    for (size_t i = 0; i < out.size(); ++i) diff = std::max(diff, double(std::fabs(out[i] - (*baseline_out)[i])));
+  }
+  std::printf("time  %-6s L%d/%d D%d %s: %8.1f us  %6.1f TFLOP/s%s", variant < 0 ? "wgmma" : variant == 5 ? "mma5" : "mma0",
+              c.Lq, c.Lk, c.D, c.causal ? "causal" : "full", best * 1e3, flops / (best * 1e-3) / 1e12,
+              baseline_out ? "" : "\n");
+  if (baseline_out) std::printf("  max |diff| vs mma %.3g\n", diff);
+  if (out_copy) *out_copy = out;
+}
+
+int main() {
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  std::printf("device %s, %d SMs, cc %d.%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+  const Case checks[] = {
+      {1, 4, 2, 200, 200, 128, true},  {1, 2, 1, 133, 301, 128, false}, {2, 4, 4, 77, 77, 64, true},
+      {1, 4, 1, 300, 250, 128, true},  {1, 2, 2, 129, 1000, 64, false}, {1, 2, 1, 9, 700, 128, true},
+      {1, 3, 1, 255, 129, 128, false}, {1, 2, 2, 513, 513, 128, true},
+  };
+  bool ok = true;
+  for (const Case& c : checks) {
+    ok &= check<__nv_bfloat16>(c, -1, 1);
+    ok &= check<__half>(c, -1, 2);
+  }
+  ok &= check<__nv_bfloat16>(checks[0], 5, 3);
+  std::printf("checks: %s\n", ok ? "all ok" : "FAILED");
+
+  const Case timed[] = {{1, 32, 8, 4096, 4096, 128, true}, {1, 32, 8, 1024, 1024, 128, true}, {1, 32, 8, 4096, 4096, 128, false},
+                        {1, 32, 8, 4096, 4096, 64, true}};
+  for (const Case& c : timed) {
+    std::vector<float> base;
+    time_case<__nv_bfloat16>(c, c.Lq >= 2048 ? 5 : 0, nullptr, &base);
+    time_case<__nv_bfloat16>(c, -1, &base, nullptr);
+  }
+  return ok ? 0 : 1;
+}

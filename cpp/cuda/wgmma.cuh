@@ -1,0 +1,131 @@
+// Hopper warpgroup MMA (wgmma.mma_async, sm_90a) and its shared-memory operand
+// descriptors, for kernels that keep an mma.sync path for other GPUs.  Includes no
+// MLX header.
+//
+// Operands in shared memory use the 128-byte swizzle: a tile of R rows is stored as
+// [cols / 64][R][64] 16-bit elements (128-byte rows), and 16-byte chunk c of row r sits
+// at chunk c ^ (r % 8) of its row (swizzled_offset).  The hardware applies the same XOR
+// to address bits 4..6 from bits 7..9, so tiles must start on 1024-byte boundaries.
+// One layout serves both roles of the attention tiles: K-major (rows = M or N, the
+// 64-element blocks along K) and N-major (rows = K, the 64-element blocks along N).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+#include <type_traits>
+
+// wgmma exists only in the arch-specific sm_90a target; everything else compiles the
+// callers' fallbacks (the host only launches wgmma kernels on compute capability 9.0).
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define MARLIN_HAS_WGMMA 1
+#else
+#define MARLIN_HAS_WGMMA 0
+#endif
+
+namespace marlin::cuda::wg {
+
+// Byte offset of 16-byte chunk `c` of row `r` in a swizzled tile of `rows` rows.
+__host__ __device__ constexpr uint32_t swizzled_offset(int rows, int r, int c) {
+  return static_cast<uint32_t>((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+// Descriptor of a 128-byte-swizzled operand starting at shared address `addr`.
+// K-major: `sbo` = bytes between 8-row groups (1024 for packed rows), `lbo` unused.
+// N-major: `lbo` = bytes between 64-element blocks along N, `sbo` = bytes between
+// 8-row groups along K.
+__device__ __forceinline__ uint64_t desc_sw128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFFu) >> 4) | (uint64_t((lbo & 0x3FFFFu) >> 4) << 16) |
+         (uint64_t((sbo & 0x3FFFFu) >> 4) << 32) | (uint64_t(1) << 62);
+}
+
+#if MARLIN_HAS_WGMMA
+// Orders this thread's register writes (accumulators, A fragments) before the next
+// wgmma of the warpgroup reads them.
+__device__ __forceinline__ void fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Makes shared-memory writes of the generic proxy (st.shared, cp.async) visible to
+// the async proxy that wgmma reads operands through.
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+#else
+__device__ __forceinline__ void fence() {}
+__device__ __forceinline__ void commit() {}
+template <int N>
+__device__ __forceinline__ void wait() {}
+__device__ __forceinline__ void fence_proxy_async() {}
+#endif
+
+// Accumulator register lists of m64n64 (32 fp32 per thread) and m64n128 (64).
+#define MARLIN_WGMMA_D32 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define MARLIN_WGMMA_D32_OPERANDS "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+#define MARLIN_WGMMA_D64 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define MARLIN_WGMMA_D64_OPERANDS "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+
+// "wgmma ... d, a-desc, b-desc, p, 1, 1, 0, trans-b" with scale-d p = (accumulate != 0).
+#define MARLIN_WGMMA_SS(N, TY, DREGS, A, B, ACC, TB)                                               \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\nwgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY \
+  "." TY " " DREGS ", " A ", " B ", p, 1, 1, 0, " TB ";\n}\n"
+// "wgmma ... d, {a0..a3}, b-desc, p, 1, 1, trans-b": A from registers.
+#define MARLIN_WGMMA_RS(N, TY, DREGS, A, B, ACC, TB)                                               \
+  "{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\nwgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY \
+  "." TY " " DREGS ", " A ", " B ", p, 1, 1, " TB ";\n}\n"
+
+// D (64 x N, fp32) (+)= A (64 x 16) * B (16 x N), B in shared memory K-major (TRANS_B = 0)
+// or N-major (1).  ss: A in shared memory (K-major); rs: A in registers, each warp's 16
+// rows in the m16n8k16 A-fragment layout.  The accumulator layout of each warp's 16 rows
+// is that of m16n8k16 for every 8 columns (d[4 * j ..] = columns 8j..8j+7).  Issued
+// asynchronously: the registers must not be touched until wait().
+template <typename T, int TRANS_B>
+__device__ __forceinline__ void mma_ss(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
+#if MARLIN_HAS_WGMMA
+  if constexpr (std::is_same<T, __half>::value)
+    asm volatile(MARLIN_WGMMA_SS("64", "f16", MARLIN_WGMMA_D32, "%32", "%33", "%34", "%35")
+                 : MARLIN_WGMMA_D32_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  else
+    asm volatile(MARLIN_WGMMA_SS("64", "bf16", MARLIN_WGMMA_D32, "%32", "%33", "%34", "%35")
+                 : MARLIN_WGMMA_D32_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+#endif
+}
+template <typename T, int TRANS_B>
+__device__ __forceinline__ void mma_ss(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
+#if MARLIN_HAS_WGMMA
+  if constexpr (std::is_same<T, __half>::value)
+    asm volatile(MARLIN_WGMMA_SS("128", "f16", MARLIN_WGMMA_D64, "%64", "%65", "%66", "%67")
+                 : MARLIN_WGMMA_D64_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  else
+    asm volatile(MARLIN_WGMMA_SS("128", "bf16", MARLIN_WGMMA_D64, "%64", "%65", "%66", "%67")
+                 : MARLIN_WGMMA_D64_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+#endif
+}
+template <typename T, int TRANS_B>
+__device__ __forceinline__ void mma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+#if MARLIN_HAS_WGMMA
+  if constexpr (std::is_same<T, __half>::value)
+    asm volatile(MARLIN_WGMMA_RS("64", "f16", MARLIN_WGMMA_D32, "{%32, %33, %34, %35}", "%36", "%37", "%38")
+                 : MARLIN_WGMMA_D32_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  else
+    asm volatile(MARLIN_WGMMA_RS("64", "bf16", MARLIN_WGMMA_D32, "{%32, %33, %34, %35}", "%36", "%37", "%38")
+                 : MARLIN_WGMMA_D32_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+#endif
+}
+template <typename T, int TRANS_B>
+__device__ __forceinline__ void mma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b, int accumulate) {
+#if MARLIN_HAS_WGMMA
+  if constexpr (std::is_same<T, __half>::value)
+    asm volatile(MARLIN_WGMMA_RS("128", "f16", MARLIN_WGMMA_D64, "{%64, %65, %66, %67}", "%68", "%69", "%70")
+                 : MARLIN_WGMMA_D64_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  else
+    asm volatile(MARLIN_WGMMA_RS("128", "bf16", MARLIN_WGMMA_D64, "{%64, %65, %66, %67}", "%68", "%69", "%70")
+                 : MARLIN_WGMMA_D64_OPERANDS
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+#endif
+}
+
+}  // namespace marlin::cuda::wg

@@ -68,10 +68,13 @@ void init_plans(nb::module_& m) {
     return marlin::cuda_gemm_via_dense(M, half_input, override_mode);
   }, "M"_a, "half_input"_a, "override_mode"_a = -1);
   m.def("_plan_cuda_attention", [](int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
-                                   bool half_input, bool aligned, int sm_count, int variant) {
-    auto p = marlin::plan_cuda_attention(B, Hq, Hkv, Lq, Lk, head_dim, half_input, aligned, sm_count, variant);
+                                   bool half_input, bool aligned, int sm_count, int variant, bool wgmma_device,
+                                   bool mask_array) {
+    auto p = marlin::plan_cuda_attention(B, Hq, Hkv, Lq, Lk, head_dim, half_input, aligned, sm_count, variant,
+                                         wgmma_device, mask_array);
     nb::dict d;
     d["mma"] = p.kernel == marlin::CudaAttentionKernel::Mma;
+    d["wgmma"] = p.kernel == marlin::CudaAttentionKernel::Wgmma;
     d["variant"] = p.variant;
     d["heads_per_block"] = p.heads_per_block;
     d["block_q"] = p.block_q;
@@ -85,7 +88,7 @@ void init_plans(nb::module_& m) {
     d["max_splits"] = marlin::kCudaAttnMaxSplits;
     return d;
   }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "head_dim"_a, "half_input"_a, "aligned"_a, "sm_count"_a,
-     "variant"_a = -1);
+     "variant"_a = -1, "wgmma_device"_a = false, "mask_array"_a = false);
   m.def("_plan_cuda_moe", [](int64_t pairs, int E, int64_t N, bool glu, int force) {
     auto p = marlin::plan_cuda_moe(pairs, E, N, glu, force);
     nb::dict d;

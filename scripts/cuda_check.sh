@@ -22,7 +22,7 @@ if [ "$what" = build ] || [ "$what" = all ]; then
   t0=$(date +%s)
   cmake -S . -B $BUILD -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE="$(command -v python3)" \
     -DCUDNN_INCLUDE_PATH=$NV/cudnn/include -DCUDNN_LIBRARY_PATH=$NV/cudnn/lib \
-    -DCMAKE_CUDA_ARCHITECTURES=${ARCHS:-90} -DMLX_MARLIN_PTXAS_VERBOSE=ON -DMLX_MARLIN_LTO=OFF > "$OUT/cmake.log" 2>&1 \
+    -DCMAKE_CUDA_ARCHITECTURES=${ARCHS:-90a} -DMLX_MARLIN_PTXAS_VERBOSE=ON -DMLX_MARLIN_LTO=OFF > "$OUT/cmake.log" 2>&1 \
     || { tail -30 "$OUT/cmake.log"; exit 1; }
   grep "mlx_marlin:" "$OUT/cmake.log"
   cmake --build $BUILD -j16 > "$OUT/build.log" 2>&1 || { grep -B2 -A10 -m3 "error" "$OUT/build.log"; tail -20 "$OUT/build.log"; exit 1; }

@@ -245,6 +245,29 @@ def test_empty_and_no_keys():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("D", [64, 128])
+@pytest.mark.parametrize("config", [None, 5], indirect=True)
+def test_wgmma_prefill(dtype, D, config):
+    """Prefill without a mask array at D = 64 / 128: Hopper's wgmma kernel where the
+    device has it (the plan's default), next to the forced mma.sync config 5.  Shapes off
+    the 128-query / 128-key tiles, GQA, Lq != Lk, causal with Lq > Lk, a negative scale
+    (no scale folding), strided [B, L, H, D] storage."""
+    rng = np.random.default_rng(_SEED + D + (config or 0))
+    for (B, Hq, Hkv, Lq, Lk, scale) in [(2, 4, 2, 9, 9, 0.1), (1, 8, 2, 127, 130, 0.1), (1, 2, 1, 129, 1000, 0.09),
+                                        (1, 4, 4, 300, 250, 0.1), (1, 2, 2, 513, 513, -0.08), (1, 3, 1, 1000, 129, 0.1),
+                                        (1, 2, 1, 20, 0, 0.1)]:
+        (q, k, v), (qn, kn, vn) = make(rng, B, Hq, Hkv, Lq, Lk, D, dtype)
+        for causal in (False, True):
+            expected = reference(qn, kn, vn, scale, causal=causal) if Lk else np.zeros(qn.shape)  # no keys: zeros
+            check(run(q, k, v, scale, "causal" if causal else None), expected, dtype)
+    (q, k, v), (qn, kn, vn) = make(rng, 2, 4, 2, 200, 333, D, dtype)
+    as_blhd = lambda a: mx.array(np.ascontiguousarray(a.transpose(0, 2, 1, 3))).astype(DTYPES[dtype]).transpose(0, 2, 1, 3)
+    for causal in (False, True):
+        check(run(as_blhd(qn), as_blhd(kn), as_blhd(vn), 0.1, "causal" if causal else None),
+              reference(qn, kn, vn, 0.1, causal=causal), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("mask", [None, "causal", "additive"])
 @pytest.mark.parametrize("Lq,Lk", [(1, 4096), (256, 256)])
 def test_matches_mlx_sdpa_on_gpu(dtype, mask, Lq, Lk):

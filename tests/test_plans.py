@@ -164,6 +164,26 @@ def test_cuda_attention_plan_partitions_rows_and_keys(shape, D):
             assert gx * (p["threads"] // 32) >= B * Hq * Lq
 
 
+@pytest.mark.parametrize("shape", CUDA_ATTN_SHAPES)
+@pytest.mark.parametrize("D", [64, 80, 96, 128, 256])
+def test_cuda_attention_plan_wgmma_only_where_it_applies(shape, D):
+    B, Hq, Hkv, Lq, Lk = shape
+    G = Hq // Hkv
+    for half, aligned, variant, mask_array in itertools.product((True, False), (True, False), (-1, 0, 5), (False, True)):
+        p = ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, H100_SMS, variant, True, mask_array)
+        wants = half and aligned and variant < 0 and not mask_array and D in (64, 128) and Lq > 8
+        assert p["wgmma"] == wants
+        # without a wgmma device the plan is what it always was
+        q = ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, H100_SMS, variant, False, mask_array)
+        assert not q["wgmma"] and q == ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, H100_SMS, variant)
+        if wants:
+            # one head x 128 queries per block, every key in the block's one pass
+            assert not p["mma"] and p["threads"] == 256 and p["splits"] == 1 and p["keys_per_split"] >= Lk
+            assert p["grid"] == (B * Hkv * G, -(-Lq // 128), 1) and p["block_q"] == 128 and p["heads_per_block"] == 1
+            assert p["head_blocks"] == G and p["smem"] <= CUDA_MAX_SMEM
+            assert p["smem"] == 1024 + (128 + 4 * 128) * D * 2
+
+
 @pytest.mark.parametrize("E", [1, 3, 8, 64, 256, 1000])
 @pytest.mark.parametrize("pairs", [1, 2, 31, 32, 33, 512, 4096, 65536])
 def test_cuda_moe_tile_list_has_room_for_any_routing(E, pairs):

@@ -118,8 +118,9 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const cuda::ElemType t = cuda::elem_type(q.dtype(), kOp, "q");
   const bool has_mask_array = mask_ == AttentionMask::Bool || mask_ == AttentionMask::Additive;
   const bool aligned = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
-  const CudaAttentionPlan p =
-      plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned, cuda::sm_count(enc.device()), config_override());
+  const CudaAttentionPlan p = plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned,
+                                                  cuda::sm_count(enc.device()), config_override(),
+                                                  cuda::wgmma_device(enc.device()), has_mask_array);
 
   cuda::AttnArgs a{};
   a.q = data_ptr(q);
@@ -154,8 +155,9 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   a.scale_log2 = static_cast<float>(scale_ * 1.4426950408889634);
 
   enc.device().make_current();
-  void* fn = p.kernel == CudaAttentionKernel::Mma ? cuda::attention_mma_kernel(p.variant, D, t, p.smem)
-                                                   : cuda::attention_simt_kernel(D, t);
+  void* fn = p.kernel == CudaAttentionKernel::Mma     ? cuda::attention_mma_kernel(p.variant, D, t, p.smem)
+             : p.kernel == CudaAttentionKernel::Wgmma ? cuda::attention_wgmma_kernel(D, t, p.smem)
+                                                      : cuda::attention_simt_kernel(D, t);
   if (!fn) throw std::logic_error("[attention] no CUDA kernel for this plan (D = " + std::to_string(D) + ")");
 
   for (const auto& in : inputs) enc.set_input_array(in);

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "cuda/attention_kernels.cuh"
+#include "cuda/attention_wgmma.cuh"
 
 namespace marlin::cuda {
 
@@ -76,6 +77,19 @@ void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem) {
   if (t == ElemType::Float16) stub = pick(__half{});
   else if (t == ElemType::BFloat16) stub = pick(__nv_bfloat16{});
   // More than the default 48 KiB of dynamic shared memory needs a per-kernel opt-in.
+  return driver_handle(stub, smem);
+}
+
+void* attention_wgmma_kernel(int head_dim, ElemType t, int smem) {
+  auto pick = [&](auto tag) -> void* {
+    using T = decltype(tag);
+    if (head_dim == 64) return reinterpret_cast<void*>(&attention_wgmma<T, 64>);
+    if (head_dim == 128) return reinterpret_cast<void*>(&attention_wgmma<T, 128>);
+    return nullptr;
+  };
+  void* stub = nullptr;
+  if (t == ElemType::Float16) stub = pick(__half{});
+  else if (t == ElemType::BFloat16) stub = pick(__nv_bfloat16{});
   return driver_handle(stub, smem);
 }
 

@@ -157,6 +157,21 @@ int sm_count(mx::cu::Device& dev) {
   return n;
 }
 
+bool wgmma_device(mx::cu::Device& dev) {
+#if defined(MLX_MARLIN_CUDA_SM90A)
+  static const bool ok = [&] {
+    int major = 0, minor = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev.cuda_device());
+    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev.cuda_device());
+    return major == 9 && minor == 0;
+  }();
+  return ok;
+#else
+  (void)dev;
+  return false;
+#endif
+}
+
 bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }

@@ -44,6 +44,11 @@ void launch(mx::cu::CommandEncoder& enc, void* fn, dim3 grid, dim3 block, uint32
 // The device's multiprocessor count (plans size their grids by it); looked up once.
 int sm_count(mx::cu::Device& dev);
 
+// Whether kernels on Hopper's wgmma can run: this build has sm_90a code (CMake defines
+// MLX_MARLIN_CUDA_SM90A when CMAKE_CUDA_ARCHITECTURES lists 90a) and the device is
+// compute capability 9.0 (sm_90a code runs on nothing else).  Looked up once.
+bool wgmma_device(mx::cu::Device& dev);
+
 // float16 / bfloat16 / float32, or std::invalid_argument naming `what`.
 ElemType elem_type(mx::Dtype t, const char* op, const char* what);
 

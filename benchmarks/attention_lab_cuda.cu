@@ -51,12 +51,16 @@ struct Launch {
   void* fn;
   dim3 grid, block;
   int smem;
+  bool tma;           // the TMA kernel: three tensor maps follow the arguments
+  CUtensorMap tm[3];  // q, k, v
 };
+
+static const char* variant_name(int v) { return v < 0 ? "wgmma" : v == 5 ? "mma5" : "mma0"; }
 
 // The plan's kernel for this case: Wgmma (variant -1 with wgmma_device) or a Mma config.
 template <typename T>
 static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
-  const CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, 132, variant,
+  const CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, 132, variant < 0 ? -1 : variant,
                                                   /*wgmma_device=*/variant < 0, /*mask_array=*/false);
   a.keys_per_split = p.keys_per_split;
   a.B = c.B; a.Hq = c.Hq; a.Hkv = c.Hkv; a.Lq = c.Lq; a.Lk = c.Lk; a.G = c.Hq / c.Hkv;
@@ -69,8 +73,18 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   a.mask_type = kAttnMaskF32;
   a.scale_log2 = static_cast<float>(1.0 / std::sqrt(double(c.D)) * 1.4426950408889634);
   void* fn = nullptr;
+  Launch l{};
   if (p.kernel == CudaAttentionKernel::Wgmma) {
     fn = c.D == 64 ? reinterpret_cast<void*>(&attention_wgmma<T, 64>) : reinterpret_cast<void*>(&attention_wgmma<T, 128>);
+    l.tma = true;
+    const bool f16 = std::is_same<T, __half>::value;
+    bool ok = encode_rows_tma(&l.tm[0], a.q, f16, c.B, c.Hq, c.Lq, c.D, a.q_stride, kCudaAttnWgmmaRows);
+    ok = ok && encode_rows_tma(&l.tm[1], a.k, f16, c.B, c.Hkv, c.Lk, c.D, a.k_stride, kCudaAttnWgmmaKeys);
+    ok = ok && encode_rows_tma(&l.tm[2], a.v, f16, c.B, c.Hkv, c.Lk, c.D, a.v_stride, kCudaAttnWgmmaKeys);
+    if (!ok) {
+      std::printf("tensor map encoding failed\n");
+      std::exit(1);
+    }
   } else if (p.splits == 1) {
     // Prefill configs only (no split-K scratch in the lab).
     auto pick = [&](auto d) -> void* {
@@ -88,11 +102,15 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
     std::exit(1);
   }
   CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem));
-  return Launch{fn, dim3(p.grid_x, p.grid_y, p.grid_z), dim3(p.threads), p.smem};
+  l.fn = fn;
+  l.grid = dim3(p.grid_x, p.grid_y, p.grid_z);
+  if (l.block.x == 1) l.block = dim3(p.threads);
+  l.smem = p.smem;
+  return l;
 }
 
-static void run(const Launch& l, AttnArgs& a, cudaStream_t s = 0) {
-  void* params[] = {&a};
+static void run(Launch& l, AttnArgs& a, cudaStream_t s = 0) {
+  void* params[] = {&a, &l.tm[0], &l.tm[1], &l.tm[2]};
   CK(cudaLaunchKernel(l.fn, l.grid, l.block, params, l.smem, s));
 }
 
@@ -204,7 +222,7 @@ static bool check(const Case& c, int variant, int seed) {
     if (err > worst || err != err) worst = err;
   }
   std::printf("check %-5s %-6s B%d Hq%d Hkv%d Lq%d Lk%d D%d %s: max err %.3g %s", std::is_same<T, __half>::value ? "f16" : "bf16",
-              variant < 0 ? "wgmma" : variant == 5 ? "mma5" : "mma0", c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
+              variant_name(variant), c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D,
               c.causal ? "causal" : "full", worst, bad ? "FAIL" : "ok");
   if (bad) {
     const size_t row = first_bad / c.D;
@@ -248,7 +266,7 @@ static void time_case(const Case& c, int variant, const std::vector<float>* base
     diff = 0;
     for (size_t i = 0; i < out.size(); ++i) diff = std::max(diff, double(std::fabs(out[i] - (*baseline_out)[i])));
   }
-  std::printf("time  %-6s L%d/%d D%d %s: %8.1f us  %6.1f TFLOP/s%s", variant < 0 ? "wgmma" : variant == 5 ? "mma5" : "mma0",
+  std::printf("time  %-6s L%d/%d D%d %s: %8.1f us  %6.1f TFLOP/s%s", variant_name(variant),
               c.Lq, c.Lk, c.D, c.causal ? "causal" : "full", best * 1e3, flops / (best * 1e-3) / 1e12,
               baseline_out ? "" : "\n");
   if (baseline_out) std::printf("  max |diff| vs mma %.3g\n", diff);

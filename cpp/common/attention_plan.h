@@ -147,13 +147,14 @@ constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
 constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq
 constexpr int kCudaAttnWgmmaRows = 128;       // Wgmma: queries per block (64 per warpgroup)
 constexpr int kCudaAttnWgmmaKeys = 128;       // Wgmma: keys per shared-memory tile (double-buffered)
-constexpr int kCudaAttnWgmmaThreads = 2 * 128;  // Wgmma: one warpgroup per 64 rows
+constexpr int kCudaAttnWgmmaThreads = 3 * 128;  // Wgmma: a TMA producer + one MMA warpgroup per 64 rows
+constexpr int kCudaAttnWgmmaStages = 2;       // Wgmma: K / V tiles in flight (shared-memory ring)
 
 constexpr bool cuda_attention_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
-// Wgmma's dynamic shared memory: Q tile + double-buffered K and V tiles (16-bit, packed
+// Wgmma's dynamic shared memory: Q tile + the ring of K and V tiles (16-bit, packed
 // 128-byte swizzled rows) and 1 KiB to align the base to the swizzle's 1024 bytes.
 constexpr int cuda_attention_wgmma_smem(int head_dim) {
-  return 1024 + (kCudaAttnWgmmaRows + 4 * kCudaAttnWgmmaKeys) * head_dim * 2;
+  return 1024 + (kCudaAttnWgmmaRows + 2 * kCudaAttnWgmmaStages * kCudaAttnWgmmaKeys) * head_dim * 2;
 }
 
 // Q stays in registers up to D = 128 (8 x 4 registers) with one row tile per warp; at

@@ -11,6 +11,7 @@
 #include "common/attention_plan.h"
 #include "cuda/attention_launch.h"
 #include "cuda/cuda_host.h"
+#include "cuda/tma.h"
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
 #include "ops/attention.h"
@@ -118,9 +119,25 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const cuda::ElemType t = cuda::elem_type(q.dtype(), kOp, "q");
   const bool has_mask_array = mask_ == AttentionMask::Bool || mask_ == AttentionMask::Additive;
   const bool aligned = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
-  const CudaAttentionPlan p = plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, t != cuda::ElemType::Float32, aligned,
-                                                  cuda::sm_count(enc.device()), config_override(),
-                                                  cuda::wgmma_device(enc.device()), has_mask_array);
+  const bool half = t != cuda::ElemType::Float32;
+  CudaAttentionPlan p = plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, cuda::sm_count(enc.device()),
+                                            config_override(), cuda::wgmma_device(enc.device()), has_mask_array);
+  // The Wgmma kernel reads q/k/v through TMA tensor maps; where TMA cannot address them
+  // (e.g. broadcast strides), plan without it.
+  CUtensorMap maps[3] = {};
+  if (p.kernel == CudaAttentionKernel::Wgmma) {
+    const bool f16 = t == cuda::ElemType::Float16;
+    int64_t qs[4], ks[4], vs[4];
+    for (int i = 0; i < 4; ++i) {
+      qs[i] = q.strides()[i];
+      ks[i] = k.strides()[i];
+      vs[i] = v.strides()[i];
+    }
+    const bool ok = cuda::encode_rows_tma(&maps[0], data_ptr(q), f16, B, Hq, Lq, D, qs, kCudaAttnWgmmaRows) &&
+                    (Lk == 0 || (cuda::encode_rows_tma(&maps[1], data_ptr(k), f16, B, Hkv, Lk, D, ks, kCudaAttnWgmmaKeys) &&
+                                 cuda::encode_rows_tma(&maps[2], data_ptr(v), f16, B, Hkv, Lk, D, vs, kCudaAttnWgmmaKeys)));
+    if (!ok) p = plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, cuda::sm_count(enc.device()), config_override());
+  }
 
   cuda::AttnArgs a{};
   a.q = data_ptr(q);
@@ -175,7 +192,7 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     a.split_counters = split_counters(enc, int64_t(p.grid_x) * p.grid_y);
   const bool fused_merge = a.split_counters != nullptr;
   if (p.splits == 1 || fused_merge) enc.set_output_array(out);
-  void* params[] = {&a};
+  void* params[] = {&a, &maps[0], &maps[1], &maps[2]};  // the tensor maps: Wgmma only
   enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y, p.grid_z), dim3(p.threads), dim3(1, 1, 1),
                           p.smem, params);
   if (p.splits > 1 && !fused_merge) {

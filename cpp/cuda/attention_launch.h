@@ -47,7 +47,9 @@ struct AttnArgs {
 void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem);
 void* attention_simt_kernel(int head_dim, ElemType t);
 void* attention_merge_kernel(int head_dim, ElemType t);
-// Hopper's kernel (CudaAttentionKernel::Wgmma; head dims 64 / 128, f16 / bf16).
+// Hopper's kernel (CudaAttentionKernel::Wgmma; head dims 64 / 128, f16 / bf16).  It takes
+// AttnArgs and then the TMA tensor maps of q, k and v (cuda/tma.h: encode_rows_tma with
+// kCudaAttnWgmmaRows / kCudaAttnWgmmaKeys rows per box).
 void* attention_wgmma_kernel(int head_dim, ElemType t, int smem);
 
 // Threads of the (SIMT path's) merge kernel's block: (head_dim / 4) x kMergeGroups.

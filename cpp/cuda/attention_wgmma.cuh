@@ -9,11 +9,18 @@
 // 64 x 128 x 16 product, asynchronously, so the warps keep their issue slots for the
 // softmax.
 //
-//   * Block = 2 warpgroups x 64 query rows of one head (kCudaAttnWgmmaRows = 128), one
-//     pass over the keys in tiles of BN = kCudaAttnWgmmaKeys.  Q, K and V tiles live in
-//     shared memory in the 128-byte-swizzled layout of cuda/wgmma.cuh ([D / 64][rows][64]),
-//     copied with cp.async (16 bytes per thread-instruction, zero-filled past Lq / the key
-//     range); K / V double-buffered: tile t + 1 is in flight while tile t is used.
+//   * Block = 3 warpgroups for kCudaAttnWgmmaRows = 128 queries of one head: a producer
+//     and two MMA warpgroups of 64 rows each, one pass over the keys in tiles of
+//     BN = kCudaAttnWgmmaKeys.  Q, K and V tiles live in shared memory in the
+//     128-byte-swizzled layout of cuda/wgmma.cuh ([D / 64][rows][64]).
+//   * The producer's first thread copies them with TMA (cp.async.bulk.tensor, tensor
+//     maps of cuda/tma.h built by the host; rows past Lq / Lk read as zeros) into a ring
+//     of kCudaAttnWgmmaStages K and V stages, completing on per-stage "full" barriers;
+//     the MMA warpgroups release a stage on its "empty" barrier once their wgmma has
+//     read it.  No block-wide barrier in the loop: the two MMA warpgroups drift apart, so
+//     one's softmax overlaps the other's MMAs.  The producer gives its registers to them
+//     (setmaxnreg).  Versus every thread copying with cp.async and one __syncthreads per
+//     tile (the first version): 378 -> 283 us at L = 4096 causal on an H200.
 //   * S = Q K^T: D / 16 wgmma m64nBNk16 per warpgroup, both operands from shared memory
 //     (K rows are B's columns, feature-contiguous = K-major).
 //   * Softmax as in attention_mma (base 2, fp32, row max / sum over a quad; the
@@ -35,208 +42,267 @@
 #include "cuda/attention_kernels.cuh"
 #include "cuda/attention_launch.h"
 #include "cuda/device_common.cuh"
+#include "cuda/tma.h"
 #include "cuda/wgmma.cuh"
 
 namespace marlin::cuda {
 
+namespace attn_wg {
+
+constexpr int BM = kCudaAttnWgmmaRows;
+constexpr int BN = kCudaAttnWgmmaKeys;
+
+// S (64 x BN per warpgroup) = Q rows (K-major A at q_rows) x K tile^T (K-major B).
 template <typename T, int D>
-__global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1) attention_wgmma(AttnArgs a) {
-#if MARLIN_HAS_WGMMA
+__device__ __forceinline__ void qk_product(float (&s)[BN / 2], uint32_t q_rows, uint32_t k_tile) {
+  wg::fence();
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const uint32_t koff = (kk & 3) * 32;  // k16 = 32 bytes into the 128-byte block
+    const uint64_t da = wg::desc_sw128(q_rows + (kk >> 2) * BM * 128 + koff, 16, 1024);
+    const uint64_t db = wg::desc_sw128(k_tile + (kk >> 2) * BN * 128 + koff, 16, 1024);
+    wg::mma_ss<T, 0>(s, da, db, kk > 0);
+  }
+  wg::commit();
+  wg::wait<0>();
+}
+
+// O (64 x D per warpgroup) += P (registers) x V tile (N-major B: 64-feature blocks
+// BN * 128 bytes apart, 8-key groups 1024 apart).
+template <typename T, int D>
+__device__ __forceinline__ void pv_product(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4], uint32_t v_tile) {
+  wg::fence();
+#pragma unroll
+  for (int ks = 0; ks < BN / 16; ++ks) wg::mma_rs<T, 1>(o, pa[ks], wg::desc_sw128(v_tile + ks * 16 * 128, BN * 128, 1024), 1);
+  wg::commit();
+  wg::wait<0>();
+}
+
+// One key tile of the online softmax on this thread's two rows: scale (base 2) and mask
+// the scores (keys >= ke or past the row's causal limit lim[i] are invisible; `full`:
+// none is), update the running max m / sum l, rescale O, and leave P in the input dtype
+// as k16 A fragments.  Same arithmetic as attention_mma.
+template <typename T, int D>
+__device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&o)[D / 2], float (&m)[2], float (&l)[2],
+                                             uint32_t (&pa)[BN / 16][4], int k0, int ke, const int (&lim)[2], bool full,
+                                             float scale_log2, int lane) {
   using namespace attn;
-  constexpr int BM = kCudaAttnWgmmaRows;
-  constexpr int BN = kCudaAttnWgmmaKeys;
-  constexpr int THREADS = kCudaAttnWgmmaThreads;
-  constexpr int CH = D / 8;  // 16-byte chunks per row
-  constexpr uint32_t kQBytes = BM * D * 2, kTileBytes = BN * D * 2;
-  static_assert(BM == 64 * (THREADS / 128) && D % 64 == 0 && BN % 16 == 0, "64 rows per warpgroup, whole 128-byte blocks");
-  static_assert(THREADS % CH == 0 && BN % (THREADS / CH) == 0 && BM % (THREADS / CH) == 0, "whole copy passes");
-
-  extern __shared__ unsigned char smem_raw[];
-  // The swizzle repeats every 1024 bytes of shared address: align the base (the plan's
-  // smem has 1 KiB of slack for this).
-  const uint32_t smem0 = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  const uint32_t q_smem = smem0;
-  const uint32_t k_smem = q_smem + kQBytes;              // [2] tiles
-  const uint32_t v_smem = k_smem + 2 * kTileBytes;       // [2] tiles
-
-  const int tid = threadIdx.x;
-  const int lane = tid & 31;
-  const int wg = tid >> 7;              // warpgroup: rows 64 * wg ..
-  const int wq = (tid >> 5) & 3;        // warp in the warpgroup: rows 16 * wq ..
-
-  int bx = blockIdx.x;
-  const int g = bx % a.head_blocks;     // heads_per_block = 1: head blocks are the group's heads
-  bx /= a.head_blocks;
-  const int hkv = bx % a.Hkv;
-  const int b = bx / a.Hkv;
-  // Reversed: with a causal mask the last query blocks have the most keys; run them first.
-  const int q0 = (a.query_blocks - 1 - static_cast<int>(blockIdx.y)) * BM;
-  const int hq = hkv * a.G + g;
-  const bool causal = a.mask_kind == kAttnMaskCausal;
-  const int causal_off = a.Lk - a.Lq;
-
-  int ke = a.Lk;
-  if (causal) ke = min(ke, min(a.Lq - 1, q0 + BM - 1) + causal_off + 1);
-  const int ntiles = ke > 0 ? (ke + BN - 1) / BN : 0;
-
-  // Rows of this warpgroup: queries [wg_q0, wg_q1] (clamped to Lq); their key limits.
-  const int wg_q0 = q0 + 64 * wg;
-  const int wg_q1 = min(a.Lq - 1, wg_q0 + 63);
-  const bool wg_rows = wg_q0 < a.Lq;
-  const int wg_lim_min = causal ? wg_q0 + causal_off : INT_MAX;
-  const int wg_lim_max = causal ? wg_q1 + causal_off : INT_MAX;
-  // This thread's two rows (lane / 4 and lane / 4 + 8 of its warp's 16).
-  const int qr[2] = {wg_q0 + 16 * wq + (lane >> 2), wg_q0 + 16 * wq + (lane >> 2) + 8};
-  const int lim[2] = {causal ? qr[0] + causal_off : INT_MAX, causal ? qr[1] + causal_off : INT_MAX};
-
-  const T* qg = static_cast<const T*>(a.q) + b * a.q_stride[0] + hq * a.q_stride[1];
-  const T* kg = static_cast<const T*>(a.k) + b * a.k_stride[0] + hkv * a.k_stride[1];
-  const T* vg = static_cast<const T*>(a.v) + b * a.v_stride[0] + hkv * a.v_stride[1];
-
-  // Each thread copies chunk c of rows r0, r0 + RSTEP, ...: (r & 7) is the same for all
-  // of them, so is the swizzled chunk.
-  constexpr int RSTEP = THREADS / CH;
-  const int c = tid % CH, r0 = tid / CH;
-  auto load_rows = [&](uint32_t dst, int rows, const T* src, int64_t row_stride, int first, int end) {
-    const T* p = src + int64_t(first + r0) * row_stride + c * 8;
-    const int64_t step = RSTEP * row_stride;
-    for (int r = r0; r < rows; r += RSTEP) {
-      const bool ok = first + r < end;  // zero-filled past the end: P V never meets garbage
-      cp_async16(dst + wg::swizzled_offset(rows, r, c), ok ? p : src, ok);
-      p += step;
-    }
-  };
-  auto load_kv = [&](int t) {
-    const int buf = t & 1;
-    load_rows(k_smem + buf * kTileBytes, BN, kg, a.k_stride[2], t * BN, ke);
-    load_rows(v_smem + buf * kTileBytes, BN, vg, a.v_stride[2], t * BN, ke);
-  };
-  load_rows(q_smem, BM, qg, a.q_stride[2], q0, a.Lq);
-  if (ntiles > 0) load_kv(0);
-  cp_async_commit();
-
-  float o[D / 2];
+  // Unmasked tiles with a positive scale fold it into the exponent's FMA
+  // (max(s) * scale = max(s * scale) for scale > 0).
+  const bool fold = full && scale_log2 > 0.f;
+  const float sc = fold ? scale_log2 : 1.f;
+  if (!fold) {
 #pragma unroll
-  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-  float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
-
-  // Descriptors: Q rows of this warpgroup (K-major A), K tile (K-major B), V tile
-  // (N-major B: 64-feature blocks BN * 128 bytes apart, 8-key groups 1024 apart).
-  const uint32_t q_wg = q_smem + 64 * wg * 128;
-
-  for (int t = 0; t < ntiles; ++t) {
-    const int buf = t & 1;
-    cp_async_wait<0>();
-    wg::fence_proxy_async();
-    __syncthreads();  // tile t landed for every thread; tile t - 1's buffers are free
-    if (t + 1 < ntiles) load_kv(t + 1);
-    cp_async_commit();
-
-    const int k0 = t * BN;
-    if (!wg_rows || (causal && k0 > wg_lim_max)) continue;  // warpgroup-uniform
-
-    // ---- S = Q K^T
-    float s[BN / 2];
-    const uint32_t k_tile = k_smem + buf * kTileBytes;
-    wg::fence();
+    for (int n = 0; n < BN / 8; ++n) {
 #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const uint32_t koff = (kk & 3) * 32;  // k16 = 32 bytes into the 128-byte block
-      const uint64_t da = wg::desc_sw128(q_wg + (kk >> 2) * BM * 128 + koff, 16, 1024);
-      const uint64_t db = wg::desc_sw128(k_tile + (kk >> 2) * BN * 128 + koff, 16, 1024);
-      wg::mma_ss<T, 0>(s, da, db, kk > 0);
-    }
-    wg::commit();
-    wg::wait<0>();
-
-    // ---- scale (base 2), mask, online softmax
-    const bool full = k0 + BN <= ke && (!causal || k0 + BN - 1 <= wg_lim_min);
-    const bool fold = full && a.scale_log2 > 0.f;
-    const float sc = fold ? a.scale_log2 : 1.f;
-    if (!fold) {
-#pragma unroll
-      for (int n = 0; n < BN / 8; ++n) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int j = k0 + n * 8 + (lane & 3) * 2 + (e & 1);
-          const bool vis = full || (j < ke && j <= lim[e >> 1]);
-          s[4 * n + e] = vis ? s[4 * n + e] * a.scale_log2 : neg_inf();
-        }
+      for (int e = 0; e < 4; ++e) {
+        const int j = k0 + n * 8 + (lane & 3) * 2 + (e & 1);
+        const bool vis = full || (j < ke && j <= lim[e >> 1]);
+        s[4 * n + e] = vis ? s[4 * n + e] * scale_log2 : neg_inf();
       }
     }
-    float mx[2] = {neg_inf(), neg_inf()};
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
-      mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
-    }
-    float mu[2], alpha[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
-      const float m_new = fmaxf(m[i], mx[i]);
-      mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
-      alpha[i] = ex2(m[i] - mu[i]);
-      m[i] = m_new;
-    }
-    float rs[2] = {0.f, 0.f};
-#pragma unroll
-    for (int n = 0; n < BN / 8; ++n) {
-      s[4 * n] = ex2(fmaf(s[4 * n], sc, -mu[0]));
-      s[4 * n + 1] = ex2(fmaf(s[4 * n + 1], sc, -mu[0]));
-      s[4 * n + 2] = ex2(fmaf(s[4 * n + 2], sc, -mu[1]));
-      s[4 * n + 3] = ex2(fmaf(s[4 * n + 3], sc, -mu[1]));
-      rs[0] += s[4 * n] + s[4 * n + 1];
-      rs[1] += s[4 * n + 2] + s[4 * n + 3];
-    }
-    l[0] = l[0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
-    l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-    for (int d = 0; d < D / 8; ++d) {
-      o[4 * d] *= alpha[0];
-      o[4 * d + 1] *= alpha[0];
-      o[4 * d + 2] *= alpha[1];
-      o[4 * d + 3] *= alpha[1];
-    }
-    uint32_t pa[BN / 16][4];
-#pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
-      pa[ks][0] = pack2<T>(s[8 * ks], s[8 * ks + 1]);
-      pa[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
-      pa[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
-      pa[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
-    }
-
-    // ---- O += P V
-    const uint32_t v_tile = v_smem + buf * kTileBytes;
-    wg::fence();
-#pragma unroll
-    for (int ks = 0; ks < BN / 16; ++ks) {
-      const uint64_t db = wg::desc_sw128(v_tile + ks * 16 * 128, BN * 128, 1024);
-      wg::mma_rs<T, 1>(o, pa[ks], db, 1);
-    }
-    wg::commit();
-    wg::wait<0>();
   }
-  cp_async_wait<0>();
+  // fmaxf drops NaN scores from the max, but their p = exp2(NaN) = NaN still reaches the
+  // row's sum and P V: a NaN score makes its row NaN (and only its row).
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
+  }
+  float mu[2], alpha[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
+    const float m_new = fmaxf(m[i], mx[i]);
+    mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
+    alpha[i] = ex2(m[i] - mu[i]);
+    m[i] = m_new;
+  }
+  float rs[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < BN / 8; ++n) {
+    s[4 * n] = ex2(fmaf(s[4 * n], sc, -mu[0]));
+    s[4 * n + 1] = ex2(fmaf(s[4 * n + 1], sc, -mu[0]));
+    s[4 * n + 2] = ex2(fmaf(s[4 * n + 2], sc, -mu[1]));
+    s[4 * n + 3] = ex2(fmaf(s[4 * n + 3], sc, -mu[1]));
+    rs[0] += s[4 * n] + s[4 * n + 1];
+    rs[1] += s[4 * n + 2] + s[4 * n + 3];
+  }
+  l[0] = l[0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
+  l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+  for (int d = 0; d < D / 8; ++d) {
+    o[4 * d] *= alpha[0];
+    o[4 * d + 1] *= alpha[0];
+    o[4 * d + 2] *= alpha[1];
+    o[4 * d + 3] *= alpha[1];
+  }
+  // Two 8-key accumulator tiles = one k16 A fragment.
+#pragma unroll
+  for (int ks = 0; ks < BN / 16; ++ks) {
+    pa[ks][0] = pack2<T>(s[8 * ks], s[8 * ks + 1]);
+    pa[ks][1] = pack2<T>(s[8 * ks + 2], s[8 * ks + 3]);
+    pa[ks][2] = pack2<T>(s[8 * ks + 4], s[8 * ks + 5]);
+    pa[ks][3] = pack2<T>(s[8 * ks + 6], s[8 * ks + 7]);
+  }
+}
 
-  // ---- epilogue: O / l, straight from the accumulators.
+// O / l of this thread's two rows (queries qr[i] of head hq), straight from the
+// accumulators: 0 for rows without a visible key, NaN stays NaN.
+template <typename T, int D>
+__device__ __forceinline__ void store_rows(const AttnArgs& a, int b, int hq, const int (&qr)[2], float (&o)[D / 2],
+                                           float (&l)[2], int lane) {
+  T* out = static_cast<T*>(a.out);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
     l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
-  }
-  T* out = static_cast<T*>(a.out);
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
     if (qr[i] >= a.Lq) continue;
-    const float f = l[i] == 0.f ? 0.f : 1.f / l[i];  // NaN l stays NaN
+    const float f = l[i] == 0.f ? 0.f : 1.f / l[i];
     T* dst = out + ((int64_t(b) * a.Hq + hq) * a.Lq + qr[i]) * D + (lane & 3) * 2;
 #pragma unroll
     for (int d = 0; d < D / 8; ++d)
-      *reinterpret_cast<uint32_t*>(dst + 8 * d) = pack2<T>(o[4 * d + 2 * i] * f, o[4 * d + 2 * i + 1] * f);
+      *reinterpret_cast<uint32_t*>(dst + 8 * d) = attn::pack2<T>(o[4 * d + 2 * i] * f, o[4 * d + 2 * i + 1] * f);
   }
+}
+
+// The block's (batch, kv head, query head, first query) and key range end.
+struct BlockWork {
+  int b, hkv, hq, q0, ke, ntiles;
+  bool causal;
+  int causal_off;
+};
+__device__ __forceinline__ BlockWork block_work(const AttnArgs& a) {
+  BlockWork w;
+  int bx = blockIdx.x;
+  const int g = bx % a.head_blocks;  // heads_per_block = 1: head blocks are the group's heads
+  bx /= a.head_blocks;
+  w.hkv = bx % a.Hkv;
+  w.b = bx / a.Hkv;
+  // Reversed: with a causal mask the last query blocks have the most keys; run them first.
+  w.q0 = (a.query_blocks - 1 - static_cast<int>(blockIdx.y)) * BM;
+  w.hq = w.hkv * a.G + g;
+  w.causal = a.mask_kind == kAttnMaskCausal;
+  w.causal_off = a.Lk - a.Lq;
+  w.ke = a.Lk;
+  if (w.causal) w.ke = min(w.ke, min(a.Lq - 1, w.q0 + BM - 1) + w.causal_off + 1);
+  w.ntiles = w.ke > 0 ? (w.ke + BN - 1) / BN : 0;
+  return w;
+}
+
+// A warpgroup's 64 rows starting at query wg_q0: which tiles it needs, which it must mask.
+struct WarpgroupRows {
+  int q0, q1;  // first / last query (clamped to Lq)
+  bool any;    // any row < Lq
+  int lim_min, lim_max;  // causal key limits of the first / last row (INT_MAX without)
+  int qr[2], lim[2];     // this thread's two rows and their limits
+  __device__ __forceinline__ WarpgroupRows(const AttnArgs& a, const BlockWork& w, int wg_q0, int warp, int lane) {
+    q0 = wg_q0;
+    q1 = min(a.Lq - 1, wg_q0 + 63);
+    any = wg_q0 < a.Lq;
+    lim_min = w.causal ? q0 + w.causal_off : INT_MAX;
+    lim_max = w.causal ? q1 + w.causal_off : INT_MAX;
+    qr[0] = wg_q0 + 16 * warp + (lane >> 2);
+    qr[1] = qr[0] + 8;
+    lim[0] = w.causal ? qr[0] + w.causal_off : INT_MAX;
+    lim[1] = w.causal ? qr[1] + w.causal_off : INT_MAX;
+  }
+  __device__ __forceinline__ bool sees(const BlockWork& w, int k0) const { return any && !(w.causal && k0 > lim_max); }
+  __device__ __forceinline__ bool full(const BlockWork& w, int k0) const {
+    return k0 + BN <= w.ke && (!w.causal || k0 + BN - 1 <= lim_min);
+  }
+};
+
+}  // namespace attn_wg
+
+template <typename T, int D>
+__global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
+    attention_wgmma(const __grid_constant__ AttnArgs a, const __grid_constant__ CUtensorMap tm_q,
+                    const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
+#if MARLIN_HAS_WGMMA
+  using namespace attn;
+  using namespace attn_wg;
+  constexpr int S = kCudaAttnWgmmaStages;
+  constexpr uint32_t kQBytes = BM * D * 2, kTileBytes = BN * D * 2;
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t bars[1 + 4 * S];  // q_full, k_full[S], v_full[S], k_empty[S], v_empty[S]
+  const uint32_t smem0 = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t q_smem = smem0, k_smem = q_smem + kQBytes, v_smem = k_smem + S * kTileBytes;
+  const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
+  const uint32_t q_full = bar0;
+  auto k_full = [&](int s) { return bar0 + 8 * (1 + s); };
+  auto v_full = [&](int s) { return bar0 + 8 * (1 + S + s); };
+  auto k_empty = [&](int s) { return bar0 + 8 * (1 + 2 * S + s); };
+  auto v_empty = [&](int s) { return bar0 + 8 * (1 + 3 * S + s); };
+  constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
+
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
+  const BlockWork w = block_work(a);
+  if (tid == 0) {
+    wg::mbar_init(q_full, 1);
+    for (int s = 0; s < S; ++s) {
+      wg::mbar_init(k_full(s), 1);
+      wg::mbar_init(v_full(s), 1);
+      wg::mbar_init(k_empty(s), kConsumers);
+      wg::mbar_init(v_empty(s), kConsumers);
+    }
+    wg::mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // Producer: one thread issues every copy; a stage is refilled once both MMA
+    // warpgroups have released it.
+    wg::regs_release<40>();
+    if (tid == 0) {
+      wg::mbar_arrive_expect(q_full, kQBytes);
+#pragma unroll
+      for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, &tm_q, db * 64, w.q0, w.hq, w.b, q_full);
+      for (int t = 0; t < w.ntiles; ++t) {
+        const int s = t % S;
+        const uint32_t ph = (t / S) & 1;
+        if (t >= S) wg::mbar_wait(k_empty(s), ph ^ 1);
+        wg::mbar_arrive_expect(k_full(s), kTileBytes);
+#pragma unroll
+        for (int db = 0; db < D / 64; ++db)
+          wg::tma_load_4d(k_smem + s * kTileBytes + db * BN * 128, &tm_k, db * 64, t * BN, w.hkv, w.b, k_full(s));
+        if (t >= S) wg::mbar_wait(v_empty(s), ph ^ 1);
+        wg::mbar_arrive_expect(v_full(s), kTileBytes);
+#pragma unroll
+        for (int db = 0; db < D / 64; ++db)
+          wg::tma_load_4d(v_smem + s * kTileBytes + db * BN * 128, &tm_v, db * 64, t * BN, w.hkv, w.b, v_full(s));
+      }
+    }
+    return;
+  }
+  wg::regs_acquire<232>();
+  const int cw = wg - 1;
+  const WarpgroupRows rows(a, w, w.q0 + 64 * cw, (tid >> 5) & 3, lane);
+  float o[D / 2];
+#pragma unroll
+  for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+  float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
+  wg::mbar_wait(q_full, 0);
+  for (int t = 0; t < w.ntiles; ++t) {
+    const int s = t % S;
+    const uint32_t ph = (t / S) & 1;
+    const int k0 = t * BN;
+    // Every consumer waits for and releases every stage (also those it skips), so a
+    // stage's release count is always both warpgroups of the same tile.
+    const bool active = rows.sees(w, k0);
+    float sc[BN / 2];
+    uint32_t pa[BN / 16][4];
+    wg::mbar_wait(k_full(s), ph);
+    if (active) qk_product<T, D>(sc, q_smem + 64 * cw * 128, k_smem + s * kTileBytes);
+    wg::mbar_arrive(k_empty(s));
+    if (active) softmax_step<T, D>(sc, o, m, l, pa, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+    wg::mbar_wait(v_full(s), ph);
+    if (active) pv_product<T, D>(o, pa, v_smem + s * kTileBytes);
+    wg::mbar_arrive(v_empty(s));
+  }
+  store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
 #else
   __trap();  // the host launches this kernel only where wgmma exists
 #endif

@@ -51,12 +51,65 @@ __device__ __forceinline__ void wait() {
 // Makes shared-memory writes of the generic proxy (st.shared, cp.async) visible to
 // the async proxy that wgmma reads operands through.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// ---- mbarriers (shared-memory transaction barriers) and TMA tile copies.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes the initialized barriers visible to the async proxy (TMA completes on them).
+__device__ __forceinline__ void mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives and announces `bytes` of TMA transactions that complete the current phase.
+__device__ __forceinline__ void mbar_arrive_expect(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+// Waits until the phase with parity `parity` has completed.
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+// One box of the 4-D tensor map at coordinates (c0 innermost .. c3) into shared memory,
+// completing `bytes` of transactions on `bar`.
+__device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* map, int c0, int c1, int c2, int c3, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+// Moves registers between warpgroups: the producer gives its up, the MMA warpgroups
+// take them (the launch bound sizes every warp for the average).
+template <int N>
+__device__ __forceinline__ void regs_release() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void regs_acquire() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
 #else
 __device__ __forceinline__ void fence() {}
 __device__ __forceinline__ void commit() {}
 template <int N>
 __device__ __forceinline__ void wait() {}
 __device__ __forceinline__ void fence_proxy_async() {}
+__device__ __forceinline__ void mbar_init(uint32_t, int) {}
+__device__ __forceinline__ void mbar_init_fence() {}
+__device__ __forceinline__ void mbar_arrive(uint32_t) {}
+__device__ __forceinline__ void mbar_arrive_expect(uint32_t, uint32_t) {}
+__device__ __forceinline__ void mbar_wait(uint32_t, uint32_t) {}
+__device__ __forceinline__ void tma_load_4d(uint32_t, const void*, int, int, int, int, uint32_t) {}
+template <int N>
+__device__ __forceinline__ void regs_release() {}
+template <int N>
+__device__ __forceinline__ void regs_acquire() {}
 #endif
 
 // Accumulator register lists of m64n64 (32 fp32 per thread) and m64n128 (64).

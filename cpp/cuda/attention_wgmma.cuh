@@ -20,7 +20,11 @@
 //     read it.  No block-wide barrier in the loop: the two MMA warpgroups drift apart, so
 //     one's softmax overlaps the other's MMAs.  The producer gives its registers to them
 //     (setmaxnreg).  Versus every thread copying with cp.async and one __syncthreads per
-//     tile (the first version): 378 -> 283 us at L = 4096 causal on an H200.
+//     tile (the first version): 378 -> 283 us at L = 4096 causal on an H200.  Issuing
+//     tile t's Q K^T together with tile t - 1's P V and running t's softmax under it
+//     (FlashAttention-3's intra-warpgroup overlap) measured slower (290 us; at D = 128
+//     it needs more than the 232 registers a warpgroup gets and spills), so each
+//     warpgroup runs its tile's two products in order.
 //   * S = Q K^T: D / 16 wgmma m64nBNk16 per warpgroup, both operands from shared memory
 //     (K rows are B's columns, feature-contiguous = K-major).
 //   * Softmax as in attention_mma (base 2, fp32, row max / sum over a quad; the
@@ -78,14 +82,15 @@ __device__ __forceinline__ void pv_product(float (&o)[D / 2], const uint32_t (&p
   wg::wait<0>();
 }
 
-// One key tile of the online softmax on this thread's two rows: scale (base 2) and mask
-// the scores (keys >= ke or past the row's causal limit lim[i] are invisible; `full`:
-// none is), update the running max m / sum l, rescale O, and leave P in the input dtype
-// as k16 A fragments.  Same arithmetic as attention_mma.
-template <typename T, int D>
-__device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&o)[D / 2], float (&m)[2], float (&l)[2],
-                                             uint32_t (&pa)[BN / 16][4], int k0, int ke, const int (&lim)[2], bool full,
-                                             float scale_log2, int lane) {
+// One key tile of the online softmax on this thread's two rows, in two halves:
+// softmax_scores scales (base 2) and masks the scores (keys >= ke or past the row's causal
+// limit lim[i] are invisible; `full`: none is), turns them into p = exp2(s - m) in place,
+// updates the running max m and sum l and returns the rescale factors alpha;
+// softmax_rescale applies alpha to O and leaves P in the input dtype as k16 A fragments.
+// Same arithmetic as attention_mma.
+template <int D>
+__device__ __forceinline__ void softmax_scores(float (&s)[BN / 2], float (&m)[2], float (&l)[2], float (&alpha)[2], int k0,
+                                               int ke, const int (&lim)[2], bool full, float scale_log2, int lane) {
   using namespace attn;
   // Unmasked tiles with a positive scale fold it into the exponent's FMA
   // (max(s) * scale = max(s * scale) for scale > 0).
@@ -110,7 +115,7 @@ __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&o)[D / 
     mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
     mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
   }
-  float mu[2], alpha[2];
+  float mu[2];
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
     mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
@@ -132,6 +137,11 @@ __device__ __forceinline__ void softmax_step(float (&s)[BN / 2], float (&o)[D / 
   }
   l[0] = l[0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
   l[1] = l[1] * alpha[1] + rs[1];
+}
+template <typename T, int D>
+__device__ __forceinline__ void softmax_rescale(const float (&s)[BN / 2], float (&o)[D / 2], const float (&alpha)[2],
+                                                uint32_t (&pa)[BN / 16][4]) {
+  using namespace attn;
 #pragma unroll
   for (int d = 0; d < D / 8; ++d) {
     o[4 * d] *= alpha[0];
@@ -285,6 +295,9 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
   wg::mbar_wait(q_full, 0);
+  const uint32_t q_rows = q_smem + 64 * cw * 128;
+  float sc[BN / 2], alpha[2];
+  uint32_t pa[BN / 16][4];
   for (int t = 0; t < w.ntiles; ++t) {
     const int s = t % S;
     const uint32_t ph = (t / S) & 1;
@@ -292,12 +305,13 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     // Every consumer waits for and releases every stage (also those it skips), so a
     // stage's release count is always both warpgroups of the same tile.
     const bool active = rows.sees(w, k0);
-    float sc[BN / 2];
-    uint32_t pa[BN / 16][4];
     wg::mbar_wait(k_full(s), ph);
-    if (active) qk_product<T, D>(sc, q_smem + 64 * cw * 128, k_smem + s * kTileBytes);
+    if (active) qk_product<T, D>(sc, q_rows, k_smem + s * kTileBytes);
     wg::mbar_arrive(k_empty(s));
-    if (active) softmax_step<T, D>(sc, o, m, l, pa, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+    if (active) {
+      softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+      softmax_rescale<T, D>(sc, o, alpha, pa);
+    }
     wg::mbar_wait(v_full(s), ph);
     if (active) pv_product<T, D>(o, pa, v_smem + s * kTileBytes);
     wg::mbar_arrive(v_empty(s));

@@ -128,12 +128,23 @@ __device__ __forceinline__ Row block_row(const AttnArgs& a, int r, int hkv, int 
   return row;
 }
 
+// (M, L) <- the max and the sum rescaled to it of (M, L) and (m, l), where L and l are
+// sums of 2^(score - M) and 2^(score - m): M = max (NaN-sticky), L = L 2^(M_old - M) +
+// l 2^(m - M), with 0 as reference while everything is -inf (never inf - inf).  A NaN
+// max or sum stays NaN.
+__device__ __forceinline__ void combine_max_sum(float& M, float& L, float m, float l) {
+  const float Mn = nanmax(M, m);
+  const float Mu = Mn == neg_inf() ? 0.f : Mn;
+  L = L * ex2(M - Mu) + l * ex2(m - Mu);
+  M = Mn;
+}
+
 // Split-K merge inside attention_mma (no second kernel, no second graph node): a
 // block whose partials are out adds itself to its row block's counter; the last of the
 // row block's `splits` blocks merges them and puts the counter back to zero for the next
 // launch.  The fence before the count publishes this block's partials, the one after
 // it orders the last block's reads, and those read L2 (ld.global.cg): L1 is not kept
-// coherent with other SMs' writes.  Same arithmetic as attention_merge: M = max m_s
+// coherent with other SMs' writes.  Same result as attention_merge: M = max m_s
 // (NaN-sticky), O = sum 2^(m_s - M) O_s / sum 2^(m_s - M) l_s, zeros when l = 0.
 // `ml` is BM x 2 floats of shared memory the caller no longer needs.
 template <typename T, int D, int BM, int THREADS>
@@ -150,26 +161,27 @@ __device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, i
   if (!last) return;
   __threadfence();
   const int P = a.splits;
-  // Per row (a warp each): the splits' max and weighted sum.
+  // Per row (a warp each): the splits' max and weighted sum, in one pass over the
+  // partials (each lane keeps a running (max, sum) of its splits, then the lanes are
+  // combined): one round trip to L2 instead of two.
   for (int r = tid >> 5; r < BM; r += THREADS / 32) {
     const Row row = block_row(a, r, hkv, g0, q0);
     if (!row.valid) continue;  // warp-uniform
     const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
     const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
-    float M = neg_inf();
-    for (int p = lane; p < P; p += 32) M = nanmax(M, __ldcg(part_ml + p).x);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) M = nanmax(M, __shfl_xor_sync(0xffffffffu, M, off));
-    const float Mu = M == neg_inf() ? 0.f : M;
-    float L = 0.f;
+    float M = neg_inf(), L = 0.f;
     for (int p = lane; p < P; p += 32) {
       const float2 v = __ldcg(part_ml + p);
-      L += ex2(v.x - Mu) * v.y;
+      combine_max_sum(M, L, v.x, v.y);
     }
 #pragma unroll
-    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
+    for (int off = 16; off > 0; off >>= 1) {
+      const float m2 = __shfl_xor_sync(0xffffffffu, M, off);
+      const float l2 = __shfl_xor_sync(0xffffffffu, L, off);
+      combine_max_sum(M, L, m2, l2);
+    }
     if (lane == 0) {
-      ml[2 * r] = Mu;
+      ml[2 * r] = M == neg_inf() ? 0.f : M;
       ml[2 * r + 1] = L;
     }
   }
@@ -185,7 +197,7 @@ __device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, i
     const float Mu = ml[2 * r];
     const float L = ml[2 * r + 1];
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
+#pragma unroll 16
     for (int p = 0; p < P; ++p) {
       const float w = ex2(__ldcg(part_ml + p).x - Mu);
       const float4 x = __ldcg(part_o + p * C);

@@ -99,6 +99,8 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
       a.part_ml = a.part_o + rows * p.splits * c.D;
       CK(cudaMalloc(&a.split_counters, int64_t(p.grid_x) * p.grid_y * sizeof(int)));
       CK(cudaMemset(a.split_counters, 0, int64_t(p.grid_x) * p.grid_y * sizeof(int)));
+      // LAB_NO_MERGE=1: partials only (what the merge costs; the output is not checked then).
+      if (std::getenv("LAB_NO_MERGE")) a.split_counters = nullptr;
     }
     std::printf("  plan (%d SMs): %d splits of %lld keys, grid %d x %d x %d\n", g_plan_sms, p.splits,
                 (long long)p.keys_per_split, p.grid_x, p.grid_y, p.grid_z);

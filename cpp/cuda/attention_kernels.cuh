@@ -128,65 +128,36 @@ __device__ __forceinline__ Row block_row(const AttnArgs& a, int r, int hkv, int 
   return row;
 }
 
-// (M, L) <- the max and the sum rescaled to it of (M, L) and (m, l), where L and l are
-// sums of 2^(score - M) and 2^(score - m): M = max (NaN-sticky), L = L 2^(M_old - M) +
-// l 2^(m - M), with 0 as reference while everything is -inf (never inf - inf).  A NaN
-// max or sum stays NaN.
-__device__ __forceinline__ void combine_max_sum(float& M, float& L, float m, float l) {
-  const float Mn = nanmax(M, m);
-  const float Mu = Mn == neg_inf() ? 0.f : Mn;
-  L = L * ex2(M - Mu) + l * ex2(m - Mu);
-  M = Mn;
+// atomicAdd with acquire-release semantics at gpu scope; returns the old value.
+__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
 }
 
 // Split-K merge inside attention_mma (no second kernel, no second graph node): a
 // block whose partials are out adds itself to its row block's counter; the last of the
 // row block's `splits` blocks merges them and puts the counter back to zero for the next
-// launch.  The fence before the count publishes this block's partials, the one after
-// it orders the last block's reads, and those read L2 (ld.global.cg): L1 is not kept
-// coherent with other SMs' writes.  Same result as attention_merge: M = max m_s
-// (NaN-sticky), O = sum 2^(m_s - M) O_s / sum 2^(m_s - M) l_s, zeros when l = 0.
-// `ml` is BM x 2 floats of shared memory the caller no longer needs.
+// launch.  The count's release publishes this block's partials, its acquire orders the
+// last block's reads, and those read L2 (ld.global.cg): L1 is not kept coherent with
+// other SMs' writes.  Same result as attention_merge: M = max m_s (NaN-sticky),
+// O = sum 2^(m_s - M) O_s / sum 2^(m_s - M) l_s, zeros when l = 0.
 template <typename T, int D, int BM, int THREADS>
-__device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, int hkv, int g0, int q0, float* ml) {
+__device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, int hkv, int g0, int q0) {
   constexpr int C = D / 4;
   __shared__ int last;
   const int tid = threadIdx.x;
-  const int lane = tid & 31;
   int* counter = a.split_counters + blockIdx.y * gridDim.x + blockIdx.x;
-  __threadfence();
+  // The barrier orders every thread's partials before thread 0's count, whose release
+  // (gpu scope, cumulative) publishes them; its acquire orders the last block's reads.
   __syncthreads();
-  if (tid == 0) last = atomicAdd(counter, 1) == a.splits - 1;
+  if (tid == 0) last = atomic_add_acq_rel(counter, 1) == a.splits - 1;
   __syncthreads();
   if (!last) return;
-  __threadfence();
   const int P = a.splits;
-  // Per row (a warp each): the splits' max and weighted sum, in one pass over the
-  // partials (each lane keeps a running (max, sum) of its splits, then the lanes are
-  // combined): one round trip to L2 instead of two.
-  for (int r = tid >> 5; r < BM; r += THREADS / 32) {
-    const Row row = block_row(a, r, hkv, g0, q0);
-    if (!row.valid) continue;  // warp-uniform
-    const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
-    const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
-    float M = neg_inf(), L = 0.f;
-    for (int p = lane; p < P; p += 32) {
-      const float2 v = __ldcg(part_ml + p);
-      combine_max_sum(M, L, v.x, v.y);
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) {
-      const float m2 = __shfl_xor_sync(0xffffffffu, M, off);
-      const float l2 = __shfl_xor_sync(0xffffffffu, L, off);
-      combine_max_sum(M, L, m2, l2);
-    }
-    if (lane == 0) {
-      ml[2 * r] = M == neg_inf() ? 0.f : M;
-      ml[2 * r + 1] = L;
-    }
-  }
-  __syncthreads();
-  // Per (row, 4 features): the weighted sum over splits, loads of several splits in flight.
+  // Per (row, 4 features), one pass over the splits with 16 splits' loads in flight:
+  // running max M, sum L and O rescaled to it (each thread of a row recomputes the
+  // row's M and L rather than waiting for them: one round trip to L2 less).
   for (int i = tid; i < BM * C; i += THREADS) {
     const int r = i / C, c = i % C;
     const Row row = block_row(a, r, hkv, g0, q0);
@@ -194,17 +165,21 @@ __device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, i
     const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
     const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
     const float4* part_o = reinterpret_cast<const float4*>(a.part_o + orow * P * D) + c;
-    const float Mu = ml[2 * r];
-    const float L = ml[2 * r + 1];
+    float M = neg_inf(), L = 0.f;
     float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll 16
     for (int p = 0; p < P; ++p) {
-      const float w = ex2(__ldcg(part_ml + p).x - Mu);
+      const float2 v = __ldcg(part_ml + p);
       const float4 x = __ldcg(part_o + p * C);
-      acc.x = fmaf(w, x.x, acc.x);
-      acc.y = fmaf(w, x.y, acc.y);
-      acc.z = fmaf(w, x.z, acc.z);
-      acc.w = fmaf(w, x.w, acc.w);
+      const float Mn = nanmax(M, v.x);
+      const float Mu = Mn == neg_inf() ? 0.f : Mn;  // all -inf so far: no inf - inf
+      const float keep = ex2(M - Mu), w = ex2(v.x - Mu);
+      L = fmaf(L, keep, w * v.y);
+      acc.x = fmaf(acc.x, keep, w * x.x);
+      acc.y = fmaf(acc.y, keep, w * x.y);
+      acc.z = fmaf(acc.z, keep, w * x.z);
+      acc.w = fmaf(acc.w, keep, w * x.w);
+      M = Mn;
     }
     const float f = L == 0.f ? 0.f : 1.f / L;  // NaN L stays NaN
     acc.x *= f; acc.y *= f; acc.z *= f; acc.w *= f;
@@ -549,7 +524,7 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
     else
       *reinterpret_cast<float4*>(a.part_o + (orow * a.splits + split) * D + c * 4) = acc;
   }
-  if (!direct && a.split_counters) merge_splits_if_last<T, D, BM, THREADS>(a, b, hkv, g0, q0, &ml_s[0][0][0]);
+  if (!direct && a.split_counters) merge_splits_if_last<T, D, BM, THREADS>(a, b, hkv, g0, q0);
 }
 
 // ---------------------------------------------------------------- SIMT kernel

@@ -201,7 +201,8 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     if (rows_out > INT32_MAX) throw std::invalid_argument("[attention] too many rows for one merge launch");
     enc.set_input_array(part);
     enc.set_output_array(out);
-    enc.add_kernel_node_raw(static_cast<CUfunction>(merge), dim3(static_cast<unsigned>(rows_out)),
+    const int64_t merge_blocks = (rows_out + cuda::kAttnMergeGroups - 1) / cuda::kAttnMergeGroups;
+    enc.add_kernel_node_raw(static_cast<CUfunction>(merge), dim3(static_cast<unsigned>(merge_blocks)),
                             dim3(D / 4, cuda::kAttnMergeGroups), dim3(1, 1, 1), 0, params);
   }
 }

@@ -135,6 +135,43 @@ __device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
   return old;
 }
 
+// Features 4c..4c+3 of one output row from its `P` split partials (part_ml: the row's
+// (m, l) pairs; part_o: the row's first partial, advanced to float4 c; partials C float4
+// apart): one pass with a running max M (NaN-sticky), sum L and O rescaled to it, 16
+// splits' loads in flight.  O / L, zeros when L = 0, NaN stays NaN.  Every thread of a row
+// recomputes the row's M and L rather than waiting for them (one round trip to L2 less).
+__device__ __forceinline__ float4 merge_split_partials(const float2* part_ml, const float4* part_o, int P, int C) {
+  constexpr int kBatch = 16;  // loads issued before any is used
+  float M = neg_inf(), L = 0.f;
+  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int p0 = 0; p0 < P; p0 += kBatch) {
+    float2 v[kBatch];
+    float4 x[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      // Past the last split: m = -inf, l = 0 and O = 0 leave M, L and O as they are.
+      const bool in = p0 + j < P;
+      v[j] = in ? __ldcg(part_ml + p0 + j) : make_float2(neg_inf(), 0.f);
+      x[j] = in ? __ldcg(part_o + (p0 + j) * C) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const float Mn = nanmax(M, v[j].x);
+      const float Mu = Mn == neg_inf() ? 0.f : Mn;  // all -inf so far: no inf - inf
+      const float keep = ex2(M - Mu), w = ex2(v[j].x - Mu);
+      L = fmaf(L, keep, w * v[j].y);
+      acc.x = fmaf(acc.x, keep, w * x[j].x);
+      acc.y = fmaf(acc.y, keep, w * x[j].y);
+      acc.z = fmaf(acc.z, keep, w * x[j].z);
+      acc.w = fmaf(acc.w, keep, w * x[j].w);
+      M = Mn;
+    }
+  }
+  const float f = L == 0.f ? 0.f : 1.f / L;
+  acc.x *= f; acc.y *= f; acc.z *= f; acc.w *= f;
+  return acc;
+}
+
 // Split-K merge inside attention_mma (no second kernel, no second graph node): a
 // block whose partials are out adds itself to its row block's counter; the last of the
 // row block's `splits` blocks merges them and puts the counter back to zero for the next
@@ -155,35 +192,14 @@ __device__ __forceinline__ void merge_splits_if_last(const AttnArgs& a, int b, i
   __syncthreads();
   if (!last) return;
   const int P = a.splits;
-  // Per (row, 4 features), one pass over the splits with 16 splits' loads in flight:
-  // running max M, sum L and O rescaled to it (each thread of a row recomputes the
-  // row's M and L rather than waiting for them: one round trip to L2 less).
   for (int i = tid; i < BM * C; i += THREADS) {
     const int r = i / C, c = i % C;
     const Row row = block_row(a, r, hkv, g0, q0);
     if (!row.valid) continue;
     const int64_t orow = (int64_t(b) * a.Hq + row.hq) * a.Lq + row.q;
-    const float2* part_ml = reinterpret_cast<const float2*>(a.part_ml) + orow * P;
-    const float4* part_o = reinterpret_cast<const float4*>(a.part_o + orow * P * D) + c;
-    float M = neg_inf(), L = 0.f;
-    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 16
-    for (int p = 0; p < P; ++p) {
-      const float2 v = __ldcg(part_ml + p);
-      const float4 x = __ldcg(part_o + p * C);
-      const float Mn = nanmax(M, v.x);
-      const float Mu = Mn == neg_inf() ? 0.f : Mn;  // all -inf so far: no inf - inf
-      const float keep = ex2(M - Mu), w = ex2(v.x - Mu);
-      L = fmaf(L, keep, w * v.y);
-      acc.x = fmaf(acc.x, keep, w * x.x);
-      acc.y = fmaf(acc.y, keep, w * x.y);
-      acc.z = fmaf(acc.z, keep, w * x.z);
-      acc.w = fmaf(acc.w, keep, w * x.w);
-      M = Mn;
-    }
-    const float f = L == 0.f ? 0.f : 1.f / L;  // NaN L stays NaN
-    acc.x *= f; acc.y *= f; acc.z *= f; acc.w *= f;
-    store4(static_cast<T*>(a.out) + orow * D + c * 4, acc);
+    const float4 o = merge_split_partials(reinterpret_cast<const float2*>(a.part_ml) + orow * P,
+                                          reinterpret_cast<const float4*>(a.part_o + orow * P * D) + c, P, C);
+    store4(static_cast<T*>(a.out) + orow * D + c * 4, o);
   }
   if (tid == 0) *counter = 0;
 }
@@ -617,60 +633,18 @@ __global__ void __launch_bounds__(32 * kCudaAttnSimtWarps) attention_simt(AttnAr
 }
 
 // ---------------------------------------------------------------- split-K merge
-// Block (D / 4, kAttnMergeGroups) per output row: warp 0 computes the splits' weights
-// exp2(m_s - M) and the total sum; thread (x, y) accumulates features 4x.. over splits
-// y, y + groups, ...; the groups are added in shared memory.
+// Block (D / 4, kAttnMergeGroups): output row blockIdx.x * kAttnMergeGroups + y, thread x
+// features 4x..4x+3, the same one-pass merge as the fused one.
 template <typename T, int D>
 __global__ void __launch_bounds__(D / 4 * kAttnMergeGroups) attention_merge(AttnArgs a) {
   using namespace attn;
   constexpr int C = D / 4;
-  __shared__ float w_s[kCudaAttnMaxSplits];
-  __shared__ float4 red[kAttnMergeGroups][C];
-  __shared__ float l_s;
-  const int64_t row = blockIdx.x;
+  const int64_t row = int64_t(blockIdx.x) * kAttnMergeGroups + threadIdx.y;
+  if (row >= int64_t(a.B) * a.Hq * a.Lq) return;
   const int P = a.splits;
-  const float* ml = a.part_ml + row * P * 2;
-  const int tid = threadIdx.y * C + threadIdx.x;
-  if (tid < 32) {
-    float M = neg_inf();
-    for (int p = tid; p < P; p += 32) M = nanmax(M, ml[2 * p]);
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) M = nanmax(M, __shfl_xor_sync(0xffffffffu, M, off));
-    const float Mu = M == neg_inf() ? 0.f : M;
-    float L = 0.f;
-    for (int p = tid; p < P; p += 32) {
-      const float w = ex2(ml[2 * p] - Mu);
-      w_s[p] = w;
-      L += w * ml[2 * p + 1];
-    }
-#pragma unroll
-    for (int off = 16; off > 0; off >>= 1) L += __shfl_xor_sync(0xffffffffu, L, off);
-    if (tid == 0) l_s = L;
-  }
-  __syncthreads();
-  float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
-#pragma unroll 8
-  for (int p = threadIdx.y; p < P; p += kAttnMergeGroups) {
-    const float w = w_s[p];
-    const float4 x = reinterpret_cast<const float4*>(a.part_o + (row * P + p) * D)[threadIdx.x];
-    acc.x = fmaf(w, x.x, acc.x);
-    acc.y = fmaf(w, x.y, acc.y);
-    acc.z = fmaf(w, x.z, acc.z);
-    acc.w = fmaf(w, x.w, acc.w);
-  }
-  red[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0) {
-#pragma unroll
-    for (int g = 1; g < kAttnMergeGroups; ++g) {
-      const float4 x = red[g][threadIdx.x];
-      acc.x += x.x; acc.y += x.y; acc.z += x.z; acc.w += x.w;
-    }
-    const float L = l_s;
-    const float f = L == 0.f ? 0.f : 1.f / L;
-    acc.x *= f; acc.y *= f; acc.z *= f; acc.w *= f;
-    store4(static_cast<T*>(a.out) + row * D + threadIdx.x * 4, acc);
-  }
+  const float4 o = merge_split_partials(reinterpret_cast<const float2*>(a.part_ml) + row * P,
+                                        reinterpret_cast<const float4*>(a.part_o + row * P * D) + threadIdx.x, P, C);
+  store4(static_cast<T*>(a.out) + row * D + threadIdx.x * 4, o);
 }
 
 }  // namespace marlin::cuda

@@ -52,7 +52,7 @@ void* attention_merge_kernel(int head_dim, ElemType t);
 // kCudaAttnWgmmaRows / kCudaAttnWgmmaKeys rows per box).
 void* attention_wgmma_kernel(int head_dim, ElemType t, int smem);
 
-// Threads of the (SIMT path's) merge kernel's block: (head_dim / 4) x kMergeGroups.
+// The merge kernel's block: (head_dim / 4) x kAttnMergeGroups threads, one output row per y.
 constexpr int kAttnMergeGroups = 4;
 
 }  // namespace marlin::cuda

@@ -33,18 +33,9 @@ struct Case {
   bool causal;
 };
 
-static float bf16_to_f(uint16_t h) {
-  uint32_t u = uint32_t(h) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-static uint16_t f_to_bf16(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return uint16_t(u >> 16);
-}
+// Host-side conversions of cuda_fp16.h / cuda_bf16.h (round to nearest even).
+static float bf16_to_f(uint16_t h) { return __bfloat162float(__ushort_as_bfloat16(h)); }
+static uint16_t f_to_bf16(float f) { return __bfloat16_as_ushort(__float2bfloat16_rn(f)); }
 static float f16_to_f(uint16_t h) { return __half2float(__ushort_as_half(h)); }
 static uint16_t f_to_f16(float f) { return __half_as_ushort(__float2half_rn(f)); }
 

@@ -127,6 +127,19 @@ __device__ __forceinline__ void regs_acquire() {}
   "{\n.reg .pred p;\nsetp.ne.b32 p, " ACC ", 0;\nwgmma.mma_async.sync.aligned.m64n" N "k16.f32." TY \
   "." TY " " DREGS ", " A ", " B ", p, 1, 1, " TB ";\n}\n"
 
+// The instruction strings of the four forms used, for element type TY ("f16" / "bf16").
+#define MARLIN_WGMMA_SS_N64(TY) MARLIN_WGMMA_SS("64", TY, MARLIN_WGMMA_D32, "%32", "%33", "%34", "%35")
+#define MARLIN_WGMMA_SS_N128(TY) MARLIN_WGMMA_SS("128", TY, MARLIN_WGMMA_D64, "%64", "%65", "%66", "%67")
+#define MARLIN_WGMMA_RS_N64(TY) MARLIN_WGMMA_RS("64", TY, MARLIN_WGMMA_D32, "{%32, %33, %34, %35}", "%36", "%37", "%38")
+#define MARLIN_WGMMA_RS_N128(TY) MARLIN_WGMMA_RS("128", TY, MARLIN_WGMMA_D64, "{%64, %65, %66, %67}", "%68", "%69", "%70")
+// asm volatile(FORM(type of T) OPERANDS): the element type is part of the instruction name.
+#define MARLIN_WGMMA_ASM(T, FORM, ...)                              \
+  if constexpr (std::is_same<T, __half>::value) {                  \
+    asm volatile(FORM("f16") __VA_ARGS__);                          \
+  } else {                                                          \
+    asm volatile(FORM("bf16") __VA_ARGS__);                         \
+  }
+
 // D (64 x N, fp32) (+)= A (64 x 16) * B (16 x N), B in shared memory K-major (TRANS_B = 0)
 // or N-major (1).  ss: A in shared memory (K-major); rs: A in registers, each warp's 16
 // rows in the m16n8k16 A-fragment layout.  The accumulator layout of each warp's 16 rows
@@ -135,49 +148,27 @@ __device__ __forceinline__ void regs_acquire() {}
 template <typename T, int TRANS_B>
 __device__ __forceinline__ void mma_ss(float (&d)[32], uint64_t a, uint64_t b, int accumulate) {
 #if MARLIN_HAS_WGMMA
-  if constexpr (std::is_same<T, __half>::value)
-    asm volatile(MARLIN_WGMMA_SS("64", "f16", MARLIN_WGMMA_D32, "%32", "%33", "%34", "%35")
-                 : MARLIN_WGMMA_D32_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
-  else
-    asm volatile(MARLIN_WGMMA_SS("64", "bf16", MARLIN_WGMMA_D32, "%32", "%33", "%34", "%35")
-                 : MARLIN_WGMMA_D32_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  MARLIN_WGMMA_ASM(T, MARLIN_WGMMA_SS_N64, : MARLIN_WGMMA_D32_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B))
 #endif
 }
 template <typename T, int TRANS_B>
 __device__ __forceinline__ void mma_ss(float (&d)[64], uint64_t a, uint64_t b, int accumulate) {
 #if MARLIN_HAS_WGMMA
-  if constexpr (std::is_same<T, __half>::value)
-    asm volatile(MARLIN_WGMMA_SS("128", "f16", MARLIN_WGMMA_D64, "%64", "%65", "%66", "%67")
-                 : MARLIN_WGMMA_D64_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
-  else
-    asm volatile(MARLIN_WGMMA_SS("128", "bf16", MARLIN_WGMMA_D64, "%64", "%65", "%66", "%67")
-                 : MARLIN_WGMMA_D64_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  MARLIN_WGMMA_ASM(T, MARLIN_WGMMA_SS_N128, : MARLIN_WGMMA_D64_OPERANDS : "l"(a), "l"(b), "r"(accumulate), "n"(TRANS_B))
 #endif
 }
 template <typename T, int TRANS_B>
 __device__ __forceinline__ void mma_rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b, int accumulate) {
 #if MARLIN_HAS_WGMMA
-  if constexpr (std::is_same<T, __half>::value)
-    asm volatile(MARLIN_WGMMA_RS("64", "f16", MARLIN_WGMMA_D32, "{%32, %33, %34, %35}", "%36", "%37", "%38")
-                 : MARLIN_WGMMA_D32_OPERANDS
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
-  else
-    asm volatile(MARLIN_WGMMA_RS("64", "bf16", MARLIN_WGMMA_D32, "{%32, %33, %34, %35}", "%36", "%37", "%38")
-                 : MARLIN_WGMMA_D32_OPERANDS
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  MARLIN_WGMMA_ASM(T, MARLIN_WGMMA_RS_N64, : MARLIN_WGMMA_D32_OPERANDS
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B))
 #endif
 }
 template <typename T, int TRANS_B>
 __device__ __forceinline__ void mma_rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b, int accumulate) {
 #if MARLIN_HAS_WGMMA
-  if constexpr (std::is_same<T, __half>::value)
-    asm volatile(MARLIN_WGMMA_RS("128", "f16", MARLIN_WGMMA_D64, "{%64, %65, %66, %67}", "%68", "%69", "%70")
-                 : MARLIN_WGMMA_D64_OPERANDS
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
-  else
-    asm volatile(MARLIN_WGMMA_RS("128", "bf16", MARLIN_WGMMA_D64, "{%64, %65, %66, %67}", "%68", "%69", "%70")
-                 : MARLIN_WGMMA_D64_OPERANDS
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B));
+  MARLIN_WGMMA_ASM(T, MARLIN_WGMMA_RS_N128, : MARLIN_WGMMA_D64_OPERANDS
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(accumulate), "n"(TRANS_B))
 #endif
 }
 

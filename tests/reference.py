@@ -33,11 +33,14 @@ def activation(y: np.ndarray, name):
         return y
     if name == "relu":
         return np.maximum(y, 0)
+    # 1 + erf(z) as erfc(-z) and 0.5 (1 + tanh(u)) as 1 / (1 + exp(-2u)): the same
+    # values without the cancellation that loses them (even in float64) for y << 0.
     if name == "gelu":
-        erf = np.vectorize(math.erf)
-        return 0.5 * y * (1 + erf(y / math.sqrt(2)))
+        erfc = np.vectorize(math.erfc)
+        return 0.5 * y * erfc(-y / math.sqrt(2))
     if name == "gelu_approx":
-        return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
+        with np.errstate(over="ignore"):  # exp -> inf for y << 0 gives y / inf = -0, as it should
+            return y / (1 + np.exp(-2 * math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
     if name == "silu":
         return y / (1 + np.exp(-y))
     raise ValueError(name)

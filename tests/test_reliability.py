@@ -47,7 +47,14 @@ def test_fp4_gemm_property(m, n, k_groups, group_size, dtype, act, with_bias, le
     if y.size == 0:
         return
     ref = to_np(x) @ wd.T + (to_np(bias) if with_bias else 0)
-    assert rel_err(y, activation(ref, act)) < TOL[dtype], f"seed={seed}"
+    expected = activation(ref, act)
+    assert rel_err(y, expected) < TOL[dtype] or act is not None, f"seed={seed}"
+    # The product's rounding is relative to the pre-activation's scale, and every
+    # activation here has |f'| <= 1.13: measure against that scale.  Relative to the
+    # output alone, a small output deep in gelu's or silu's negative tail (|f| ~ 1e-18 at
+    # -8.8) moves by |x| times the pre-activation's relative rounding, more than TOL.
+    scale = max(np.abs(expected).max(), np.abs(ref).max(), 1e-30)
+    assert np.abs(to_np(y) - expected).max() / scale < TOL[dtype], f"seed={seed}"
 
 
 def test_nan_and_inf_propagate_without_hanging(rng):

@@ -48,7 +48,7 @@ def test_fp4_gemm_property(m, n, k_groups, group_size, dtype, act, with_bias, le
         return
     ref = to_np(x) @ wd.T + (to_np(bias) if with_bias else 0)
     expected = activation(ref, act)
-    assert rel_err(y, expected) < TOL[dtype] or act is not None, f"seed={seed}"
+    assert np.all(np.isfinite(to_np(y))), f"seed={seed}"
     # The product's rounding is relative to the pre-activation's scale, and every
     # activation here has |f'| <= 1.13: measure against that scale.  Relative to the
     # output alone, a small output deep in gelu's or silu's negative tail (|f| ~ 1e-18 at

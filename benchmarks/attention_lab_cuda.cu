@@ -46,16 +46,24 @@ struct Launch {
   CUtensorMap tm[3];  // q, k, v
 };
 
-static const char* variant_name(int v) { return v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : "mma0"; }
+static const char* variant_name(int v) { return v == -2 ? "wg-alt" : v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : "mma0"; }
 
 // SMs the plan sizes split-K by (decode): the device's, or fewer to try fewer splits.
 static int g_plan_sms = 132;
+// Decode: keys per split instead of the plan's (0: the plan's), a multiple of 64.
+static int g_decode_keys_per_split = 0;
 
 // The plan's kernel for this case: Wgmma (variant -1 with wgmma_device) or a Mma config.
 template <typename T>
 static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
-  const CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, g_plan_sms, variant < 0 ? -1 : variant,
+  CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, g_plan_sms, variant < 0 ? -1 : variant,
                                                   /*wgmma_device=*/variant < 0, /*mask_array=*/false);
+  if (g_decode_keys_per_split > 0 && p.splits > 1) {
+    const int64_t key_blocks = (c.Lk + 63) / 64, bps = g_decode_keys_per_split / 64;
+    p.splits = static_cast<int>((key_blocks + bps - 1) / bps);
+    p.keys_per_split = bps * 64;
+    p.grid_z = p.splits;
+  }
   a.keys_per_split = p.keys_per_split;
   a.B = c.B; a.Hq = c.Hq; a.Hkv = c.Hkv; a.Lq = c.Lq; a.Lk = c.Lk; a.G = c.Hq / c.Hkv;
   a.heads_per_block = p.heads_per_block;
@@ -69,7 +77,10 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   void* fn = nullptr;
   Launch l{};
   if (p.kernel == CudaAttentionKernel::Wgmma) {
-    fn = c.D == 64 ? reinterpret_cast<void*>(&attention_wgmma<T, 64>) : reinterpret_cast<void*>(&attention_wgmma<T, 128>);
+    // -1: the shipped choice (kCudaAttnWgmmaPingPong); -2: the other one.
+    const bool pp = (variant == -1) == kCudaAttnWgmmaPingPong;
+    fn = c.D == 64 ? (pp ? reinterpret_cast<void*>(&attention_wgmma<T, 64, true>) : reinterpret_cast<void*>(&attention_wgmma<T, 64, false>))
+                   : (pp ? reinterpret_cast<void*>(&attention_wgmma<T, 128, true>) : reinterpret_cast<void*>(&attention_wgmma<T, 128, false>));
     l.tma = true;
     const bool f16 = std::is_same<T, __half>::value;
     bool ok = encode_rows_tma(&l.tm[0], a.q, f16, c.B, c.Hq, c.Lq, c.D, a.q_stride, kCudaAttnWgmmaRows);
@@ -306,6 +317,7 @@ int main() {
     if (decode_only) break;
     ok &= check<__nv_bfloat16>(c, -1, 1);
     ok &= check<__half>(c, -1, 2);
+    ok &= check<__nv_bfloat16>(c, -2, 5);
   }
   ok &= check<__nv_bfloat16>(checks[0], 5, 3);
   ok &= check<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 2, 4);
@@ -318,12 +330,28 @@ int main() {
     std::vector<float> base;
     time_case<__nv_bfloat16>(c, c.Lq >= 2048 ? 5 : 0, nullptr, &base);
     time_case<__nv_bfloat16>(c, -1, &base, nullptr);
+    time_case<__nv_bfloat16>(c, -2, &base, nullptr);
   }
   // Decode, Lq = 1, Lk = 4096: split-K sized for fewer SMs = fewer, longer splits.
-  for (int sms : {132, 99, 66, 33}) {
+  for (int sms : {132}) {
     g_plan_sms = sms;
     time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 2, nullptr, nullptr);
   }
   g_plan_sms = 132;
+  for (int kps : {192, 256, 320, 384, 512})
+    for (int lk : {1024, 4096}) {
+      g_decode_keys_per_split = kps;
+      time_case<__nv_bfloat16>(Case{1, 32, 8, 1, lk, 128, false}, 2, nullptr, nullptr);
+    }
+  for (int kps : {384, 512, 768, 1024, 2048}) {
+    g_decode_keys_per_split = kps;
+    time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 16384, 128, false}, 2, nullptr, nullptr);
+  }
+  for (int kps : {128, 256, 512, 1024}) {
+    g_decode_keys_per_split = kps;
+    time_case<__nv_bfloat16>(Case{4, 32, 8, 1, 4096, 128, false}, 2, nullptr, nullptr);
+  }
+  g_decode_keys_per_split = 0;
+  time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 16384, 128, false}, 2, nullptr, nullptr);
   return ok ? 0 : 1;
 }

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "cuda/fp4_gemm_kernels.cuh"
+#include "cuda/tma.h"
+#include "cuda/wgmma.cuh"
 
 using namespace marlin;
 using namespace marlin::cuda;
@@ -41,7 +43,11 @@ __device__ __forceinline__ void decode_word_z(uint32_t w, uint32_t (&b)[4]) {
   b[3] = bf16_scale_up<3>((zb << 2) & OUT);
 }
 
-template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false>
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
+// L2PF: 0 = no prefetch; d > 0 = lanes 0..3 prefetch (to L2) the 128-byte rows of the step
+// d steps ahead; -1 = every row of the warp's K range at the start.
+template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false, int L2PF = 0>
 __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
   extern __shared__ uint4 smem[];
   const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -64,6 +70,14 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
   const int s_size = t == 0 ? 8 : 0;
   const uint32_t group_mask = spg - 1;
   uint4 rw[ST];
+  const char* w_row0 = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col);  // row t of step 0
+  if constexpr (L2PF < 0) {
+    for (int r = lane; r < 4 * (s_end - s_begin); r += 32)
+      prefetch_l2(reinterpret_cast<const char*>(a.w + int64_t(4 * s_begin + r) * N + blockIdx.x * 32));
+  } else if constexpr (L2PF > 0) {
+    if (g == 0)
+      for (int d = ST; d < L2PF && s_begin + d < s_end; ++d) prefetch_l2(w_row0 + (s_begin + d) * step_bytes);
+  }
   auto issue = [&](int u, bool valid) {
     const uint32_t slot = ring + u * kSlot;
     const bool first = (uint32_t(u) & group_mask) == 0;
@@ -152,6 +166,9 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
             }
         }
       }
+      if constexpr (L2PF > 0) {
+        if (g == 0 && step + L2PF < s_end) prefetch_l2(w_row0 + (step + L2PF) * step_bytes);
+      }
       if (!EARLY) issue(u, step + ST < s_end);
       if (((u + 1) & group_mask) == 0) {
         const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
@@ -179,6 +196,224 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
 #pragma unroll
     for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
   if (t != 0) return;  // token 0 lives in lanes t == 0 (i = 0)
+  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
+  bf16* out = static_cast<bf16*>(a.out);
+  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+}
+
+
+// Activations and scales copied to shared memory once per block (the activations already
+// permuted into B fragments), so the loop is: one weight load, one 16-byte LDS, the
+// decode and the MMAs; a group's scales with one 8-byte LDS.
+template <int WK, int ST, bool ZDEC, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_pre(GemmArgs a) {
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int N = a.N, K = a.K;
+  const int col = blockIdx.x * 32 + 4 * g;
+  const int spg = a.group_size / 32, groups = K / a.group_size;
+  const int grp_begin = groups * wk / WK, grp_end = groups * (wk + 1) / WK;
+  const int s_begin = grp_begin * spg, s_end = grp_end * spg;
+  const int64_t step_bytes = int64_t(N) * 16;
+  const char* next_w = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col) + s_begin * step_bytes;
+  uint4 rw[ST];
+#pragma unroll
+  for (int u = 0; u < ST; ++u)
+    if (s_begin + u < s_end) rw[u] = ldg_stream(next_w + u * step_bytes);
+  next_w += ST * step_bytes;
+  uint4* xs = smem;                                            // [K / 32][4] B fragments
+  uint2* ss = reinterpret_cast<uint2*>(smem + K / 8);          // [groups][8] column quads
+  const bf16* x = static_cast<const bf16*>(a.x);
+  for (int c = threadIdx.x; c < K / 8; c += 32 * WK) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(x) + c);
+    uint32_t bf[4];
+    b_frags_from_pairs(v, bf);
+    xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
+  }
+  const bf16* sc_g = static_cast<const bf16*>(a.scales) + blockIdx.x * 32;
+  for (int c = threadIdx.x; c < groups * 8; c += 32 * WK)
+    ss[c] = __ldg(reinterpret_cast<const uint2*>(sc_g + int64_t(c >> 3) * N + 4 * (c & 7)));
+  __syncthreads();
+  float acc[2][4] = {}, part[2][4] = {};
+  uint2 s_grp = make_uint2(0, 0);
+  const uint32_t group_mask = spg - 1;
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
+#pragma unroll
+    for (int u = 0; u < ST; ++u) {
+      const int step = s0 + u;
+      if (step >= s_end) break;
+      const uint4 cw = rw[u];
+      const uint4 bx = xs[step * 4 + t];
+      if ((uint32_t(u) & group_mask) == 0) s_grp = ss[(step / spg) * 8 + g];
+      const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
+      uint32_t pw[4][4];
+      const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (ZDEC) decode_word_z(words[j], pw[j]);
+        else decode_word<bf16>(words[j], pw[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                                  pw[2 * j + 1][2 * half + 1]};
+          mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
+        }
+      if (step + ST < s_end) rw[u] = ldg_stream(next_w);
+      next_w += step_bytes;
+      if (((u + 1) & group_mask) == 0) {
+        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
+                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
+            part[j][e] = 0.f;
+          }
+      }
+    }
+  }
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem);
+  if (wk > 0)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
+  __syncthreads();
+  if (wk > 0) return;
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
+  if (t != 0) return;
+  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
+  bf16* out = static_cast<bf16*>(a.out);
+  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+}
+
+
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const void* map, int c0, int c1, uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+}
+
+// Weights by TMA: each warp's lane 0 copies its K range in slots of SPS k32 steps (4 SPS
+// word rows x the block's 128-byte strip, 128-byte swizzled) into a ring of SLOTS slots
+// of the warp's own, completing on one mbarrier per slot; lanes read their 16 bytes with
+// one LDS.  Column quad q(g) = g / 2 + 4 (g % 2) keeps each 8-lane phase of the LDS on
+// 8 distinct 16-byte bank groups.  Activations / scales as lab_gemv_pre.
+template <int WK, int SLOTS, int SPS, bool ZDEC, bool READONLY, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_tma(GemmArgs a, const __grid_constant__ CUtensorMap tm_w) {
+  extern __shared__ unsigned char smem_raw[];
+  __shared__ __align__(8) uint64_t bars[WK * SLOTS];
+  constexpr uint32_t kSlot = SPS * 512;
+  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int q = (g >> 1) + 4 * (g & 1);
+  const int N = a.N, K = a.K;
+  const int col = blockIdx.x * 32 + 4 * q;
+  const int spg = a.group_size / 32, groups = K / a.group_size;
+  const int grp_begin = groups * wk / WK, grp_end = groups * (wk + 1) / WK;
+  const int s_begin = grp_begin * spg, s_end = grp_end * spg;
+  const int nchunks = (s_end - s_begin + SPS - 1) / SPS;
+  const uint32_t base = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t ring = base + wk * SLOTS * kSlot;
+  const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars)) + wk * SLOTS * 8;
+  if (lane == 0) {
+    for (int j = 0; j < SLOTS; ++j) wg::mbar_init(bar0 + 8 * j, 1);
+    wg::mbar_init_fence();
+  }
+  __syncwarp();
+  auto issue = [&](int slot, int c) {
+    if (lane == 0) {
+      wg::mbar_arrive_expect(bar0 + 8 * slot, kSlot);
+      tma_load_2d(ring + slot * kSlot, &tm_w, blockIdx.x * 32, 4 * (s_begin + c * SPS), bar0 + 8 * slot);
+    }
+  };
+#pragma unroll
+  for (int j = 0; j < SLOTS; ++j)
+    if (j < nchunks) issue(j, j);
+  // Activations / scales once per block (after the weight copies are on their way).
+  uint4* xs = reinterpret_cast<uint4*>(smem_raw + (base - static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw))) + WK * SLOTS * kSlot);
+  uint2* ss = reinterpret_cast<uint2*>(xs + K / 8);
+  const bf16* x = static_cast<const bf16*>(a.x);
+  for (int c = threadIdx.x; c < K / 8; c += 32 * WK) {
+    const uint4 v = __ldg(reinterpret_cast<const uint4*>(x) + c);
+    uint32_t bf[4];
+    b_frags_from_pairs(v, bf);
+    xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
+  }
+  const bf16* sc_g = static_cast<const bf16*>(a.scales) + blockIdx.x * 32;
+  for (int c = threadIdx.x; c < groups * 8; c += 32 * WK) {
+    const int qq = c & 7;  // stored by physical quad
+    ss[c] = __ldg(reinterpret_cast<const uint2*>(sc_g + int64_t(c >> 3) * N + 4 * qq));
+  }
+  __syncthreads();
+  float acc[2][4] = {}, part[2][4] = {};
+  uint2 s_grp = make_uint2(0, 0);
+  uint32_t sink = 0;
+  for (int c = 0; c < nchunks; ++c) {
+    const int slot = c % SLOTS;
+    wg::mbar_wait(bar0 + 8 * slot, (c / SLOTS) & 1);
+    const uint32_t sa = ring + slot * kSlot;
+#pragma unroll
+    for (int i = 0; i < SPS; ++i) {
+      const int step = s_begin + c * SPS + i;
+      const int r = 4 * i + t;
+      uint4 cw;
+      asm volatile("ld.shared.v4.u32 {%0,%1,%2,%3}, [%4];\n" : "=r"(cw.x), "=r"(cw.y), "=r"(cw.z), "=r"(cw.w)
+                   : "r"(sa + r * 128 + ((q ^ (r & 7)) << 4)) : "memory");
+      if constexpr (READONLY) {
+        sink ^= cw.x ^ cw.y ^ cw.z ^ cw.w;
+        continue;
+      }
+      const uint4 bx = xs[step * 4 + t];
+      if ((step & (spg - 1)) == 0) s_grp = ss[(step / spg) * 8 + q];
+      const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
+      uint32_t pw[4][4];
+      const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if constexpr (ZDEC) decode_word_z(words[j], pw[j]);
+        else decode_word<bf16>(words[j], pw[j]);
+      }
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                                  pw[2 * j + 1][2 * half + 1]};
+          mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
+        }
+      if (((step + 1) & (spg - 1)) == 0) {
+        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
+                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
+            part[j][e] = 0.f;
+          }
+      }
+    }
+    __syncwarp();
+    if (c + SLOTS < nchunks) issue(slot, c + SLOTS);
+  }
+  if (READONLY) acc[0][0] += __uint_as_float(sink & 0x3F800000u);
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem_raw);
+  if (wk > 0)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
+  __syncthreads();
+  if (wk > 0) return;
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
+  if (t != 0) return;
   const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
   bf16* out = static_cast<bf16*>(a.out);
   for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
@@ -254,9 +489,9 @@ static void shipped(const Problem& p, const char* tag, std::vector<uint16_t>* re
   printf("%-34s K=%5d wk=%2d st=%d     %7.2f us  %5.2f TB/s\n", tag, p.K, c.wk, c.stages, us, p.bytes() / us / 1e6);
 }
 
-template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false>
+template <int WK, int ST, int MODE, int PF, int MINB, bool PRED = true, int WSRC = 0, bool EARLY = false, int L2PF = 0>
 static void lab(const Problem& p, const char* tag, const std::vector<uint16_t>* ref) {
-  auto k = &lab_gemv<WK, ST, MODE, PF, MINB, PRED, WSRC, EARLY>;
+  auto k = &lab_gemv<WK, ST, MODE, PF, MINB, PRED, WSRC, EARLY, L2PF>;
   const int ring = WK * ST * (512 * 2 + 64), red = (WK - 1) * 8 * 32 * 4;
   const int smem = ring > red ? ring : red;
   CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -269,7 +504,58 @@ static void lab(const Problem& p, const char* tag, const std::vector<uint16_t>* 
     CK(cudaDeviceSynchronize());
     check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  MISMATCH vs shipped";
   }
-  printf("%-34s K=%5d wk=%2d st=%d pf=%d pred=%d wsrc=%d early=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, WK, ST, PF, int(PRED), WSRC, int(EARLY), us, p.bytes() / us / 1e6, check);
+  printf("%-34s K=%5d wk=%2d st=%d pf=%d pred=%d wsrc=%d early=%d l2pf=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, WK, ST, PF, int(PRED), WSRC, int(EARLY), L2PF, us, p.bytes() / us / 1e6, check);
+}
+
+
+template <int WK, int ST, bool ZDEC, int MINB>
+static void lab_pre(const Problem& p, const char* tag, const std::vector<uint16_t>* ref) {
+  auto k = &lab_gemv_pre<WK, ST, ZDEC, MINB>;
+  const int pre = p.K * 2 + (p.K / 64) * 64, red = (WK - 1) * 8 * 32 * 4;
+  const int smem = pre > red ? pre : red;
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, 1), 32 * WK, smem>>>(args(p, set)); };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  MISMATCH vs shipped";
+  }
+  printf("%-34s K=%5d wk=%2d st=%d zdec=%d minb=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, WK, ST, int(ZDEC), MINB, us, p.bytes() / us / 1e6, check);
+}
+
+
+template <int WK, int SLOTS, int SPS, bool ZDEC, bool READONLY, int MINB>
+static void lab_tma(const Problem& p, const char* tag, const std::vector<uint16_t>* ref) {
+  auto k = &lab_gemv_tma<WK, SLOTS, SPS, ZDEC, READONLY, MINB>;
+  const int smem = 1024 + WK * SLOTS * SPS * 512 + p.K * 2 + (p.K / 64) * 64;
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  std::vector<CUtensorMap> maps(p.sets);
+  auto encode = tensor_map_encoder();
+  for (int i = 0; i < p.sets; ++i) {
+    const cuuint64_t dims[2] = {cuuint64_t(p.N), cuuint64_t(p.K / 8)};
+    const cuuint64_t strides[1] = {cuuint64_t(p.N) * 4};
+    const cuuint32_t box[2] = {32, cuuint32_t(4 * SPS)};
+    const cuuint32_t unit[2] = {1, 1};
+    if (encode(&maps[i], CU_TENSOR_MAP_DATA_TYPE_UINT32, 2, p.w[i], dims, strides, box, unit, CU_TENSOR_MAP_INTERLEAVE_NONE,
+               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS) {
+      printf("tensor map encoding failed\n");
+      return;
+    }
+  }
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, 1), 32 * WK, smem>>>(args(p, set), maps[set]); };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref && !READONLY) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  MISMATCH vs shipped";
+  }
+  printf("%-34s K=%5d wk=%2d slots=%d sps=%d zdec=%d ro=%d minb=%d smem=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, WK, SLOTS, SPS, int(ZDEC),
+         int(READONLY), MINB, smem, us, p.bytes() / us / 1e6, check);
 }
 
 int main(int argc, char** argv) {
@@ -286,27 +572,27 @@ int main(int argc, char** argv) {
     return 0;
   }
   shipped<2>(p, "shipped v2 (plan's choice)", &ref);
-  shipped<1>(p, "shipped v1", nullptr);
-  shipped<3>(p, "shipped v3", nullptr);
-  shipped<4>(p, "shipped v4", nullptr);
-  lab<8, 4, kFull, 0, 4>(p, "lab full (cp.async ring)", &ref);
-  lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "lab readonly, register ring", &ref);
-  lab<8, 4, kFull, 0, 4, true, 1>(p, "lab full, register ring", &ref);
-  lab<8, 4, kFull, 0, 4, true, 1, true>(p, "lab full, register ring, early", &ref);
-  lab<8, 4, kFull, 0, 3, true, 1, true>(p, "lab full, register ring, early, 3/SM", &ref);
-  lab<8, 4, kZDecode, 0, 4, true, 1>(p, "lab zdecode, register ring", &ref);
-  lab<8, 4, kZDecode, 0, 4, true, 1, true>(p, "lab zdecode, register ring, early", &ref);
-  lab<8, 4, kNoDecode, 0, 4, true, 1>(p, "lab nodecode, register ring", &ref);
-  lab<8, 4, kDecodeOnly, 0, 4, true, 1>(p, "lab decodeonly, register ring", &ref);
-  lab<4, 4, kFull, 0, 8, true, 1>(p, "lab full, register ring wk4", nullptr);
-  lab<4, 4, kFull, 0, 8, true, 1, true>(p, "lab full, register ring wk4 early", nullptr);
-  lab<16, 4, kFull, 0, 2, true, 1>(p, "lab full, register ring wk16", nullptr);
+  lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "readonly, register ring", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1>(p, "full, register ring", &ref);
+  lab<8, 4, kReadOnly, 0, 4, true, 1, false, -1>(p, "readonly, L2 prefetch all", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1, false, -1>(p, "full, L2 prefetch all", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1, false, 8>(p, "full, L2 prefetch +8", &ref);
+  lab<8, 4, kFull, 0, 4, true, 1, false, 12>(p, "full, L2 prefetch +12", &ref);
+  lab<8, 4, kZDecode, 0, 4, true, 1, false, 8>(p, "zdecode, L2 prefetch +8", &ref);
+  lab<8, 4, kZDecode, 0, 4, true, 1, false, -1>(p, "zdecode, L2 prefetch all", &ref);
+  lab<16, 4, kZDecode, 0, 2, true, 1, false, -1>(p, "zdecode wk16, L2 prefetch all", &ref);
+  lab<4, 4, kZDecode, 0, 8, true, 1, false, -1>(p, "zdecode wk4, L2 prefetch all", nullptr);
+  lab<8, 2, kZDecode, 0, 4, true, 1, false, 8>(p, "zdecode st2, L2 prefetch +8", &ref);
+  lab<8, 2, kZDecode, 0, 4, true, 1, false, -1>(p, "zdecode st2, L2 prefetch all", &ref);
   // Fixed cost vs per-byte cost: the same kernels over twice and four times the K.
   for (int K : {8192, 16384}) {
     Problem q = make_problem(K, 14336, K == 8192 ? 4 : 2);
     shipped<2>(q, "shipped v2", nullptr);
     lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "lab readonly, register ring", nullptr);
     lab<8, 4, kFull, 0, 4, true, 1>(q, "lab full, register ring", nullptr);
+    lab<8, 4, kZDecode, 0, 4, true, 1, false, 8>(q, "zdecode, L2 prefetch +8", nullptr);
+    lab<8, 4, kZDecode, 0, 4, true, 1, false, 16>(q, "zdecode, L2 prefetch +16", nullptr);
+    lab<8, 4, kZDecode, 0, 4, true, 1, false, -1>(q, "zdecode, L2 prefetch all", nullptr);
   }
   return 0;
 }

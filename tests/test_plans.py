@@ -160,6 +160,8 @@ def test_cuda_attention_plan_partitions_rows_and_keys(shape, D):
             assert _covers(G, p["head_blocks"], p["heads_per_block"]) and _covers(Lq, p["query_blocks"], p["block_q"])
             if p["heads_per_block"] > 1:  # decode tile: the group's heads share one 16-row tile
                 assert p["heads_per_block"] * p["block_q"] <= 16
+            if Lq <= 8 and p["splits"] > 1:  # split-K decode: every split but the last in one wave
+                assert gx * gy * (p["splits"] - 1) < sms
         else:
             assert gx * (p["threads"] // 32) >= B * Hq * Lq
 

@@ -143,12 +143,18 @@ constexpr int kCudaAttnVariants = sizeof(kCudaAttnConfigs) / sizeof(kCudaAttnCon
 constexpr int kCudaAttnDecodeMaxRows = 16;    // Lq * heads_per_block of the decode tile
 constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
 constexpr int kCudaAttnMaxSplits = 256;       // split-K: partials to scratch and to merge per row
+// Split-K decode: blocks per SM the splits aim at.  One: fewer, longer splits leave less
+// for the fused merge (H200, Lq = 1, Hq / Hkv = 32 / 8, D = 128, kernel time: Lk = 4096
+// 13.5 -> 12.6 us, 32 -> 16 splits; Lk = 16384 27.5 -> 24.9 us; B = 4, Lk = 4096 27.8 ->
+// 24.7 us; three per SM, the occupancy limit, was the earlier choice).
+constexpr int kCudaAttnDecodeBlocksPerSm = 1;
 constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
 constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq
 constexpr int kCudaAttnWgmmaRows = 128;       // Wgmma: queries per block (64 per warpgroup)
 constexpr int kCudaAttnWgmmaKeys = 128;       // Wgmma: keys per shared-memory tile (double-buffered)
 constexpr int kCudaAttnWgmmaThreads = 3 * 128;  // Wgmma: a TMA producer + one MMA warpgroup per 64 rows
 constexpr int kCudaAttnWgmmaStages = 2;       // Wgmma: K / V tiles in flight (shared-memory ring)
+constexpr bool kCudaAttnWgmmaPingPong = true;  // Wgmma: the MMA warpgroups take turns issuing (named barriers)
 
 constexpr bool cuda_attention_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
 // Wgmma's dynamic shared memory: Q tile + the ring of K and V tiles (16-bit, packed
@@ -255,9 +261,9 @@ inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv,
   const int64_t key_blocks = std::max<int64_t>(1, (Lk + block_k - 1) / block_k);
   p.splits = 1;
   if (decode && Lk > kCudaAttnMinKeysPerSplit) {
-    // About three blocks per SM (the decode tile's occupancy), never fewer than
+    // About kCudaAttnDecodeBlocksPerSm blocks per SM, never fewer than
     // kCudaAttnMinKeysPerSplit keys each.
-    const int64_t want = (3 * int64_t(std::max(sm_count, 1)) + row_blocks - 1) / row_blocks;
+    const int64_t want = (kCudaAttnDecodeBlocksPerSm * int64_t(std::max(sm_count, 1)) + row_blocks - 1) / row_blocks;
     const int64_t max_by_len = std::max<int64_t>(1, Lk / kCudaAttnMinKeysPerSplit);
     p.splits = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>({want, max_by_len, key_blocks, kCudaAttnMaxSplits})));
   }

@@ -58,9 +58,9 @@ constexpr int BM = kCudaAttnWgmmaRows;
 constexpr int BN = kCudaAttnWgmmaKeys;
 
 // S (64 x BN per warpgroup) = Q rows (K-major A at q_rows) x K tile^T (K-major B).
+// The *_issue halves only issue (the caller fences before and commits / waits after).
 template <typename T, int D>
-__device__ __forceinline__ void qk_product(float (&s)[BN / 2], uint32_t q_rows, uint32_t k_tile) {
-  wg::fence();
+__device__ __forceinline__ void qk_issue(float (&s)[BN / 2], uint32_t q_rows, uint32_t k_tile) {
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const uint32_t koff = (kk & 3) * 32;  // k16 = 32 bytes into the 128-byte block
@@ -68,6 +68,11 @@ __device__ __forceinline__ void qk_product(float (&s)[BN / 2], uint32_t q_rows, 
     const uint64_t db = wg::desc_sw128(k_tile + (kk >> 2) * BN * 128 + koff, 16, 1024);
     wg::mma_ss<T, 0>(s, da, db, kk > 0);
   }
+}
+template <typename T, int D>
+__device__ __forceinline__ void qk_product(float (&s)[BN / 2], uint32_t q_rows, uint32_t k_tile) {
+  wg::fence();
+  qk_issue<T, D>(s, q_rows, k_tile);
   wg::commit();
   wg::wait<0>();
 }
@@ -75,10 +80,14 @@ __device__ __forceinline__ void qk_product(float (&s)[BN / 2], uint32_t q_rows, 
 // O (64 x D per warpgroup) += P (registers) x V tile (N-major B: 64-feature blocks
 // BN * 128 bytes apart, 8-key groups 1024 apart).
 template <typename T, int D>
-__device__ __forceinline__ void pv_product(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4], uint32_t v_tile) {
-  wg::fence();
+__device__ __forceinline__ void pv_issue(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4], uint32_t v_tile) {
 #pragma unroll
   for (int ks = 0; ks < BN / 16; ++ks) wg::mma_rs<T, 1>(o, pa[ks], wg::desc_sw128(v_tile + ks * 16 * 128, BN * 128, 1024), 1);
+}
+template <typename T, int D>
+__device__ __forceinline__ void pv_product(float (&o)[D / 2], const uint32_t (&pa)[BN / 16][4], uint32_t v_tile) {
+  wg::fence();
+  pv_issue<T, D>(o, pa, v_tile);
   wg::commit();
   wg::wait<0>();
 }
@@ -228,7 +237,7 @@ struct WarpgroupRows {
 
 }  // namespace attn_wg
 
-template <typename T, int D>
+template <typename T, int D, bool PINGPONG>
 __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     attention_wgmma(const __grid_constant__ AttnArgs a, const __grid_constant__ CUtensorMap tm_q,
                     const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
@@ -299,23 +308,78 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   const uint32_t q_rows = q_smem + 64 * cw * 128;
   float sc[BN / 2], alpha[2];
   uint32_t pa[BN / 16][4];
-  for (int t = 0; t < w.ntiles; ++t) {
-    const int s = t % S;
-    const uint32_t ph = (t / S) & 1;
-    const int k0 = t * BN;
-    // Every consumer waits for and releases every stage (also those it skips), so a
-    // stage's release count is always both warpgroups of the same tile.
-    const bool active = rows.sees(w, k0);
-    wg::mbar_wait(k_full(s), ph);
-    if (active) qk_product<T, D>(sc, q_rows, k_smem + s * kTileBytes);
-    wg::mbar_arrive(k_empty(s));
-    if (active) {
-      softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
-      softmax_rescale<T, D>(sc, o, alpha, pa);
+  if constexpr (PINGPONG) {
+    // Ping-pong: a warpgroup's products are issued as one batch per tile (tile t's P V
+    // with tile t + 1's Q K^T, one wait), and the two warpgroups take turns issuing
+    // (named barrier 1 + cw is this warpgroup's turn), so one's softmax runs while the
+    // tensor cores work through the other's batch.  Warpgroup 0 goes first; it takes
+    // one extra turn at the end so both barriers finish with whole phases.
+    const int my_turn = 1 + cw, other_turn = 2 - cw;
+    if (cw == 1) wg::named_bar_arrive(1, kConsumers);
+    bool next_active = w.ntiles > 0 && rows.sees(w, 0);
+    if (w.ntiles > 0) wg::mbar_wait(k_full(0), 0);
+    wg::named_bar_sync(my_turn, kConsumers);
+    if (next_active) {
+      wg::fence();
+      qk_issue<T, D>(sc, q_rows, k_smem);
+      wg::commit();
     }
-    wg::mbar_wait(v_full(s), ph);
-    if (active) pv_product<T, D>(o, pa, v_smem + s * kTileBytes);
-    wg::mbar_arrive(v_empty(s));
+    wg::named_bar_arrive(other_turn, kConsumers);
+    wg::wait<0>();
+    if (w.ntiles > 0) wg::mbar_arrive(k_empty(0));
+    for (int t = 0; t < w.ntiles; ++t) {
+      const int s = t % S, s1 = (t + 1) % S;
+      const uint32_t ph = (t / S) & 1, ph1 = ((t + 1) / S) & 1;
+      const int k0 = t * BN;
+      const bool active = next_active, has_next = t + 1 < w.ntiles;
+      next_active = has_next && rows.sees(w, k0 + BN);
+      if (active) {
+        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+        softmax_rescale<T, D>(sc, o, alpha, pa);
+      }
+      wg::mbar_wait(v_full(s), ph);
+      if (has_next) wg::mbar_wait(k_full(s1), ph1);
+      wg::named_bar_sync(my_turn, kConsumers);
+      // One fence per branch: a branch between the fence and a wgmma serializes them all.
+      if (active && next_active) {
+        wg::fence();
+        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
+        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
+        wg::commit();
+      } else if (active) {
+        wg::fence();
+        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
+        wg::commit();
+      } else if (next_active) {
+        wg::fence();
+        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
+        wg::commit();
+      }
+      wg::named_bar_arrive(other_turn, kConsumers);
+      wg::wait<0>();
+      wg::mbar_arrive(v_empty(s));
+      if (has_next) wg::mbar_arrive(k_empty(s1));
+    }
+    if (cw == 0) wg::named_bar_sync(my_turn, kConsumers);
+  } else {
+    for (int t = 0; t < w.ntiles; ++t) {
+      const int s = t % S;
+      const uint32_t ph = (t / S) & 1;
+      const int k0 = t * BN;
+      // Every consumer waits for and releases every stage (also those it skips), so a
+      // stage's release count is always both warpgroups of the same tile.
+      const bool active = rows.sees(w, k0);
+      wg::mbar_wait(k_full(s), ph);
+      if (active) qk_product<T, D>(sc, q_rows, k_smem + s * kTileBytes);
+      wg::mbar_arrive(k_empty(s));
+      if (active) {
+        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+        softmax_rescale<T, D>(sc, o, alpha, pa);
+      }
+      wg::mbar_wait(v_full(s), ph);
+      if (active) pv_product<T, D>(o, pa, v_smem + s * kTileBytes);
+      wg::mbar_arrive(v_empty(s));
+    }
   }
   store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
 #else

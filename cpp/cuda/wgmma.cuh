@@ -25,6 +25,15 @@
 
 namespace marlin::cuda::wg {
 
+// Named barriers (ids 1..15; 0 is __syncthreads'): `threads` arrivals complete one phase.
+// arrive does not wait, so one warpgroup can hand a turn to another (ping-pong).
+__device__ __forceinline__ void named_bar_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 // Byte offset of 16-byte chunk `c` of row `r` in a swizzled tile of `rows` rows.
 __host__ __device__ constexpr uint32_t swizzled_offset(int rows, int r, int c) {
   return static_cast<uint32_t>((c >> 3) * rows * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));

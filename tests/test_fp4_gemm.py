@@ -71,6 +71,32 @@ def test_bias_and_activation(rng, stream, act, with_bias, m, dtype):
     assert rel_err(y, reference(x, wd, bias, act)) < TOL[dtype]
 
 
+@pytest.mark.parametrize("act", ["gelu", "gelu_approx", "silu"])
+@pytest.mark.parametrize("m", [1, 3, 33])
+def test_activation_tails_relatively_accurate(stream, act, m):
+    """GELU / SiLU of large negative inputs are tiny, not zero: every backend must keep
+    their relative accuracy (1 + erf(z) and 1 + tanh(u) in float lose it from v = -3).
+    Pre-activations are exact (one nonzero weight per column times x = 1), spanning
+    [-9, 9].  float32 only: half kernels may round the pre-activation to the input
+    dtype (the bfloat16 Metal kernels' dequantized weights), and the tail's slope
+    (d log GELU / dv ~ |v|) turns that rounding into tens of percent there."""
+    dtype = mx.float32
+    n, k, g = 75, 64, 32
+    w = np.zeros((n, k), np.float32)
+    w[:, 0] = np.linspace(-9, 9, n)
+    packed, scales = mm.quantize(mx.array(w), g, mx.bfloat16)
+    wd = to_np(mm.dequantize(packed, scales, g))
+    x = np.zeros((m, k), np.float32)
+    x[:, 0] = [1.0, 0.5, -1.0][:m] + [1.0] * max(0, m - 3)
+    xm = mx.array(x).astype(dtype)
+    y = to_np(mm.fp4_gemm(xm, packed, scales, group_size=g, activation=act, stream=stream)).astype(np.float64)
+    ref = activation(to_np(xm) @ wd.T, act)
+    tol = 3e-5
+    err = np.abs(y - ref) / np.maximum(np.abs(ref), 1e-37)
+    worst = np.unravel_index(np.argmax(err), err.shape)
+    assert err.max() < tol, (act, worst, y[worst], ref[worst])
+
+
 def test_leading_batch_dims_and_1d(rng, stream):
     n, k, g = 40, 64, 32
     packed, scales, wd = make_weight(rng, n, k, g)

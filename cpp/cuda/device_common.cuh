@@ -24,11 +24,13 @@ __device__ __forceinline__ float apply_activation(float v, int act) {
   switch (act) {
     case static_cast<int>(Activation::Relu):
       return v > 0.f ? v : 0.f;
+    // The CPU backend's forms (cpp/cpu/activation.h): no 1 + erf / 1 + tanh, which lose
+    // every digit where GELU's negative tail is tiny.
     case static_cast<int>(Activation::Gelu):
-      return 0.5f * v * (1.f + erff(v * 0.70710678118654752f));
+      return 0.5f * v * erfcf(v * -0.70710678118654752f);
     case static_cast<int>(Activation::GeluApprox): {
       const float u = 0.79788456080286536f * (v + 0.044715f * v * v * v);
-      return 0.5f * v * (1.f + tanhf(u));
+      return v / (1.f + expf(-2.f * u));
     }
     case static_cast<int>(Activation::Silu):
       return v / (1.f + expf(-v));

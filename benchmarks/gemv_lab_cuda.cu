@@ -1,5 +1,5 @@
 // Where does fp4_gemv's time go?  Standalone (no MLX), M = 1, bf16, K x N = 4096 x 14336:
-//   nvcc -O3 -std=c++17 -arch=sm_90 -Icpp benchmarks/gemv_lab_cuda.cu -o /tmp/lab && /tmp/lab
+//   nvcc -O3 -std=c++17 --expt-relaxed-constexpr -arch=sm_90a -Icpp benchmarks/gemv_lab_cuda.cu -o /tmp/lab && /tmp/lab
 // Times (CUDA events over back-to-back launches, weights rotating over enough copies to
 // miss L2) the shipped kernel's variants next to lab variants that leave one stage out:
 //   full     = the shipped loop (decode + MMA), rebuilt here with knobs
@@ -7,7 +7,12 @@
 //   readonly = the cp.async ring alone, words XORed (what the memory path delivers)
 //   decodeonly = decode, no MMA
 //   zdecode  = the two-word decode (decode_word_z below), checked bit-exact vs full
-// and prefetch hints on the weight copies (L2::128B / L2::256B).
+//   L2PF     = the register ring plus prefetch.global.L2 of the warp's rows (all at the
+//              start, or d steps ahead)
+//   lab_gemv_pre = activations / scales copied to shared memory once per block
+//   lab_gemv_tma = weights by TMA into a per-warp ring of shared-memory slots
+// and prefetch hints on the weight copies (L2::128B / L2::256B).  Needs sm_90a (TMA).
+// Results: benchmarks/RESULTS.md, sessions of 2026-12-04 (second and fourth).
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -584,6 +589,15 @@ int main(int argc, char** argv) {
   lab<4, 4, kZDecode, 0, 8, true, 1, false, -1>(p, "zdecode wk4, L2 prefetch all", nullptr);
   lab<8, 2, kZDecode, 0, 4, true, 1, false, 8>(p, "zdecode st2, L2 prefetch +8", &ref);
   lab<8, 2, kZDecode, 0, 4, true, 1, false, -1>(p, "zdecode st2, L2 prefetch all", &ref);
+  lab<8, 4, kNoDecode, 0, 4, true, 1>(p, "nodecode, register ring", &ref);
+  lab<8, 4, kDecodeOnly, 0, 4, true, 1>(p, "decodeonly, register ring", &ref);
+  lab_pre<8, 4, false, 4>(p, "pre: x/scales in smem once", &ref);
+  lab_pre<8, 4, true, 4>(p, "pre + zdecode", &ref);
+  lab_pre<8, 6, true, 3>(p, "pre + zdecode, 6 steps", &ref);
+  lab_tma<8, 4, 2, true, true, 4>(p, "tma readonly 4x1KB/warp", &ref);
+  lab_tma<8, 2, 4, true, true, 4>(p, "tma readonly 2x2KB/warp", &ref);
+  lab_tma<8, 4, 2, true, false, 4>(p, "tma full 4x1KB", &ref);
+  lab_tma<8, 2, 4, true, false, 4>(p, "tma full 2x2KB", &ref);
   // Fixed cost vs per-byte cost: the same kernels over twice and four times the K.
   for (int K : {8192, 16384}) {
     Problem q = make_problem(K, 14336, K == 8192 ? 4 : 2);

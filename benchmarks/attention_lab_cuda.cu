@@ -228,7 +228,7 @@ struct Launch {
   CUtensorMap tm[3];  // q, k, v
 };
 
-static const char* variant_name(int v) { return v == -4 ? "wg-per" : v == -2 ? "wg-alt" : v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : "mma0"; }
+static const char* variant_name(int v) { return v == -4 ? "wg-per" : v == -2 ? "wg-alt" : v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : v == 6 ? "dec6" : "mma0"; }
 
 // SMs the plan sizes split-K by (decode): the device's, or fewer to try fewer splits.
 static int g_plan_sms = 132;
@@ -241,9 +241,10 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, g_plan_sms, variant < 0 ? -1 : variant,
                                                   /*wgmma_device=*/variant < 0, /*mask_array=*/false);
   if (g_decode_keys_per_split > 0 && p.splits > 1) {
-    const int64_t key_blocks = (c.Lk + 63) / 64, bps = g_decode_keys_per_split / 64;
+    const int bk = kCudaAttnConfigs[p.variant].block_k;
+    const int64_t key_blocks = (c.Lk + bk - 1) / bk, bps = std::max(1, g_decode_keys_per_split / bk);
     p.splits = static_cast<int>((key_blocks + bps - 1) / bps);
-    p.keys_per_split = bps * 64;
+    p.keys_per_split = bps * bk;
     p.grid_z = p.splits;
   }
   a.keys_per_split = p.keys_per_split;
@@ -277,10 +278,15 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
       std::printf("tensor map encoding failed\n");
       std::exit(1);
     }
-  } else if (p.variant == 2) {
+  } else if (p.variant == 2 || p.variant == 6) {
     // Decode: split-K with the merge fused (partials and zeroed counters as eval_gpu's).
-    fn = c.D == 64 ? reinterpret_cast<void*>(&attention_mma<T, 64, 1, 4, 64, 3, 1>)
-                   : reinterpret_cast<void*>(&attention_mma<T, 128, 1, 4, 64, 3, 1>);
+    // Config 2 (4 warps, 64-key tiles) or 6 (8 warps, 128-key tiles).
+    if (p.variant == 6)
+      fn = c.D == 64 ? reinterpret_cast<void*>(&attention_mma<T, 64, 1, 8, 128, 1, 1>)
+                     : reinterpret_cast<void*>(&attention_mma<T, 128, 1, 8, 128, 1, 1>);
+    else
+      fn = c.D == 64 ? reinterpret_cast<void*>(&attention_mma<T, 64, 1, 4, 64, 3, 1>)
+                     : reinterpret_cast<void*>(&attention_mma<T, 128, 1, 4, 64, 3, 1>);
     if (p.splits > 1) {
       const int64_t rows = int64_t(c.B) * c.Hq * c.Lq;
       CK(cudaMalloc(&a.part_o, rows * p.splits * (c.D + 2) * sizeof(float)));
@@ -511,6 +517,9 @@ int main() {
   }
   ok &= check<__nv_bfloat16>(checks[0], 5, 3);
   ok &= check<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 2, 4);
+  ok &= check<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 6, 10);
+  ok &= check<__half>(Case{2, 8, 2, 3, 3000, 64, false}, 6, 11);
+  ok &= check<__nv_bfloat16>(Case{1, 4, 1, 1, 200, 128, false}, 6, 12);
   std::printf("checks: %s\n", ok ? "all ok" : "FAILED");
 
   const Case timed[] = {{1, 32, 8, 4096, 4096, 128, true}, {1, 32, 8, 1024, 1024, 128, true}, {1, 32, 8, 4096, 4096, 128, false},
@@ -523,26 +532,19 @@ int main() {
     time_case<__nv_bfloat16>(c, -2, &base, nullptr);
     time_case<__nv_bfloat16>(c, -4, &base, nullptr);
   }
-  // Decode, Lq = 1, Lk = 4096: split-K sized for fewer SMs = fewer, longer splits.
-  for (int sms : {132}) {
-    g_plan_sms = sms;
-    time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 2, nullptr, nullptr);
+  // Decode: config 2 (4 warps over 64-key tiles) against config 6 (8 warps over 128-key
+  // tiles) at the plan's splits (one block per SM), then config 6 at other split lengths.
+  const Case decodes[] = {{1, 32, 8, 1, 1024, 128, false}, {1, 32, 8, 1, 4096, 128, false}, {1, 32, 8, 1, 16384, 128, false},
+                          {4, 32, 8, 1, 4096, 128, false}, {1, 32, 8, 1, 4096, 64, false}};
+  for (const Case& c : decodes) {
+    time_case<__nv_bfloat16>(c, 2, nullptr, nullptr);
+    time_case<__nv_bfloat16>(c, 6, nullptr, nullptr);
   }
-  g_plan_sms = 132;
-  for (int kps : {192, 256, 320, 384, 512})
-    for (int lk : {1024, 4096}) {
-      g_decode_keys_per_split = kps;
-      time_case<__nv_bfloat16>(Case{1, 32, 8, 1, lk, 128, false}, 2, nullptr, nullptr);
-    }
-  for (int kps : {384, 512, 768, 1024, 2048}) {
+  for (int kps : {128, 384, 512, 1024}) {
     g_decode_keys_per_split = kps;
-    time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 16384, 128, false}, 2, nullptr, nullptr);
-  }
-  for (int kps : {128, 256, 512, 1024}) {
-    g_decode_keys_per_split = kps;
-    time_case<__nv_bfloat16>(Case{4, 32, 8, 1, 4096, 128, false}, 2, nullptr, nullptr);
+    time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 4096, 128, false}, 6, nullptr, nullptr);
+    time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 16384, 128, false}, 6, nullptr, nullptr);
   }
   g_decode_keys_per_split = 0;
-  time_case<__nv_bfloat16>(Case{1, 32, 8, 1, 16384, 128, false}, 2, nullptr, nullptr);
   return ok ? 0 : 1;
 }

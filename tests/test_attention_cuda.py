@@ -32,7 +32,7 @@ DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
 HEAD_DIMS = [64, 80, 96, 128, 256]
 # kCudaAttnConfigs: 0/1/4/5 prefill tiles, 2/3 decode tiles (1 and 3 also serve D = 256).
-CONFIGS = [0, 1, 2, 3, 4, 5]
+CONFIGS = [0, 1, 2, 3, 4, 5, 6]
 _SEED = int(os.environ.get("MLX_MARLIN_TEST_SEED", "0"))
 
 

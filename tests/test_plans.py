@@ -146,7 +146,7 @@ CUDA_ATTN_SHAPES = SHAPES + [(2, 32, 8, 2048, 2048), (1, 32, 8, 4096, 4096), (1,
 def test_cuda_attention_plan_partitions_rows_and_keys(shape, D):
     B, Hq, Hkv, Lq, Lk = shape
     G = Hq // Hkv
-    for half, aligned, sms, variant in itertools.product((True, False), (True, False), (8, H100_SMS), (-1, 0, 2, 5)):
+    for half, aligned, sms, variant in itertools.product((True, False), (True, False), (8, H100_SMS), (-1, 0, 2, 5, 6)):
         p = ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, sms, variant)
         assert p["mma"] == (half and aligned)
         gx, gy, gz = p["grid"]

@@ -138,6 +138,7 @@ constexpr CudaAttentionConfig kCudaAttnConfigs[] = {
     {1, 2, 32, 3},  // 3: decode, D = 256
     {8, 1, 64, 1},  // 4: prefill, 128 rows per block (D <= 128)
     {4, 1, 32, 2, 2},  // 5: prefill, 128 rows per block, 2 row tiles per warp (D <= 128)
+    {1, 8, 128, 1},  // 6: decode, D <= 128, 8 warps over 128-key tiles (forced only: not yet timed)
 };
 constexpr int kCudaAttnVariants = sizeof(kCudaAttnConfigs) / sizeof(kCudaAttnConfigs[0]);
 constexpr int kCudaAttnDecodeMaxRows = 16;    // Lq * heads_per_block of the decode tile

@@ -48,6 +48,62 @@ __device__ __forceinline__ void decode_word_z(uint32_t w, uint32_t (&b)[4]) {
   b[3] = bf16_scale_up<3>((zb << 2) & OUT);
 }
 
+// Pieces every lab loop shares.  The MMAs of one k32 step from its decoded words
+// (pw[column][pair]) and B fragments:
+__device__ __forceinline__ void lab_step_mmas(const uint32_t (&pw)[4][4], const uint32_t (&bf)[4], float (&part)[2][4]) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                              pw[2 * j + 1][2 * half + 1]};
+      mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
+    }
+}
+// Decode (ZDEC: decode_word_z) and MMAs of one step.
+template <bool ZDEC>
+__device__ __forceinline__ void lab_step(const uint4& cw, const uint32_t (&bf)[4], float (&part)[2][4]) {
+  uint32_t pw[4][4];
+  const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    if constexpr (ZDEC) decode_word_z(words[j], pw[j]);
+    else decode_word<bf16>(words[j], pw[j]);
+  }
+  lab_step_mmas(pw, bf, part);
+}
+// A group's end: its scales (4 columns) times the partial sums, into acc.
+__device__ __forceinline__ void lab_apply_scales(uint2 s_grp, float (&acc)[2][4], float (&part)[2][4]) {
+  const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
+                       scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
+      part[j][e] = 0.f;
+    }
+}
+// The WK warps reduced through shared memory (`red`, free by now), then warp 0's lanes
+// t == 0 (token 0) store their 4 columns from `col` (the decode's 2^-14 undone).
+template <int WK>
+__device__ __forceinline__ void lab_reduce_store(float* red, const GemmArgs& a, float (&acc)[2][4], int wk, int lane,
+                                                 int col) {
+  __syncthreads();
+  if (wk > 0)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
+  __syncthreads();
+  if (wk > 0) return;
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
+  if ((lane & 3) != 0) return;
+  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
+  bf16* out = static_cast<bf16*>(a.out);
+  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+}
+
 __device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
 
 // L2PF: 0 = no prefetch; d > 0 = lanes 0..3 prefetch (to L2) the 128-byte rows of the step
@@ -161,49 +217,19 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv(GemmArgs a) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) sink ^= pw[j][0] ^ pw[j][1] ^ pw[j][2] ^ pw[j][3] ^ bf[j];
         } else {
-#pragma unroll
-          for (int j = 0; j < 2; ++j)
-#pragma unroll
-            for (int half = 0; half < 2; ++half) {
-              const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
-                                      pw[2 * j + 1][2 * half + 1]};
-              mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
-            }
+          lab_step_mmas(pw, bf, part);
         }
       }
       if constexpr (L2PF > 0) {
         if (g == 0 && step + L2PF < s_end) prefetch_l2(w_row0 + (step + L2PF) * step_bytes);
       }
       if (!EARLY) issue(u, step + ST < s_end);
-      if (((u + 1) & group_mask) == 0) {
-        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
-                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
-            part[j][e] = 0.f;
-          }
-      }
+      if (((u + 1) & group_mask) == 0) lab_apply_scales(s_grp, acc, part);
     }
   }
   asm volatile("cp.async.wait_all;\n" ::: "memory");
   if (MODE == kReadOnly || MODE == kDecodeOnly) acc[0][0] += __uint_as_float(sink & 0x3F800000u);
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smem);
-  if (wk > 0)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
-  __syncthreads();
-  if (wk > 0) return;
-  for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
-  if (t != 0) return;  // token 0 lives in lanes t == 0 (i = 0)
-  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
-  bf16* out = static_cast<bf16*>(a.out);
-  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+  lab_reduce_store<WK>(reinterpret_cast<float*>(smem), a, acc, wk, lane, col);
 }
 
 
@@ -251,50 +277,13 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_pre(GemmArgs a) {
       const uint4 bx = xs[step * 4 + t];
       if ((uint32_t(u) & group_mask) == 0) s_grp = ss[(step / spg) * 8 + g];
       const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
-      uint32_t pw[4][4];
-      const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if constexpr (ZDEC) decode_word_z(words[j], pw[j]);
-        else decode_word<bf16>(words[j], pw[j]);
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
-                                  pw[2 * j + 1][2 * half + 1]};
-          mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
-        }
+      lab_step<ZDEC>(cw, bf, part);
       if (step + ST < s_end) rw[u] = ldg_stream(next_w);
       next_w += step_bytes;
-      if (((u + 1) & group_mask) == 0) {
-        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
-                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
-            part[j][e] = 0.f;
-          }
-      }
+      if (((u + 1) & group_mask) == 0) lab_apply_scales(s_grp, acc, part);
     }
   }
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smem);
-  if (wk > 0)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
-  __syncthreads();
-  if (wk > 0) return;
-  for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
-  if (t != 0) return;
-  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
-  bf16* out = static_cast<bf16*>(a.out);
-  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+  lab_reduce_store<WK>(reinterpret_cast<float*>(smem), a, acc, wk, lane, col);
 }
 
 
@@ -377,51 +366,14 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_tma(GemmArgs a, const 
       const uint4 bx = xs[step * 4 + t];
       if ((step & (spg - 1)) == 0) s_grp = ss[(step / spg) * 8 + q];
       const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
-      uint32_t pw[4][4];
-      const uint32_t words[4] = {cw.x, cw.y, cw.z, cw.w};
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if constexpr (ZDEC) decode_word_z(words[j], pw[j]);
-        else decode_word<bf16>(words[j], pw[j]);
-      }
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
-                                  pw[2 * j + 1][2 * half + 1]};
-          mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
-        }
-      if (((step + 1) & (spg - 1)) == 0) {
-        const float sc[4] = {scale_to_float<bf16>(s_grp.x, 0), scale_to_float<bf16>(s_grp.x, 1),
-                             scale_to_float<bf16>(s_grp.y, 0), scale_to_float<bf16>(s_grp.y, 1)};
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            acc[j][e] = fmaf(part[j][e], sc[2 * j + (e >> 1)], acc[j][e]);
-            part[j][e] = 0.f;
-          }
-      }
+      lab_step<ZDEC>(cw, bf, part);
+      if (((step + 1) & (spg - 1)) == 0) lab_apply_scales(s_grp, acc, part);
     }
     __syncwarp();
     if (c + SLOTS < nchunks) issue(slot, c + SLOTS);
   }
   if (READONLY) acc[0][0] += __uint_as_float(sink & 0x3F800000u);
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smem_raw);
-  if (wk > 0)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) red[((wk - 1) * 8 + r) * 32 + lane] = (&acc[0][0])[r];
-  __syncthreads();
-  if (wk > 0) return;
-  for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-    for (int r = 0; r < 8; ++r) (&acc[0][0])[r] += red[(o * 8 + r) * 32 + lane];
-  if (t != 0) return;
-  const float v[4] = {acc[0][0] * 16384.f, acc[0][2] * 16384.f, acc[1][0] * 16384.f, acc[1][2] * 16384.f};
-  bf16* out = static_cast<bf16*>(a.out);
-  for (int c = 0; c < 4; ++c) out[col + c] = __float2bfloat16_rn(v[c]);
+  lab_reduce_store<WK>(reinterpret_cast<float*>(smem_raw), a, acc, wk, lane, col);
 }
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA error %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)

@@ -146,8 +146,8 @@ constexpr int kCudaAttnMinKeysPerSplit = 128;  // multiple of every block_k
 constexpr int kCudaAttnMaxSplits = 256;       // split-K: partials to scratch and to merge per row
 // Split-K decode: blocks per SM the splits aim at.  One: fewer, longer splits leave less
 // for the fused merge (H200, Lq = 1, Hq / Hkv = 32 / 8, D = 128, kernel time: Lk = 4096
-// 13.5 -> 12.6 us, 32 -> 16 splits; Lk = 16384 27.5 -> 24.9 us; B = 4, Lk = 4096 27.8 ->
-// 24.7 us; three per SM, the occupancy limit, was the earlier choice).
+// 13.5 -> 12.6 us, 32 -> 16 splits; Lk = 16384 27.5 -> 24.9 us; B = 4, Lk = 4096: 4 splits
+// 24.7 us against 16 splits 28.7 us; three per SM, the occupancy limit, was the earlier choice).
 constexpr int kCudaAttnDecodeBlocksPerSm = 1;
 constexpr int kCudaAttnSimtWarps = 4;         // Simt: rows (warps) per block
 constexpr int kCudaAttnWideMinQueries = 2048; // prefill: config 5 (128-row blocks) from this Lq

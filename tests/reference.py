@@ -109,3 +109,28 @@ def moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
     idx, w = moe_route(logits, k, normalize)
     h = activation(moe_gemm(x, gate, idx), act) * moe_gemm(x, up, idx)
     return moe_gemm(h, down, idx, w)
+
+
+# ----------------------------------------------------------------- extreme scales
+def extreme_scale_weights(rng, lead: tuple, n: int, k: int, group_size: int):
+    """FP4 weights [*lead, N, K] whose bfloat16 group scales span 2^-101 .. 2^116, with
+    some all-zero groups carrying a 2^120 scale, and per-k activation magnitudes that
+    balance the scales (x @ w.T stays far inside float32 / bfloat16 range, every
+    product and partial sum normal).  A kernel that multiplies a scale by a power of two
+    (say 2^14) before using it overflows here, and turns the zero groups into NaN.
+    Returns (packed, scales, dense float64 [*lead, N, K], x magnitude per k [K])."""
+    import mlx_marlin as mm
+
+    groups = k // group_size
+    exps = rng.choice([-100, -60, 0, 60, 116], size=groups)
+    exps[: min(groups, 2)] = [116, -100][: min(groups, 2)]
+    w = rng.standard_normal((*lead, n, k)) * np.repeat(np.exp2(exps.astype(np.float64)), group_size)
+    zero = rng.random((*lead, n, groups)) < 0.15
+    w *= ~np.repeat(zero, group_size, axis=-1)
+    packed, scales = mm.quantize(mx.array(w.astype(np.float32)), group_size, mx.bfloat16)
+    s = np.array(scales.astype(mx.float32))  # [*lead, K / g, N]
+    s[np.swapaxes(zero, -1, -2)] = 2.0**120
+    scales = mx.array(s).astype(mx.bfloat16)
+    dense = np.array(mm.dequantize(packed, scales, group_size).astype(mx.float32)).astype(np.float64)
+    x_mag = np.repeat(np.exp2(-np.minimum(exps, 100).astype(np.float64)), group_size)
+    return packed, scales, dense, x_mag

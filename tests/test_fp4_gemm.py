@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
-from reference import TOL, activation, rel_err, to_np
+from reference import TOL, activation, extreme_scale_weights, rel_err, to_np
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 
@@ -95,6 +95,19 @@ def test_activation_tails_relatively_accurate(stream, act, m):
     err = np.abs(y - ref) / np.maximum(np.abs(ref), 1e-37)
     worst = np.unravel_index(np.argmax(err), err.shape)
     assert err.max() < tol, (act, worst, y[worst], ref[worst])
+
+
+@pytest.mark.parametrize("m", [1, 5, 33, 130])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=str)
+def test_extreme_bfloat16_scales(rng, stream, m, dtype):
+    """Group scales across bfloat16's exponent range, and 2^120 scales on all-zero
+    groups (float16 activations cannot balance such scales, so not float16).  m covers
+    every CUDA route: GEMV, the MMA kernel and the dense route."""
+    n, k, g = 72, 384, 64
+    packed, scales, wd, x_mag = extreme_scale_weights(rng, (), n, k, g)
+    x = mx.array((rng.standard_normal((m, k)) * x_mag).astype(np.float32)).astype(dtype)
+    y = mm.fp4_gemm(x, packed, scales, group_size=g, stream=stream)
+    assert rel_err(y, reference(x, wd)) < TOL[dtype]
 
 
 def test_leading_batch_dims_and_1d(rng, stream):

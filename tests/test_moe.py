@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
+from reference import extreme_scale_weights
 from reference import moe_gemm as ref_moe_gemm
 from reference import moe_mlp as ref_moe_mlp
 from reference import moe_route as ref_route
@@ -129,6 +130,20 @@ def test_moe_gemm_matches_numpy(seed, T, E, k, N, K, g, dtype, act, form, weight
     assert out.shape == ((T, N) if weighted else (T, k, N))
     ref = ref_moe_gemm(to_np(x), dense, idx, to_np(weights) if weighted else None, act)
     assert_close(out, ref, dtype)
+
+
+@pytest.mark.parametrize("T", [1, 40])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_moe_gemm_extreme_bfloat16_scales(T, dtype, stream):
+    """Expert scales across bfloat16's exponent range and 2^120 scales on all-zero
+    groups (reference.extreme_scale_weights): finite, accurate outputs."""
+    rng = np.random.default_rng(300 + T)
+    E, k, N, K, g = 6, 2, 72, 256, 64
+    packed, scales, dense, x_mag = extreme_scale_weights(rng, (E,), N, K, g)
+    x = mx.array((rng.standard_normal((T, K)) * x_mag).astype(np.float32)).astype(DTYPES[dtype])
+    idx = np.stack([rng.choice(E, size=k, replace=False) for _ in range(T)]).astype(np.int32)
+    out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, stream=stream)
+    assert_close(out, ref_moe_gemm(to_np(x), dense, idx), dtype)
 
 
 @pytest.mark.parametrize("seed,pattern", [(200, "one_expert"), (201, "few_experts"), (202, "repeated_slots")])

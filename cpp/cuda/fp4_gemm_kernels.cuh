@@ -241,30 +241,17 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
         // A fragments: two mmas (k halves) per step.
         uint32_t af[MI][2][4];
 #pragma unroll
-        for (int i = 0; i < MI; ++i) {
-          const uint4 lo = cx[i][0];
-          const uint4 hi = cx[i][1];
-          af[i][0][0] = __byte_perm(lo.x, lo.z, 0x5410);
-          af[i][0][1] = __byte_perm(hi.x, hi.z, 0x5410);
-          af[i][0][2] = __byte_perm(lo.x, lo.z, 0x7632);
-          af[i][0][3] = __byte_perm(hi.x, hi.z, 0x7632);
-          af[i][1][0] = __byte_perm(lo.y, lo.w, 0x5410);
-          af[i][1][1] = __byte_perm(hi.y, hi.w, 0x5410);
-          af[i][1][2] = __byte_perm(lo.y, lo.w, 0x7632);
-          af[i][1][3] = __byte_perm(hi.y, hi.w, 0x7632);
-        }
+        for (int i = 0; i < MI; ++i) a_frags_from_pairs(cx[i][0], cx[i][1], af[i]);
 #pragma unroll
         for (int j = 0; j < NI; ++j) {
           const uint4 wq = cw[j / 4];
           const uint32_t word = (j % 4 == 0) ? wq.x : (j % 4 == 1) ? wq.y : (j % 4 == 2) ? wq.z : wq.w;
-          const uint32_t b0 = decode_pair<T>(word, decode_pair_f16<0>(word));
-          const uint32_t b1 = decode_pair<T>(word, decode_pair_f16<1>(word));
-          const uint32_t b2 = decode_pair<T>(word, decode_pair_f16<2>(word));
-          const uint32_t b3 = decode_pair<T>(word, decode_pair_f16<3>(word));
+          uint32_t b[4];
+          decode_word<T>(word, b);
 #pragma unroll
           for (int i = 0; i < MI; ++i) {
-            mma_16816<T>(part[i][j], af[i][0], b0, b1);
-            mma_16816<T>(part[i][j], af[i][1], b2, b3);
+            mma_16816<T>(part[i][j], af[i][0], b[0], b[1]);
+            mma_16816<T>(part[i][j], af[i][1], b[2], b[3]);
           }
         }
         // End of a group: acc += part * scale * 2^14.
@@ -280,10 +267,10 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
             const float s1f = scale_to_float<S>(p1, e0 & 1);
 #pragma unroll
             for (int i = 0; i < MI; ++i) {
-              acc[i][j][0] = fmaf(part[i][j][0] * 16384.f, s0f, acc[i][j][0]);
-              acc[i][j][1] = fmaf(part[i][j][1] * 16384.f, s1f, acc[i][j][1]);
-              acc[i][j][2] = fmaf(part[i][j][2] * 16384.f, s0f, acc[i][j][2]);
-              acc[i][j][3] = fmaf(part[i][j][3] * 16384.f, s1f, acc[i][j][3]);
+              acc[i][j][0] = fmaf(part[i][j][0], s0f, acc[i][j][0]);
+              acc[i][j][1] = fmaf(part[i][j][1], s1f, acc[i][j][1]);
+              acc[i][j][2] = fmaf(part[i][j][2], s0f, acc[i][j][2]);
+              acc[i][j][3] = fmaf(part[i][j][3], s1f, acc[i][j][3]);
               part[i][j][0] = part[i][j][1] = part[i][j][2] = part[i][j][3] = 0.f;
             }
           }
@@ -306,16 +293,25 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
           for (int e = 0; e < 4; ++e) red[wk - 1][tile][(i * NI + j) * 4 + e][lane] = acc[i][j][e];
     }
     __syncthreads();
+    if (wk == 0) {
+#pragma unroll
+      for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+        for (int i = 0; i < MI; ++i)
+#pragma unroll
+          for (int j = 0; j < NI; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] += red[o][tile][(i * NI + j) * 4 + e][lane];
+    }
     if (wk > 0) return;
-#pragma unroll
-    for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-      for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[i][j][e] += red[o][tile][(i * NI + j) * 4 + e][lane];
   }
+
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] *= 16384.f;
 
   // Epilogue: per row, 8 consecutive columns 32q + 8t .. +7 per thread.
   T* out = static_cast<T*>(a.out);

@@ -572,8 +572,8 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
             const int e0 = j % 4;
             const uint32_t p0 = e0 < 2 ? sq.x : sq.y;
             const uint32_t p1 = e0 < 2 ? sq.z : sq.w;
-            const float s0f = scale_to_float<S>(p0, e0 & 1) * 16384.f;
-            const float s1f = scale_to_float<S>(p1, e0 & 1) * 16384.f;
+            const float s0f = scale_to_float<S>(p0, e0 & 1);
+            const float s1f = scale_to_float<S>(p1, e0 & 1);
 #pragma unroll
             for (int i = 0; i < MI; ++i) {
               acc[i][j][0] = fmaf(part[i][j][0], s0f, acc[i][j][0]);
@@ -612,6 +612,12 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
             for (int e = 0; e < 4; ++e) acc[i][j][e] += red[o][sub][(i * NI + j) * 4 + e][lane];
     }
   }
+#pragma unroll
+  for (int i = 0; i < MI; ++i)
+#pragma unroll
+    for (int j = 0; j < NI; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] *= 16384.f;
   if constexpr (kGlu) {
     // Up sums to shared memory; the gate warps form act(gate) * up.
     __shared__ float xch[WM * WN][kRegs][32];

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from metal_helpers import ELEM_BYTES, compile_metal, from_device, nan_buffer, run_probe, to_device
+from reference import attention as reference
 
 HEAD_DIMS = [64, 80, 96, 128, 256]
 DTYPES = ["f16", "bf16", "f32"]
@@ -90,25 +91,6 @@ def emu():
     module = compile_metal("attention.metal", checked=True)
     assert module.checked
     return module
-
-
-def reference(q, k, v, scale, mask=None, causal=False):
-    """float64 softmax attention; rows with no visible key give zeros."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    G = q.shape[1] // k.shape[1]
-    k = np.repeat(k, G, axis=1)
-    v = np.repeat(v, G, axis=1)
-    s = scale * np.einsum("bhid,bhjd->bhij", q, k)
-    Lq, Lk = q.shape[2], k.shape[2]
-    if causal:
-        s = np.where(np.arange(Lk)[None] <= np.arange(Lq)[:, None] + Lk - Lq, s, -np.inf)
-    if mask is not None:
-        s = np.where(mask, s, -np.inf) if mask.dtype == bool else s + mask.astype(np.float64)
-    m = s.max(-1, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    p = np.exp(s - m)
-    l = p.sum(-1, keepdims=True)
-    return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, l, 1.0), 0.0)
 
 
 def strides4(shape):

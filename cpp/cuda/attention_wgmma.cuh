@@ -184,7 +184,7 @@ __device__ __forceinline__ void store_rows(const AttnArgs& a, int b, int hq, con
     T* dst = out + ((int64_t(b) * a.Hq + hq) * a.Lq + qr[i]) * D + (lane & 3) * 2;
 #pragma unroll
     for (int d = 0; d < D / 8; ++d)
-      *reinterpret_cast<uint32_t*>(dst + 8 * d) = attn::pack2<T>(o[4 * d + 2 * i] * f, o[4 * d + 2 * i + 1] * f);
+      *reinterpret_cast<uint32_t*>(dst + 8 * d) = pack2<T>(o[4 * d + 2 * i] * f, o[4 * d + 2 * i + 1] * f);
   }
 }
 

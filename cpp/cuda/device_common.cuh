@@ -71,6 +71,19 @@ __device__ __forceinline__ __half from_float<__half>(float v) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// Two floats as a packed pair of T (__half / __nv_bfloat16), a in the low half; one
+// paired round-to-nearest conversion.
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (std::is_same<T, __half>::value) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  } else {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+}
+
 // Exact E2M1 decode to fp32: the magnitude bits as an fp32 subnormal/normal pattern
 // (value * 2^-126), rescaled by 2^126 (exact; needs denormals, i.e. no -ftz).
 __device__ __forceinline__ float e2m1_to_float(uint32_t code) {
@@ -85,18 +98,6 @@ __device__ __forceinline__ uint32_t decode_pair_f16(uint32_t w) {
   constexpr int kSign = 12 - 4 * I; // sign bit 4i+3 -> 15
   const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
   return (mag & 0x0E000E00u) | ((w << kSign) & 0x80008000u);
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t decode_pair(uint32_t w, uint32_t h) {
-  return h;
-}
-template <>
-__device__ __forceinline__ uint32_t decode_pair<__nv_bfloat16>(uint32_t, uint32_t h) {
-  __half2 hh = *reinterpret_cast<__half2*>(&h);
-  const float2 f = __half22float2(hh);
-  __nv_bfloat162 b = __floats2bfloat162_rn(f.x, f.y);
-  return *reinterpret_cast<uint32_t*>(&b);
 }
 
 template <typename T>

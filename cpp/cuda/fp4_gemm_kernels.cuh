@@ -1,21 +1,24 @@
 // CUDA kernels of fp4_gemm (see cpp/common/gemm_plan.h for which runs when).
 //
-// Tensor-core kernel (f16/bf16 activations), Marlin-style:
+// Tensor-core kernel (f16/bf16 activations), Marlin-style; its register tile (decode,
+// MMAs, group scales, K-split reduction, output order) is Fp4MmaTile
+// (cpp/cuda/fp4_mma_tile.cuh), shared with MoE's grouped GEMM:
 //   * Weights are streamed from global memory straight into registers with one
 //     16-byte load per thread per k32 step (4 packed words = 4 columns x 8 k), several
 //     steps in flight, and never staged in shared memory (each word is used by one warp).
-//   * Decode is pure bit arithmetic: the 3 magnitude bits of an E2M1 code land on the
-//     low exponent bits + top mantissa bit of an fp16, the sign on the sign bit, which
-//     gives exactly e2m1 * 2^-14 (codes 0 and 0.5 become fp16 zero / subnormal).  Pairs
-//     (nibble i, nibble i+4) share one shift, so a word decodes to 4 half2 registers in
-//     about 12 integer instructions.  bf16 goes through fp32 (exact for these values).
+//   * Decode is pure bit arithmetic (decode_word): the 3 magnitude bits of an E2M1 code
+//     land on the low exponent bits + top mantissa bit of an fp16, the sign on the sign
+//     bit, which gives exactly e2m1 * 2^-14 (codes 0 and 0.5 become fp16 zero /
+//     subnormal).  Pairs (nibble i, nibble i+4) share one shift, so a word decodes to 4
+//     half2 registers in about 12 integer instructions.  bf16: the bits land on a bf16
+//     subnormal, then one exact bf16x2 FMA by 2^112.
 //   * The k order inside an mma is permuted so that each thread's B registers are the
 //     nibbles of the one word it loaded, and its A registers 8 consecutive activations
 //     (one 16-byte load, rearranged with byte permutes).  The n order inside a warp is
 //     permuted so that one 16-byte load covers the thread's column of 4 MMA tiles and
 //     the epilogue writes 8 consecutive outputs per row.
-//   * Group scales are applied to fp32 partial sums once per group (exact; the 2^14 of
-//     the decode is folded in there), bias + activation are fused in the epilogue.
+//   * Group scales are applied to fp32 partial sums once per group, the decode's 2^-14
+//     undone once before the epilogue; bias + activation are fused in the epilogue.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -27,6 +30,7 @@
 #include "common/fp4_format.h"
 #include "common/gemm_plan.h"
 #include "cuda/device_common.cuh"
+#include "cuda/fp4_mma_tile.cuh"
 #include "cuda/fp4_gemm_launch.h"
 
 namespace marlin::cuda {
@@ -138,8 +142,7 @@ __global__ void __launch_bounds__(256) fp4_gemm_simt_transposed(GemmArgs a) {
 // T: activation/output type (__half or __nv_bfloat16); S: scale type.
 template <typename T, typename S, int MI, int NI, int WM, int WN, int WK, int U>
 __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_mma(GemmArgs a) {
-  static_assert(NI % 4 == 0, "NI must be a multiple of 4");
-  constexpr int NQ = NI / 4;  // 16-byte word loads (32 columns) per step
+  constexpr int NQ = Fp4MmaTile<MI, NI>::kQuads;  // 16-byte word loads (32 columns) per step
   constexpr int BM = 16 * MI * WM;
   constexpr int BN = 8 * NI * WN;
   const int lane = threadIdx.x & 31;
@@ -182,14 +185,8 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
       xrow[i][h] = x + static_cast<int64_t>(row_ok[i][h] ? r : 0) * K + 8 * t;
     }
 
-  float acc[MI][NI][4];
-  float part[MI][NI][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.f;
+  Fp4MmaTile<MI, NI> sums;
+  sums.zero();
 
   // Ring of U steps of loads in flight: words, activations, scales.
   uint4 rw[U][NQ];
@@ -238,80 +235,22 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
         }
         load_step(u, step + U);
 
-        // A fragments: two mmas (k halves) per step.
-        uint32_t af[MI][2][4];
+        uint32_t af[1][MI][2][4];
 #pragma unroll
-        for (int i = 0; i < MI; ++i) a_frags_from_pairs(cx[i][0], cx[i][1], af[i]);
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-          const uint4 wq = cw[j / 4];
-          const uint32_t word = (j % 4 == 0) ? wq.x : (j % 4 == 1) ? wq.y : (j % 4 == 2) ? wq.z : wq.w;
-          uint32_t b[4];
-          decode_word<T>(word, b);
-#pragma unroll
-          for (int i = 0; i < MI; ++i) {
-            mma_16816<T>(part[i][j], af[i][0], b[0], b[1]);
-            mma_16816<T>(part[i][j], af[i][1], b[2], b[3]);
-          }
-        }
-        // End of a group: acc += part * scale * 2^14.
-        if ((step + 1) % spg == 0) {
-#pragma unroll
-          for (int j = 0; j < NI; ++j) {
-            const uint4 sq = cs[j / 4];
-            // columns 8t + (j%4) (c0/c2) and 8t + 4 + (j%4) (c1/c3) of quad j/4
-            const int e0 = j % 4;
-            const uint32_t p0 = e0 < 2 ? sq.x : sq.y;
-            const uint32_t p1 = e0 < 2 ? sq.z : sq.w;
-            const float s0f = scale_to_float<S>(p0, e0 & 1);
-            const float s1f = scale_to_float<S>(p1, e0 & 1);
-#pragma unroll
-            for (int i = 0; i < MI; ++i) {
-              acc[i][j][0] = fmaf(part[i][j][0], s0f, acc[i][j][0]);
-              acc[i][j][1] = fmaf(part[i][j][1], s1f, acc[i][j][1]);
-              acc[i][j][2] = fmaf(part[i][j][2], s0f, acc[i][j][2]);
-              acc[i][j][3] = fmaf(part[i][j][3], s1f, acc[i][j][3]);
-              part[i][j][0] = part[i][j][1] = part[i][j][2] = part[i][j][3] = 0.f;
-            }
-          }
-        }
+        for (int i = 0; i < MI; ++i) a_frags_from_pairs(cx[i][0], cx[i][1], af[0][i]);
+        sums.template mma_step<T>(af, cw);
+        if ((step + 1) % spg == 0) sums.template fold_group<S>(cs);
       }
     }
   }
 
   // Reduce the K-split warps through shared memory.
   if constexpr (WK > 1) {
-    constexpr int kRegs = MI * NI * 4;
-    __shared__ float red[WK - 1][WM * WN][kRegs][32];
-    const int tile = wm * WN + wn;
-    if (wk > 0) {
-#pragma unroll
-      for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) red[wk - 1][tile][(i * NI + j) * 4 + e][lane] = acc[i][j][e];
-    }
-    __syncthreads();
-    if (wk == 0) {
-#pragma unroll
-      for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-        for (int i = 0; i < MI; ++i)
-#pragma unroll
-          for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] += red[o][tile][(i * NI + j) * 4 + e][lane];
-    }
+    __shared__ float red[WK - 1][WM * WN][Fp4MmaTile<MI, NI>::kRegs][32];
+    sums.reduce_k_splits(red, wk, wm * WN + wn, lane);
     if (wk > 0) return;
   }
-
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] *= 16384.f;
+  sums.undo_decode_scale();
 
   // Epilogue: per row, 8 consecutive columns 32q + 8t .. +7 per thread.
   T* out = static_cast<T*>(a.out);
@@ -327,18 +266,12 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
       for (int h = 0; h < 2; ++h) {
         if (!row_ok[i][h]) continue;
         const int r = m0 + 16 * i + 8 * h + g;
+        float v[8];
+        sums.row8(q, i, h, v);
         uint32_t packed[4];
 #pragma unroll
-        for (int e = 0; e < 8; e += 2) {
-          // element e: tile 4q + (e % 4), register (e < 4 ? 0 : 1) + 2h
-          const float v0 = apply_activation(acc[i][4 * q + (e % 4)][(e < 4 ? 0 : 1) + 2 * h] + bias[e], a.act);
-          const float v1 =
-              apply_activation(acc[i][4 * q + ((e + 1) % 4)][((e + 1) < 4 ? 0 : 1) + 2 * h] + bias[e + 1], a.act);
-          const T t0 = from_float<T>(v0);
-          const T t1 = from_float<T>(v1);
-          packed[e / 2] = static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t0)) |
-              (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t1)) << 16);
-        }
+        for (int e = 0; e < 8; e += 2)
+          packed[e / 2] = pack2<T>(apply_activation(v[e] + bias[e], a.act), apply_activation(v[e + 1] + bias[e + 1], a.act));
         *reinterpret_cast<uint4*>(out + static_cast<int64_t>(r) * N + col) =
             make_uint4(packed[0], packed[1], packed[2], packed[3]);
       }

@@ -17,6 +17,7 @@
 #include "common/fp4_format.h"
 #include "common/moe_plan.h"
 #include "cuda/device_common.cuh"
+#include "cuda/fp4_mma_tile.cuh"
 #include "cuda/moe_launch.h"
 
 namespace marlin::cuda {
@@ -290,11 +291,6 @@ __device__ __forceinline__ uint4 load_s8(const S* p, int valid, bool vec) {
   return make_uint4(u[0], u[1], u[2], u[3]);
 }
 
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
 // A fragments of rows g (lo) and g + 8 (hi).  Half types: one set.  float32: two bf16
 // sets, hi = bf16(x) and lo = bf16(x - hi) (16 significant bits, and float32's range),
 // whose two MMAs sum to x within 2^-17 relative.
@@ -322,26 +318,18 @@ __device__ __forceinline__ void x_frags(const XRaw<AT>& lo, const XRaw<AT>& hi, 
     for (int s = 0; s < NS; ++s) {
       const float(&v)[2][8] = s == 0 ? f : r;
       // element i of the 8 sits at slot (i % 4) * 2 + i / 4 (a_frags_from_pairs)
-      af[s][0][0] = pack_bf16(v[0][0], v[0][4]);
-      af[s][0][1] = pack_bf16(v[1][0], v[1][4]);
-      af[s][0][2] = pack_bf16(v[0][1], v[0][5]);
-      af[s][0][3] = pack_bf16(v[1][1], v[1][5]);
-      af[s][1][0] = pack_bf16(v[0][2], v[0][6]);
-      af[s][1][1] = pack_bf16(v[1][2], v[1][6]);
-      af[s][1][2] = pack_bf16(v[0][3], v[0][7]);
-      af[s][1][3] = pack_bf16(v[1][3], v[1][7]);
+      af[s][0][0] = pack2<__nv_bfloat16>(v[0][0], v[0][4]);
+      af[s][0][1] = pack2<__nv_bfloat16>(v[1][0], v[1][4]);
+      af[s][0][2] = pack2<__nv_bfloat16>(v[0][1], v[0][5]);
+      af[s][0][3] = pack2<__nv_bfloat16>(v[1][1], v[1][5]);
+      af[s][1][0] = pack2<__nv_bfloat16>(v[0][2], v[0][6]);
+      af[s][1][1] = pack2<__nv_bfloat16>(v[1][2], v[1][6]);
+      af[s][1][2] = pack2<__nv_bfloat16>(v[0][3], v[0][7]);
+      af[s][1][3] = pack2<__nv_bfloat16>(v[1][3], v[1][7]);
     }
   } else {
     a_frags_from_pairs(lo.v, hi.v, af[0]);
   }
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b) {
-  const T t0 = from_float<T>(a);
-  const T t1 = from_float<T>(b);
-  return static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t0)) |
-      (static_cast<uint32_t>(*reinterpret_cast<const uint16_t*>(&t1)) << 16);
 }
 
 // 8 consecutive outputs at dst (columns col .. col + 7 of a row of N).
@@ -364,7 +352,7 @@ __device__ __forceinline__ void store8(OT* dst, const float (&v)[8], int col, in
 
 // Grouped FP4 GEMM.  Block (x, y): output columns [x BN, (x + 1) BN) of tile y of the
 // device's tile list (one expert's grouped rows [rb, re), at most BM of them).  Warps:
-// WM x WN output sub-tiles (MI x NI MMA tiles each, the fragment layout of fp4_gemm_mma),
+// WM x WN output sub-tiles (MI x NI MMA tiles each: an Fp4MmaTile, as in fp4_gemm_mma),
 // WK splitting K (reduced through shared memory), WG = 2 for the Glu mode (warp group 1
 // computes the up columns matching group 0's gate columns).  Weights stream global ->
 // registers (U k32 steps in flight), decoded exactly; group scales are applied to fp32
@@ -373,10 +361,9 @@ __device__ __forceinline__ void store8(OT* dst, const float (&v)[8], int col, in
 template <typename AT, typename S, int MI, int NI, int WM, int WN, int WK, int U, int WG, int MINB, bool DIRECT,
           int MODE>
 __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(MoeGemmArgs a) {
-  static_assert(NI % 4 == 0, "NI must be a multiple of 4");
   using MT = typename std::conditional<std::is_same<AT, float>::value, __nv_bfloat16, AT>::type;
   constexpr int NS = std::is_same<AT, float>::value ? 2 : 1;
-  constexpr int NQ = NI / 4;
+  constexpr int NQ = Fp4MmaTile<MI, NI>::kQuads;
   constexpr int BN = 8 * NI * WN;
   constexpr bool kGlu = MODE == static_cast<int>(MoeOutMode::Glu);
   constexpr bool kPairs = MODE == static_cast<int>(MoeOutMode::Pairs);
@@ -464,14 +451,8 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
   bool row_ok[MI][2];
   const AT* xrow[MI][2];
 
-  float acc[MI][NI][4];
-  float part[MI][NI][4];
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] = part[i][j][e] = 0.f;
+  Fp4MmaTile<MI, NI> sums;
+  sums.zero();
 
   uint4 rw[U][NQ];
   XRaw<AT> rx[U][MI][2];
@@ -550,74 +531,19 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
         }
         load_step(u, step + U);
 
-#pragma unroll
-        for (int j = 0; j < NI; ++j) {
-          const uint4 wq = cw[j / 4];
-          const uint32_t word = (j % 4 == 0) ? wq.x : (j % 4 == 1) ? wq.y : (j % 4 == 2) ? wq.z : wq.w;
-          uint32_t b[4];
-          decode_word<MT>(word, b);
-#pragma unroll
-          for (int i = 0; i < MI; ++i)
-#pragma unroll
-            for (int s = 0; s < NS; ++s) {
-              mma_16816<MT>(part[i][j], af[s][i][0], b[0], b[1]);
-              mma_16816<MT>(part[i][j], af[s][i][1], b[2], b[3]);
-            }
-        }
-        // End of a group: acc += part * scale * 2^14 (the decode's 2^-14 folded in).
-        if ((step + 1) % spg == 0) {
-#pragma unroll
-          for (int j = 0; j < NI; ++j) {
-            const uint4 sq = cs[j / 4];
-            const int e0 = j % 4;
-            const uint32_t p0 = e0 < 2 ? sq.x : sq.y;
-            const uint32_t p1 = e0 < 2 ? sq.z : sq.w;
-            const float s0f = scale_to_float<S>(p0, e0 & 1);
-            const float s1f = scale_to_float<S>(p1, e0 & 1);
-#pragma unroll
-            for (int i = 0; i < MI; ++i) {
-              acc[i][j][0] = fmaf(part[i][j][0], s0f, acc[i][j][0]);
-              acc[i][j][1] = fmaf(part[i][j][1], s1f, acc[i][j][1]);
-              acc[i][j][2] = fmaf(part[i][j][2], s0f, acc[i][j][2]);
-              acc[i][j][3] = fmaf(part[i][j][3], s1f, acc[i][j][3]);
-              part[i][j][0] = part[i][j][1] = part[i][j][2] = part[i][j][3] = 0.f;
-            }
-          }
-        }
+        sums.template mma_step<MT>(af, cw);
+        if ((step + 1) % spg == 0) sums.template fold_group<S>(cs);
       }
     }
   }
 
-  constexpr int kRegs = MI * NI * 4;
+  constexpr int kRegs = Fp4MmaTile<MI, NI>::kRegs;
   const int sub = (wg * WM + wm) * WN + wn;  // output sub-tile of this warp
   if constexpr (WK > 1) {
     __shared__ float red[WK - 1][WG * WM * WN][kRegs][32];
-    if (wk > 0) {
-#pragma unroll
-      for (int i = 0; i < MI; ++i)
-#pragma unroll
-        for (int j = 0; j < NI; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) red[wk - 1][sub][(i * NI + j) * 4 + e][lane] = acc[i][j][e];
-    }
-    __syncthreads();
-    if (wk == 0) {
-#pragma unroll
-      for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-        for (int i = 0; i < MI; ++i)
-#pragma unroll
-          for (int j = 0; j < NI; ++j)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[i][j][e] += red[o][sub][(i * NI + j) * 4 + e][lane];
-    }
+    sums.reduce_k_splits(red, wk, sub, lane);
   }
-#pragma unroll
-  for (int i = 0; i < MI; ++i)
-#pragma unroll
-    for (int j = 0; j < NI; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][j][e] *= 16384.f;
+  sums.undo_decode_scale();
   if constexpr (kGlu) {
     // Up sums to shared memory; the gate warps form act(gate) * up.
     __shared__ float xch[WM * WN][kRegs][32];
@@ -628,7 +554,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
 #pragma unroll
         for (int j = 0; j < NI; ++j)
 #pragma unroll
-          for (int e = 0; e < 4; ++e) xch[pair_tile][(i * NI + j) * 4 + e][lane] = acc[i][j][e];
+          for (int e = 0; e < 4; ++e) xch[pair_tile][(i * NI + j) * 4 + e][lane] = sums.acc[i][j][e];
     }
     __syncthreads();
     if (wk != 0 || wg != 0) return;
@@ -638,7 +564,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
       for (int j = 0; j < NI; ++j)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
-          acc[i][j][e] = apply_activation(acc[i][j][e], a.act) * xch[pair_tile][(i * NI + j) * 4 + e][lane];
+          sums.acc[i][j][e] = apply_activation(sums.acc[i][j][e], a.act) * xch[pair_tile][(i * NI + j) * 4 + e][lane];
   } else {
     if (wk != 0) return;
 #pragma unroll
@@ -646,7 +572,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
 #pragma unroll
       for (int j = 0; j < NI; ++j)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) acc[i][j][e] = apply_activation(acc[i][j][e], a.act);
+        for (int e = 0; e < 4; ++e) sums.acc[i][j][e] = apply_activation(sums.acc[i][j][e], a.act);
   }
 
   // Epilogue: per row, the 8 consecutive columns 32q + 8t .. + 7 of this thread.
@@ -662,8 +588,7 @@ __global__ void __launch_bounds__(32 * WM * WN * WK * WG, MINB) moe_gemm_kernel(
         if (!row_ok[i][h]) continue;
         const int r = m0 + 16 * i + 8 * h + g;
         float v[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) v[e] = acc[i][4 * q + (e % 4)][(e < 4 ? 0 : 1) + 2 * h];
+        sums.row8(q, i, h, v);
         if constexpr (kPairs) {
           AT* out = static_cast<AT*>(a.out) + static_cast<int64_t>(pair_of(r)) * N + col;
           store8<AT>(out, v, col, N, vec_out);

@@ -42,7 +42,8 @@ def activation(y: np.ndarray, name):
         with np.errstate(over="ignore"):  # exp -> inf for y << 0 gives y / inf = -0, as it should
             return y / (1 + np.exp(-2 * math.sqrt(2 / math.pi) * (y + 0.044715 * y**3)))
     if name == "silu":
-        return y / (1 + np.exp(-y))
+        with np.errstate(over="ignore"):  # likewise
+            return y / (1 + np.exp(-y))
     raise ValueError(name)
 
 
@@ -112,18 +113,27 @@ def moe_mlp(x, logits, gate, up, down, k, act="silu", normalize=True):
 
 
 # ----------------------------------------------------------------- extreme scales
-def extreme_scale_weights(rng, lead: tuple, n: int, k: int, group_size: int):
+def extreme_scale_exponents(rng, groups: int) -> np.ndarray:
+    """Per-group scale exponents along K for extreme_scale_weights (2^116 and 2^-100 always
+    among them)."""
+    exps = rng.choice([-100, -60, 0, 60, 116], size=groups)
+    exps[: min(groups, 2)] = [116, -100][: min(groups, 2)]
+    return exps
+
+
+def extreme_scale_weights(rng, lead: tuple, n: int, k: int, group_size: int, exps=None):
     """FP4 weights [*lead, N, K] whose bfloat16 group scales span 2^-101 .. 2^116, with
     some all-zero groups carrying a 2^120 scale, and per-k activation magnitudes that
     balance the scales (x @ w.T stays far inside float32 / bfloat16 range, every
     product and partial sum normal).  A kernel that multiplies a scale by a power of two
     (say 2^14) before using it overflows here, and turns the zero groups into NaN.
+    `exps`: the per-group exponents (extreme_scale_exponents), for weights that share
+    one activation (gate and up).
     Returns (packed, scales, dense float64 [*lead, N, K], x magnitude per k [K])."""
     import mlx_marlin as mm
 
     groups = k // group_size
-    exps = rng.choice([-100, -60, 0, 60, 116], size=groups)
-    exps[: min(groups, 2)] = [116, -100][: min(groups, 2)]
+    exps = extreme_scale_exponents(rng, groups) if exps is None else np.asarray(exps)
     w = rng.standard_normal((*lead, n, k)) * np.repeat(np.exp2(exps.astype(np.float64)), group_size)
     zero = rng.random((*lead, n, groups)) < 0.15
     w *= ~np.repeat(zero, group_size, axis=-1)

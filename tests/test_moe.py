@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
-from reference import extreme_scale_weights
+from reference import extreme_scale_exponents, extreme_scale_weights
 from reference import moe_gemm as ref_moe_gemm
 from reference import moe_mlp as ref_moe_mlp
 from reference import moe_route as ref_route
@@ -271,6 +271,28 @@ def test_moe_mlp_matches_dense_reference(seed, T, E, k, K, I, N_out, g, dtype, a
                          normalize=normalize, stream=stream)
     assert out.dtype == x.dtype and out.shape == (T, N_out)
     ref = ref_moe_mlp(to_np(x), to_np(logits), gate, up, down, k, act, normalize)
+    assert_close(out, ref, dtype, factor=2)
+
+
+@pytest.mark.parametrize("form", ["separate", "fused"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_moe_mlp_extreme_bfloat16_scales(form, dtype, stream):
+    """Gate / up scales across bfloat16's range (shared per-k exponents, balanced by x)
+    through the fused SwiGLU path: act(gate) * up of the un-scaled sums would be wrong."""
+    rng = np.random.default_rng(330)
+    T, E, k, K, I, N_out, g = 24, 6, 2, 256, 64, 40, 64
+    exps = extreme_scale_exponents(rng, K // g)
+    pg, sg, gate, x_mag = extreme_scale_weights(rng, (E,), I, K, g, exps)
+    pu, su, up, _ = extreme_scale_weights(rng, (E,), I, K, g, exps)
+    pd, sd, down = make_experts(rng, E, N_out, I, g, mx.bfloat16)
+    x = mx.array((rng.standard_normal((T, K)) * x_mag).astype(np.float32)).astype(DTYPES[dtype])
+    logits = rand(rng, (T, E), dtype)
+    if form == "fused":
+        out = mm.moe_mlp(x, logits, mx.concatenate([pg, pu], 2), mx.concatenate([sg, su], 2), None, None, pd, sd,
+                         top_k=k, group_size=g, stream=stream)
+    else:
+        out = mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=stream)
+    ref = ref_moe_mlp(to_np(x), to_np(logits), gate, up, down, k, "silu", True)
     assert_close(out, ref, dtype, factor=2)
 
 

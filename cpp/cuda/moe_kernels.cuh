@@ -98,29 +98,29 @@ __device__ __forceinline__ uint32_t bucket_of(const I* idx, int q, int E) {
   return (v >= 0 && v < E) ? static_cast<uint32_t>(v) : static_cast<uint32_t>(E);
 }
 
+// Inclusive prefix sum of v over the warp's lanes.
+__device__ __forceinline__ int warp_inclusive_scan(int v, int lane) {
+#pragma unroll
+  for (int o = 1; o < 32; o <<= 1) {
+    const int n = __shfl_up_sync(0xffffffffu, v, o);
+    if (lane >= o) v += n;
+  }
+  return v;
+}
+
 // Exclusive prefix sum of v over the block's threads (thread order); `total` = the sum.
 // sh: 33 ints of shared memory.  Every thread of the block must call it.
 __device__ __forceinline__ int block_exclusive_scan(int v, int& total, int* sh) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const int nw = blockDim.x >> 5;
-  int incl = v;
-#pragma unroll
-  for (int o = 1; o < 32; o <<= 1) {
-    const int n = __shfl_up_sync(0xffffffffu, incl, o);
-    if (lane >= o) incl += n;
-  }
+  const int incl = warp_inclusive_scan(v, lane);
   __syncthreads();  // sh may still be read by a previous call
   if (lane == 31) sh[warp] = incl;
   __syncthreads();
   if (warp == 0) {
     const int s = lane < nw ? sh[lane] : 0;
-    int si = s;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      const int n = __shfl_up_sync(0xffffffffu, si, o);
-      if (lane >= o) si += n;
-    }
+    const int si = warp_inclusive_scan(s, lane);
     if (lane < nw) sh[lane] = si - s;
     if (lane == 31) sh[32] = si;
   }

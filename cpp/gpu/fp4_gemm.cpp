@@ -12,9 +12,6 @@
 
 namespace marlin::gpu {
 
-namespace {
-} // namespace
-
 void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs, mx::array& out,
                      int group_size, Activation activation, bool transpose) {
   const mx::array& a = inputs[0];

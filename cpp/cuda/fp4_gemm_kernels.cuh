@@ -300,9 +300,10 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 //     through that cp.async ring instead of registers streamed at ~1.6 TB/s on an H200
 //     against ~2.9 TB/s for the register ring, the same bytes in the same pattern
 //     (benchmarks/gemv_lab_cuda.cu).
-//   * Decode is bit placement (decode_word: e2m1 * 2^-14, exact); group scales (x 2^14)
-//     are applied to fp32 partial sums once per group.  The warps of a block are
-//     reduced once through shared memory, then bias + activation, 8-byte stores.
+//   * Decode is bit placement (decode_word: e2m1 * 2^-14, exact); group scales are
+//     applied to fp32 partial sums once per group, the 2^-14 undone in the epilogue.
+//     The warps of a block are reduced once through shared memory, then bias +
+//     activation, 8-byte stores.
 template <typename T, typename S, int WK, int ST, bool R16, int MINB>
 __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   constexpr int H = R16 ? 2 : 1;  // n8 token tiles

@@ -30,7 +30,7 @@ struct Fp4MmaTile {
   static constexpr int kQuads = NI / 4;  // 16-byte weight / scale loads per step
   static constexpr int kRegs = MI * NI * 4;
 
-  float acc[MI][NI][4];   // scaled sum of the groups done
+  float acc[MI][NI][4];   // scaled sum of the groups done (x 2^-14 until undo_decode_scale)
   float part[MI][NI][4];  // unscaled sum of the current group
 
   __device__ __forceinline__ void zero() {

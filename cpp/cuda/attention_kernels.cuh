@@ -65,6 +65,47 @@ __device__ __forceinline__ float ex2(float x) {
 // max that keeps a NaN from either side (fmaxf would drop it).
 __device__ __forceinline__ float nanmax(float a, float b) { return (a > b || a != a) ? a : b; }
 
+// One key tile of the online softmax on a thread's two rows (g and g + 8 of an MMA
+// tile): s[n] is an 8-key accumulator tile (registers 0, 1: row 0; 2, 3: row 1) of scores
+// already in the base-2 domain up to the factor `sc` (1 where the scale was applied
+// before).  Updates the running max m and sum l (this lane's columns only; quad-reduced
+// at the end), turns s into p = exp2(s sc - m) in place and returns the rescale factors
+// alpha for O.  fmaxf drops NaN scores from the max, but their p = exp2(NaN) = NaN still
+// reaches the row's sum and P V, so a NaN score makes its row NaN (and only its row).
+// Shared by attention_mma and attention_wgmma.
+template <int NT>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[NT][4], float (&m)[2], float (&l)[2], float (&alpha)[2],
+                                                    float sc) {
+  float mx[2] = {neg_inf(), neg_inf()};
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    mx[0] = fmaxf(mx[0], fmaxf(s[n][0], s[n][1]));
+    mx[1] = fmaxf(mx[1], fmaxf(s[n][2], s[n][3]));
+  }
+  float mu[2];
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
+    const float m_new = fmaxf(m[i], mx[i]);
+    mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
+    alpha[i] = ex2(m[i] - mu[i]);
+    m[i] = m_new;
+  }
+  float rs[2] = {0.f, 0.f};
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+    s[n][0] = ex2(fmaf(s[n][0], sc, -mu[0]));
+    s[n][1] = ex2(fmaf(s[n][1], sc, -mu[0]));
+    s[n][2] = ex2(fmaf(s[n][2], sc, -mu[1]));
+    s[n][3] = ex2(fmaf(s[n][3], sc, -mu[1]));
+    rs[0] += s[n][0] + s[n][1];
+    rs[1] += s[n][2] + s[n][3];
+  }
+  l[0] = l[0] * alpha[0] + rs[0];
+  l[1] = l[1] * alpha[1] + rs[1];
+}
+
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void* p) {
   const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(p));
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -395,37 +436,9 @@ __global__ void __launch_bounds__(32 * WM * WN, MINB) attention_mma(AttnArgs a) 
             }
           }
         }
-        // Online softmax (per row: max over the quad's lanes).  fmaxf drops NaN scores
-        // from the max, but their p = exp2(NaN) = NaN still reaches the row's sum and
-        // P V, so a NaN score makes its row NaN (and only its row).
-        float mx[2] = {neg_inf(), neg_inf()};
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          mx[0] = fmaxf(mx[0], fmaxf(s[mt][n][0], s[mt][n][1]));
-          mx[1] = fmaxf(mx[1], fmaxf(s[mt][n][2], s[mt][n][3]));
-        }
-        float mu[2], alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-          mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
-          const float m_new = fmaxf(m[mt][i], mx[i]);
-          mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
-          alpha[i] = ex2(m[mt][i] - mu[i]);
-          m[mt][i] = m_new;
-        }
-        float rs[2] = {0.f, 0.f};
-#pragma unroll
-        for (int n = 0; n < NT; ++n) {
-          s[mt][n][0] = ex2(fmaf(s[mt][n][0], sc, -mu[0]));
-          s[mt][n][1] = ex2(fmaf(s[mt][n][1], sc, -mu[0]));
-          s[mt][n][2] = ex2(fmaf(s[mt][n][2], sc, -mu[1]));
-          s[mt][n][3] = ex2(fmaf(s[mt][n][3], sc, -mu[1]));
-          rs[0] += s[mt][n][0] + s[mt][n][1];
-          rs[1] += s[mt][n][2] + s[mt][n][3];
-        }
-        l[mt][0] = l[mt][0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
-        l[mt][1] = l[mt][1] * alpha[1] + rs[1];
+        // Online softmax (per row: max over the quad's lanes).
+        float alpha[2];
+        online_softmax_tile(s[mt], m[mt], l[mt], alpha, sc);
         // Once the running max settles most tiles leave it unchanged (alpha = 1 on every
         // row of the warp): skip the D / 2 multiplies then (NaN alphas do rescale).
         if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {

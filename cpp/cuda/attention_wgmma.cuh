@@ -117,36 +117,8 @@ __device__ __forceinline__ void softmax_scores(float (&s)[BN / 2], float (&m)[2]
       }
     }
   }
-  // fmaxf drops NaN scores from the max, but their p = exp2(NaN) = NaN still reaches the
-  // row's sum and P V: a NaN score makes its row NaN (and only its row).
-  float mx[2] = {neg_inf(), neg_inf()};
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    mx[0] = fmaxf(mx[0], fmaxf(s[4 * n], s[4 * n + 1]));
-    mx[1] = fmaxf(mx[1], fmaxf(s[4 * n + 2], s[4 * n + 3]));
-  }
-  float mu[2];
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
-    mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2)) * sc;
-    const float m_new = fmaxf(m[i], mx[i]);
-    mu[i] = m_new == neg_inf() ? 0.f : m_new;  // nothing visible yet: p = 0, no inf - inf
-    alpha[i] = ex2(m[i] - mu[i]);
-    m[i] = m_new;
-  }
-  float rs[2] = {0.f, 0.f};
-#pragma unroll
-  for (int n = 0; n < BN / 8; ++n) {
-    s[4 * n] = ex2(fmaf(s[4 * n], sc, -mu[0]));
-    s[4 * n + 1] = ex2(fmaf(s[4 * n + 1], sc, -mu[0]));
-    s[4 * n + 2] = ex2(fmaf(s[4 * n + 2], sc, -mu[1]));
-    s[4 * n + 3] = ex2(fmaf(s[4 * n + 3], sc, -mu[1]));
-    rs[0] += s[4 * n] + s[4 * n + 1];
-    rs[1] += s[4 * n + 2] + s[4 * n + 3];
-  }
-  l[0] = l[0] * alpha[0] + rs[0];  // this lane's columns only; quad-reduced at the end
-  l[1] = l[1] * alpha[1] + rs[1];
+  // s as BN / 8 accumulator tiles of 4 (the wgmma layout: tile n = registers 4n .. 4n + 3)
+  online_softmax_tile(reinterpret_cast<float(&)[BN / 8][4]>(s), m, l, alpha, sc);
 }
 template <typename T, int D>
 __device__ __forceinline__ void softmax_rescale(const float (&s)[BN / 2], float (&o)[D / 2], const float (&alpha)[2],

@@ -91,6 +91,13 @@ __device__ __forceinline__ float e2m1_to_float(uint32_t code) {
 }
 
 
+// The 8 codes of a packed word (k order) times their group scale, in fp32 (exact: 2
+// significant bits times a half-precision scale).
+__device__ __forceinline__ void decode_word_scaled(uint32_t word, float scale, float (&v)[kCodesPerWord]) {
+#pragma unroll
+  for (int j = 0; j < kCodesPerWord; ++j) v[j] = e2m1_to_float(extract_code(word, j)) * scale;
+}
+
 // E2M1 pairs (nibble i, nibble i+4) of a word as fp16x2 = e2m1 * 2^-14, exact.
 template <int I>
 __device__ __forceinline__ uint32_t decode_pair_f16(uint32_t w) {

@@ -57,9 +57,8 @@ __global__ void __launch_bounds__(256) fp4_gemm_simt(GemmArgs a) {
     for (int kw = slice; kw < KW; kw += 8) {
       const uint32_t word = a.w[static_cast<int64_t>(kw) * a.N + n];
       const float s = to_float(sc[static_cast<int64_t>(kw * kCodesPerWord / a.group_size) * a.N + n]);
-      float v[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) v[j] = e2m1_to_float((word >> (4 * j)) & 0xFu) * s;
+      float v[kCodesPerWord];
+      decode_word_scaled(word, s, v);
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         if (m0 + r < a.M) {
@@ -111,9 +110,8 @@ __global__ void __launch_bounds__(256) fp4_gemm_simt_transposed(GemmArgs a) {
   for (int n = lane; n < a.N; n += 32) {
     const uint32_t word = a.w[static_cast<int64_t>(kw) * a.N + n];
     const float s = to_float(sc[srow + n]);
-    float v[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = e2m1_to_float((word >> (4 * j)) & 0xFu) * s;
+    float v[kCodesPerWord];
+    decode_word_scaled(word, s, v);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float gv = (m0 + r < a.M) ? to_float(g[static_cast<int64_t>(m0 + r) * a.N + n]) : 0.f;

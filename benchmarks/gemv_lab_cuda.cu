@@ -49,16 +49,9 @@ __device__ __forceinline__ void decode_word_z(uint32_t w, uint32_t (&b)[4]) {
 }
 
 // Pieces every lab loop shares.  The MMAs of one k32 step from its decoded words
-// (pw[column][pair]) and B fragments:
+// (pw[column][pair]) and B fragments: the shipped kernel's, for one token tile.
 __device__ __forceinline__ void lab_step_mmas(const uint32_t (&pw)[4][4], const uint32_t (&bf)[4], float (&part)[2][4]) {
-#pragma unroll
-  for (int j = 0; j < 2; ++j)
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
-                              pw[2 * j + 1][2 * half + 1]};
-      mma_16816<bf16>(part[j], af, bf[2 * half], bf[2 * half + 1]);
-    }
+  gemv_step_mmas<bf16, 1>(pw, reinterpret_cast<const uint32_t(&)[1][4]>(bf), reinterpret_cast<float(&)[1][2][4]>(part));
 }
 // Decode (ZDEC: decode_word_z) and MMAs of one step.
 template <bool ZDEC>

@@ -302,6 +302,23 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 //     applied to fp32 partial sums once per group, the 2^-14 undone in the epilogue.
 //     The warps of a block are reduced once through shared memory, then bias +
 //     activation, 8-byte stores.
+// The MMAs of one fp4_gemv k32 step: the decoded words pw[column j][pair i] as A (MMA
+// tile j / 2 takes columns 4g + j as its rows g / g + 8), the H token tiles' activation
+// pairs bf[h] as B.  Also what benchmarks/gemv_lab_cuda.cu's loops run.
+template <typename T, int H>
+__device__ __forceinline__ void gemv_step_mmas(const uint32_t (&pw)[4][4], const uint32_t (&bf)[H][4],
+                                               float (&part)[H][2][4]) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
+                              pw[2 * j + 1][2 * half + 1]};
+#pragma unroll
+      for (int h = 0; h < H; ++h) mma_16816<T>(part[h][j], af, bf[h][2 * half], bf[h][2 * half + 1]);
+    }
+}
+
 template <typename T, typename S, int WK, int ST, bool R16, int MINB>
 __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
   constexpr int H = R16 ? 2 : 1;  // n8 token tiles
@@ -418,15 +435,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       decode_word<T>(cw.y, pw[1]);
       decode_word<T>(cw.z, pw[2]);
       decode_word<T>(cw.w, pw[3]);
-#pragma unroll
-      for (int j = 0; j < 2; ++j)
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const uint32_t af[4] = {pw[2 * j][2 * half], pw[2 * j + 1][2 * half], pw[2 * j][2 * half + 1],
-                                  pw[2 * j + 1][2 * half + 1]};
-#pragma unroll
-          for (int h = 0; h < H; ++h) mma_16816<T>(part[h][j], af, bf[h][2 * half], bf[h][2 * half + 1]);
-        }
+      gemv_step_mmas<T, H>(pw, bf, part);
       // Refill the slot just consumed.  Issuing it before the arithmetic keeps one more
       // step of words live: at 64 registers that spilled and ran 27 us instead of 17
       // (H200, M = 1, benchmarks/gemv_lab_cuda.cu).

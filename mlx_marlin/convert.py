@@ -7,6 +7,11 @@ Reads safetensors through mlx-lm (so every architecture mlx-lm knows works), qua
 linear and expert layers in place (progress bar over layers), writes safetensors plus
 ``config.json`` with a ``"quantization"`` entry naming this format, and copies the
 tokenizer files.  Nothing is downloaded.
+
+Models that ship in MXFP4 or NVFP4 (e.g. gpt-oss, whose experts are MXFP4; mlx-lm reads
+such checkpoints as MLX-quantized layers) convert too: their E2M1 codes are kept and
+re-encoded with bfloat16 scales, exactly for MXFP4 at the group size these sources get by
+default, 32.  Their layers in other MLX modes (e.g. 8-bit) stay MLX-quantized.
 """
 
 from __future__ import annotations
@@ -21,18 +26,24 @@ from .lm import copy_tokenizer_files, parameter_bytes, quantize_model, save
 from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
 
 
-def convert(model_dir, out_dir, *, group_size=DEFAULT_GROUP_SIZE, scale_dtype=mx.float16, scale_search=False,
+def convert(model_dir, out_dir, *, group_size=None, scale_dtype=mx.float16, scale_search=False,
             progress=True):
-    """Library form of the command; returns the output path."""
+    """Library form of the command; returns ``(output path, model, quantization config)``.
+
+    ``group_size=None``: 32 for a source in MXFP4 / NVFP4 (exact for MXFP4), else
+    ``DEFAULT_GROUP_SIZE``."""
     from mlx_lm.utils import load_model
 
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").exists():
         raise FileNotFoundError(f"{model_dir} is not a local model directory (no config.json).")
     model, config = load_model(model_dir, lazy=True)
-    if config.get("quantization"):
-        raise ValueError(f"{model_dir} is already quantized ({config['quantization']}); convert the original "
-                         "weights (or mxfp4/nvfp4 models through mlx_marlin.quantize_model in Python).")
+    source_mode = (config.get("quantization") or {}).get("mode", "affine") if config.get("quantization") else None
+    if source_mode not in (None, "mxfp4", "nvfp4"):
+        raise ValueError(f"{model_dir} is already quantized in MLX's {source_mode!r} mode; convert the original "
+                         "weights (models in mxfp4 / nvfp4 convert, keeping their E2M1 codes).")
+    if group_size is None:
+        group_size = 32 if source_mode is not None else DEFAULT_GROUP_SIZE
     _, qconfig = quantize_model(model, group_size=group_size, scale_dtype=scale_dtype, scale_search=scale_search,
                                 progress=progress)
     out = save(out_dir, model, config, qconfig)
@@ -45,7 +56,8 @@ def main(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="local model directory (config.json + safetensors)")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--group-size", type=int, default=DEFAULT_GROUP_SIZE, choices=GROUP_SIZES)
+    p.add_argument("--group-size", type=int, default=None, choices=GROUP_SIZES,
+                   help=f"default {DEFAULT_GROUP_SIZE}; 32 for models already in mxfp4 / nvfp4")
     p.add_argument("--scale-dtype", choices=["float16", "bfloat16"], default="float16")
     p.add_argument("--scale-search", action="store_true", help="search per-group scales (slower, lower error)")
     args = p.parse_args(argv)
@@ -53,7 +65,7 @@ def main(argv=None):
     out, model, qconfig = convert(args.model, args.out, group_size=args.group_size,
                                   scale_dtype=getattr(mx, args.scale_dtype), scale_search=args.scale_search)
     sizes = parameter_bytes(model)
-    print(f"converted {len(qconfig['layers'])} layers to FP4 (group {args.group_size}) in "
+    print(f"converted {len(qconfig['layers'])} layers to FP4 (group {qconfig['group_size']}) in "
           f"{time.perf_counter() - t0:.1f} s: FP4 layers {sizes['fp4'] / 1e6:.1f} MB, "
           f"other parameters {sizes['other'] / 1e6:.1f} MB -> {out}")
 

@@ -24,7 +24,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_unflatten
 
-from .lm import default_predicate, quantize_model
+from .lm import _switch_classes, default_predicate, quantize_model
 from .quant import dequantize, quantize
 
 
@@ -49,16 +49,10 @@ def perplexity(model: nn.Module, tokens: List[int], seq_len: int = 256) -> float
     return math.exp(nll / max(count, 1))
 
 
-def _switch_classes():
-    from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchLinear
-
-    return QuantizedSwitchLinear, SwitchLinear
-
-
 def _mlx_quantize(model: nn.Module, mode: str) -> nn.Module:
     """MLX's own quantization of the same layers, then each quantized layer replaced by its
     exact dense twin."""
-    QSwitch, Switch = _switch_classes()
+    _, (Switch, QSwitch) = _switch_classes()
     kw = {"affine": dict(group_size=64, bits=4, mode="affine"), "mxfp4": dict(group_size=32, bits=4, mode="mxfp4"),
           "nvfp4": dict(group_size=16, bits=4, mode="nvfp4")}[mode]
 
@@ -85,7 +79,7 @@ def _mlx_quantize(model: nn.Module, mode: str) -> nn.Module:
 
 def layer_errors(model: nn.Module, group_sizes) -> Dict[str, Dict[str, float]]:
     """Relative Frobenius error ||W - Q(W)|| / ||W|| per layer and format."""
-    QSwitch, Switch = _switch_classes()
+    _, (Switch, QSwitch) = _switch_classes()
     out: Dict[str, Dict[str, float]] = {}
     for path, m in model.named_modules():
         if not (type(m) is nn.Linear or isinstance(m, Switch)) or not default_predicate(path, m):

@@ -7,8 +7,11 @@ tokenizer files); ``config.json`` carries a ``"quantization"`` entry naming this
      "group_size": 64, "scale_dtype": "float16", "layers": ["model.layers.0.self_attn.q_proj", ...]}
 
 ``layers`` lists the module paths that hold FP4 weights, so loading rebuilds exactly the
-saved structure.  mlx-lm's own ``load`` cannot read such a directory (it does not know the
-mode); use :func:`load`.
+saved structure.  Layers that MLX had quantized and that stay so (modes other than
+mxfp4/nvfp4, or left out by the predicate, e.g. an mxfp4 output head) are listed with their
+MLX settings under ``"mlx_quantized"`` (``{path: {"group_size", "bits", "mode"}}``; such
+files carry ``"format_version": 2``).  mlx-lm's own ``load`` cannot read such a directory
+(it does not know the mode); use :func:`load`.
 """
 
 from __future__ import annotations
@@ -26,18 +29,19 @@ from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
 from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
 
 FORMAT_NAME = "mlx_marlin_fp4"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this code reads and writes; 1 = no "mlx_quantized" entry
 _SCALE_DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16}
 
 Predicate = Callable[[str, nn.Module], bool]
 
 
 def _switch_classes():
+    """mlx-lm's SwitchGLU and its two expert-layer classes (plain and quantized)."""
     try:
-        from mlx_lm.models.switch_layers import SwitchGLU, SwitchLinear, SwiGLU
+        from mlx_lm.models.switch_layers import QuantizedSwitchLinear, SwitchGLU, SwitchLinear
     except ImportError:  # mlx-lm not installed: only dense layers to convert
-        return None, None, None
-    return SwitchGLU, SwitchLinear, SwiGLU
+        return None, ()
+    return SwitchGLU, (SwitchLinear, QuantizedSwitchLinear)
 
 
 def default_predicate(path: str, module: nn.Module) -> bool:
@@ -52,17 +56,26 @@ def _input_dims(module) -> Optional[int]:
     return None if w is None else w.shape[-1]
 
 
+def _expert_layer_convertible(layer, group_size: int) -> bool:
+    """An unquantized or mxfp4 / nvfp4 expert layer whose K splits into groups (MLX's
+    affine and 8-bit modes hold other values than E2M1 codes: those layers stay)."""
+    quantized = "scales" in layer
+    if quantized and getattr(layer, "mode", None) not in ("mxfp4", "nvfp4"):
+        return False
+    return layer.input_dims % group_size == 0
+
+
 def _convert(path: str, module: nn.Module, group_size: int, scale_dtype, scale_search: bool):
     """The FP4 replacement for `module`, or None if it is not a convertible layer."""
-    SwitchGLU, SwitchLinear, SwiGLU = _switch_classes()
+    SwitchGLU, expert_layers = _switch_classes()
     if SwitchGLU is not None and isinstance(module, SwitchGLU):
-        if isinstance(module.activation, SwiGLU) and module.gate_proj.weight.shape[-1] % group_size == 0 and \
-                module.down_proj.weight.shape[-1] % group_size == 0:
+        projections = (module.gate_proj, module.up_proj, module.down_proj)
+        if all(_expert_layer_convertible(p, group_size) for p in projections):
             return MarlinSwitchGLU.from_switch_glu(module, group_size, scale_dtype, scale_search)
         return None
-    if SwitchLinear is not None and isinstance(module, SwitchLinear):
-        if _input_dims(module) % group_size == 0:
-            return MarlinSwitchLinear.from_switch_linear(module, group_size, scale_dtype, scale_search)
+    if expert_layers and isinstance(module, expert_layers):
+        if _expert_layer_convertible(module, group_size):
+            return MarlinSwitchLinear.from_module(module, group_size, scale_dtype, scale_search)
         return None
     if isinstance(module, nn.QuantizedLinear) and getattr(module, "mode", "affine") in ("mxfp4", "nvfp4"):
         return MarlinLinear.from_quantized(module, group_size)
@@ -84,8 +97,12 @@ def quantize_model(
 
     Converts ``nn.Linear`` (input dims a multiple of ``group_size``), ``nn.QuantizedLinear``
     in mxfp4/nvfp4 mode (through :func:`mlx_marlin.from_mlx`), and mlx-lm's ``SwitchGLU``
-    (SwiGLU) / ``SwitchLinear``. Embeddings stay as they are; by default so do the output
-    head and MoE routers (see :func:`default_predicate`).
+    (any activation, e.g. gpt-oss's ``SwigluOAI``) / ``SwitchLinear``, whose experts may be
+    unquantized or ``QuantizedSwitchLinear`` in mxfp4/nvfp4 mode.  Layers MLX quantized to
+    mxfp4/nvfp4 keep their E2M1 codes, re-encoded at ``group_size`` with bfloat16 scales
+    (exact for mxfp4 at ``group_size=32``).  Layers in MLX's other quantization modes stay
+    as they are.  Embeddings stay as they are; by default so do the output head and MoE
+    routers (see :func:`default_predicate`).
 
     Args:
         model: An ``nn.Module`` (e.g. from ``mlx_lm.load``).
@@ -103,8 +120,8 @@ def quantize_model(
     if scale_dtype not in _SCALE_DTYPES.values():
         raise ValueError(f"scale_dtype must be mx.float16 or mx.bfloat16, got {scale_dtype}.")
     predicate = predicate or default_predicate
-    SwitchGLU, SwitchLinear, _ = _switch_classes()
-    convertible = (nn.Linear, nn.QuantizedLinear) + tuple(c for c in (SwitchGLU, SwitchLinear) if c is not None)
+    SwitchGLU, expert_layers = _switch_classes()
+    convertible = (nn.Linear, nn.QuantizedLinear) + expert_layers + ((SwitchGLU,) if SwitchGLU is not None else ())
     candidates = [(path, m) for path, m in model.named_modules() if isinstance(m, convertible) and predicate(path, m)]
     # A SwitchGLU's projections are converted together with it.
     glu_paths = [p for p, m in candidates if SwitchGLU is not None and isinstance(m, SwitchGLU)]
@@ -129,16 +146,31 @@ def quantize_model(
         converted_paths.append(path)
     if replaced:
         model.update_modules(_unflatten_modules(replaced))
+    mlx_quantized = _mlx_quantized_layers(model)
     config = {
         "method": FORMAT_NAME,
         "mode": FORMAT_NAME,
         "bits": 4,
-        "format_version": FORMAT_VERSION,
+        "format_version": 2 if mlx_quantized else 1,
         "group_size": group_size,
         "scale_dtype": "bfloat16" if scale_dtype == mx.bfloat16 else "float16",
         "layers": sorted(converted_paths),
     }
+    if mlx_quantized:
+        config["mlx_quantized"] = mlx_quantized
     return model, config
+
+
+def _mlx_quantized_layers(model: nn.Module) -> Dict[str, dict]:
+    """The layers MLX quantized that are still so, with what rebuilds them at load."""
+    out = {}
+    for path, m in model.named_modules():
+        if "scales" in m and not isinstance(m, (MarlinLinear, MarlinSwitchLinear)):
+            if m.get("global_scale") is not None:
+                raise ValueError(f"layer {path!r} stays in MLX's {m.mode} with a global scale, which "
+                                 "mlx_marlin.save cannot describe; include it in the conversion.")
+            out[path] = {"group_size": m.group_size, "bits": m.bits, "mode": getattr(m, "mode", "affine")}
+    return dict(sorted(out.items()))
 
 
 def _unflatten_modules(pairs):
@@ -151,7 +183,7 @@ def _build_structure(model: nn.Module, qconfig: dict) -> None:
     """Swap in empty FP4 layers at the saved paths so the weights load strictly."""
     group_size = qconfig["group_size"]
     scale_dtype = _SCALE_DTYPES[qconfig.get("scale_dtype", "float16")]
-    SwitchGLU, SwitchLinear, _ = _switch_classes()
+    SwitchGLU, expert_layers = _switch_classes()
     modules = dict(model.named_modules())
     replaced = []
     for path in qconfig["layers"]:
@@ -159,11 +191,11 @@ def _build_structure(model: nn.Module, qconfig: dict) -> None:
             raise ValueError(f"the saved quantized layer {path!r} does not exist in this model architecture.")
         m = modules[path]
         if SwitchGLU is not None and isinstance(m, SwitchGLU):
-            e, hidden, d = m.gate_proj.weight.shape
-            new = MarlinSwitchGLU(d, hidden, e, "bias" in m.gate_proj, group_size, scale_dtype)
-        elif SwitchLinear is not None and isinstance(m, SwitchLinear):
-            e, n, k = m.weight.shape
-            new = MarlinSwitchLinear(k, n, e, "bias" in m, group_size, scale_dtype)
+            g = m.gate_proj
+            new = MarlinSwitchGLU(g.input_dims, g.output_dims, g.num_experts, "bias" in g, group_size, scale_dtype,
+                                  activation=m.activation)
+        elif expert_layers and isinstance(m, expert_layers):
+            new = MarlinSwitchLinear(m.input_dims, m.output_dims, m.num_experts, "bias" in m, group_size, scale_dtype)
         elif isinstance(m, (nn.Linear, nn.QuantizedLinear)):
             n = m.weight.shape[0]
             k = m.weight.shape[1] * (32 // m.bits if isinstance(m, nn.QuantizedLinear) else 1)
@@ -171,6 +203,12 @@ def _build_structure(model: nn.Module, qconfig: dict) -> None:
         else:
             raise ValueError(f"cannot rebuild saved quantized layer {path!r} of type {type(m).__name__}.")
         replaced.append((path, new))
+    for path, q in qconfig.get("mlx_quantized", {}).items():
+        m = modules.get(path)
+        if m is None or not hasattr(m, "to_quantized"):
+            raise ValueError(f"the saved MLX-quantized layer {path!r} does not exist in this model architecture "
+                             "or cannot be quantized by MLX.")
+        replaced.append((path, m.to_quantized(group_size=q["group_size"], bits=q["bits"], mode=q["mode"])))
     model.update_modules(_unflatten_modules(replaced))
 
 

@@ -8,7 +8,7 @@ adapters train on top of them like on ``nn.QuantizedLinear``.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -128,6 +128,17 @@ class MarlinLinear(nn.Module):
         return layer
 
 
+# The fused epilogue activations of moe_gemm, as MLX ops: the same functions, applied
+# after a bias that the op itself does not add.
+_EPILOGUE_ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "gelu": nn.gelu, "gelu_approx": nn.gelu_approx}
+
+
+def _quantized_fp4_mode(layer) -> Optional[str]:
+    """'mxfp4' / 'nvfp4' for a layer MLX quantized to FP4, None for any other layer."""
+    mode = getattr(layer, "mode", None)
+    return mode if "scales" in layer and mode in ("mxfp4", "nvfp4") else None
+
+
 def _squeeze_expert_input(x: mx.array, indices: mx.array) -> mx.array:
     """Accept mlx-lm's expanded SwitchLinear input ``[..., 1|k, 1, K]`` as well as
     ``[..., K]`` (shared by every selected expert) and ``[..., k, K]``."""
@@ -192,17 +203,27 @@ class MarlinSwitchLinear(nn.Module):
     def apply_experts(self, x: mx.array, indices: mx.array, activation: Optional[str] = None) -> mx.array:
         from . import moe_gemm
 
+        if activation is not None and activation not in _EPILOGUE_ACTIVATIONS:
+            raise ValueError(f"activation must be None or one of {sorted(_EPILOGUE_ACTIVATIONS)}, got {activation!r}.")
+        has_bias = "bias" in self
         xf, idx, lead = _flatten_tokens(x, indices)
+        # The op fuses the activation into its epilogue, but it has no bias: with one, the
+        # activation has to come after the bias, outside the op.
         y = moe_gemm(xf, self["weight"], self["scales"], idx, group_size=self.group_size,
-                     activation=activation, stream=op_stream("moe_gemm"))
-        if "bias" in self:
+                     activation=None if has_bias else activation, stream=op_stream("moe_gemm"))
+        if has_bias:
             y = y + self["bias"][idx]
+            if activation is not None:
+                y = _EPILOGUE_ACTIVATIONS[activation](y)
         return y.reshape(*lead, indices.shape[-1], self.output_dims)
 
     @classmethod
     def from_switch_linear(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,
                            scale_search: bool = False) -> "MarlinSwitchLinear":
         """Quantize an mlx-lm ``SwitchLinear`` (weight ``[E, N, K]``)."""
+        if layer.weight.ndim != 3 or not mx.issubdtype(layer.weight.dtype, mx.floating):
+            raise ValueError(f"layer.weight must be a floating-point [E, N, K] array, got {layer.weight.dtype} "
+                             f"{tuple(layer.weight.shape)} (use from_quantized for layers MLX quantized to FP4).")
         e, n, k = layer.weight.shape
         new = cls(k, n, e, "bias" in layer, group_size, scale_dtype)
         new.weight, new.scales = quantize(layer.weight, group_size, scale_dtype, scale_search=scale_search)
@@ -210,10 +231,56 @@ class MarlinSwitchLinear(nn.Module):
             new.bias = layer.bias
         return new
 
+    @classmethod
+    def from_quantized(cls, layer, group_size: Optional[int] = None, strict: bool = False,
+                       scale_dtype: mx.Dtype = mx.bfloat16) -> "MarlinSwitchLinear":
+        """Convert mlx-lm's ``QuantizedSwitchLinear`` in ``mxfp4`` or ``nvfp4`` mode (e.g. the
+        experts of gpt-oss, which ship in mxfp4) through :func:`mlx_marlin.from_mlx`: exact
+        for mxfp4 with ``group_size=32`` and bfloat16 scales (the defaults here)."""
+        mode = _quantized_fp4_mode(layer)
+        if mode is None:
+            raise ValueError(f"layer must be quantized in mode 'mxfp4' or 'nvfp4', got "
+                             f"{getattr(layer, 'mode', 'no quantization')!r}.")
+        group_size = group_size or 32
+        packed, scales = from_mlx(layer["weight"], layer["scales"], mode, group_size, scale_dtype=scale_dtype,
+                                  global_scale=layer.get("global_scale"), strict=strict)
+        e, k_words, n = packed.shape
+        new = cls(k_words * CODES_PER_WORD, n, e, "bias" in layer, group_size, scales.dtype)
+        new.weight, new.scales = packed, scales
+        if "bias" in layer:
+            new.bias = layer.bias
+        return new
+
+    @classmethod
+    def from_module(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,
+                    scale_search: bool = False) -> "MarlinSwitchLinear":
+        """:meth:`from_quantized` for an mxfp4 / nvfp4 ``QuantizedSwitchLinear`` (its codes
+        re-encoded at ``group_size``, with bfloat16 scales as :meth:`MarlinLinear.from_quantized`
+        gives), else :meth:`from_switch_linear` with ``scale_dtype`` scales."""
+        if _quantized_fp4_mode(layer) is not None:
+            return cls.from_quantized(layer, group_size)
+        return cls.from_switch_linear(layer, group_size, scale_dtype, scale_search)
+
+
+def _is_swiglu(activation) -> bool:
+    """None or mlx-lm's own ``SwiGLU``: ``silu(gate) * up``, whose silu the gate GEMM fuses."""
+    return activation is None or (type(activation).__name__ == "SwiGLU"
+                                  and type(activation).__module__.startswith("mlx_lm."))
+
+
+def _swiglu(up: mx.array, gate: mx.array) -> mx.array:
+    return nn.silu(gate) * up
+
 
 class MarlinSwitchGLU(nn.Module):
-    """Drop-in for mlx-lm's ``SwitchGLU`` with the SwiGLU activation:
-    ``down(silu(gate(x)) * up(x))`` per selected expert, returning ``[..., k, D]``."""
+    """Drop-in for mlx-lm's ``SwitchGLU``: ``down(activation(up(x), gate(x)))`` per selected
+    expert, returning ``[..., k, D]``.
+
+    ``activation`` is called like ``SwitchGLU``'s, as ``activation(up, gate)``; ``None``
+    (or mlx-lm's ``SwiGLU``) is ``silu(gate) * up``, with the silu fused into the gate
+    GEMM's epilogue when the projections have no bias.  Any other module (gpt-oss's
+    ``SwigluOAI``, Gemma's ``GeGLU``, ...) runs as MLX ops between the expert GEMMs.
+    """
 
     def __init__(
         self,
@@ -223,29 +290,40 @@ class MarlinSwitchGLU(nn.Module):
         bias: bool = False,
         group_size: int = DEFAULT_GROUP_SIZE,
         scale_dtype: mx.Dtype = mx.float16,
+        activation: Optional[Callable[[mx.array, mx.array], mx.array]] = None,
     ):
         super().__init__()
         self.gate_proj = MarlinSwitchLinear(input_dims, hidden_dims, num_experts, bias, group_size, scale_dtype)
         self.up_proj = MarlinSwitchLinear(input_dims, hidden_dims, num_experts, bias, group_size, scale_dtype)
         self.down_proj = MarlinSwitchLinear(hidden_dims, input_dims, num_experts, bias, group_size, scale_dtype)
+        self.activation = activation
 
     def __call__(self, x: mx.array, indices: mx.array) -> mx.array:
-        # The gate's activation is fused into its GEMM's epilogue.
-        gate = self.gate_proj.apply_experts(x, indices, activation="silu")
-        up = self.up_proj.apply_experts(x, indices)
-        return self.down_proj.apply_experts(gate * up, indices)
+        if _is_swiglu(self.activation):
+            # apply_experts fuses the silu into the gate GEMM (after the bias, if any).
+            gate = self.gate_proj.apply_experts(x, indices, activation="silu")
+            hidden = gate * self.up_proj.apply_experts(x, indices)
+        else:
+            up = self.up_proj.apply_experts(x, indices)
+            hidden = self.activation(up, self.gate_proj.apply_experts(x, indices))
+        return self.down_proj.apply_experts(hidden, indices)
 
     @classmethod
     def from_switch_glu(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,
                         scale_search: bool = False) -> "MarlinSwitchGLU":
-        """Quantize an mlx-lm ``SwitchGLU`` whose activation is SwiGLU."""
-        act = type(getattr(layer, "activation", None)).__name__
-        if act not in ("SwiGLU", "NoneType"):
-            raise ValueError(f"MarlinSwitchGLU implements the SwiGLU activation only, got {act}.")
-        g = layer.gate_proj
-        e, hidden, d = g.weight.shape
-        new = cls(d, hidden, e, "bias" in g, group_size, scale_dtype)
-        for name in ("gate_proj", "up_proj", "down_proj"):
-            setattr(new, name, MarlinSwitchLinear.from_switch_linear(getattr(layer, name), group_size, scale_dtype,
-                                                                     scale_search))
+        """Convert an mlx-lm ``SwitchGLU``, keeping its activation.  Its projections may be
+        ``SwitchLinear`` (quantized here) or ``QuantizedSwitchLinear`` in mxfp4 / nvfp4 mode
+        (their codes re-encoded, see :meth:`MarlinSwitchLinear.from_quantized`)."""
+        projections = {name: getattr(layer, name) for name in ("gate_proj", "up_proj", "down_proj")}
+        for name, proj in projections.items():
+            if _quantized_fp4_mode(proj) is None and "scales" in proj:
+                raise ValueError(f"layer.{name} is quantized in mode {getattr(proj, 'mode', '?')!r}; only "
+                                 "unquantized, mxfp4 and nvfp4 experts convert.")
+        converted = {name: MarlinSwitchLinear.from_module(proj, group_size, scale_dtype, scale_search)
+                     for name, proj in projections.items()}
+        g = converted["gate_proj"]
+        new = cls(g.input_dims, g.output_dims, g.num_experts, "bias" in g, group_size, g.scales.dtype,
+                  activation=getattr(layer, "activation", None))
+        for name, proj in converted.items():
+            setattr(new, name, proj)
         return new

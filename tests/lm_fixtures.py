@@ -35,6 +35,14 @@ def mixtral_config(vocab_size=300):
                 max_position_embeddings=512)
 
 
+def gpt_oss_config(vocab_size=300):
+    """gpt-oss: SwitchGLU experts with biases and the clamped SwigluOAI activation,
+    attention sinks, alternating sliding-window layers."""
+    return dict(model_type="gpt_oss", hidden_size=64, num_hidden_layers=2, intermediate_size=96, head_dim=64,
+                num_attention_heads=2, num_key_value_heads=1, num_local_experts=4, num_experts_per_tok=2,
+                sliding_window=4, rms_norm_eps=1e-5, vocab_size=vocab_size, rope_theta=150000.0, eos_token_id=0)
+
+
 def make_model_dir(path: Path, config: dict, seed: int = 0) -> Path:
     """An unquantized mlx-lm model directory with random weights and a tokenizer."""
     from mlx.utils import tree_flatten

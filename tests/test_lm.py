@@ -8,7 +8,7 @@ import pytest
 
 import mlx_marlin as mm
 import mlx_marlin.convert
-from reference import to_np
+from reference import activation, to_np
 
 mlx_lm = pytest.importorskip("mlx_lm")
 from lm_fixtures import llama_config, make_model_dir  # noqa: E402
@@ -132,6 +132,164 @@ def test_marlin_switch_glu_matches_mlx_lm_switch_glu(rng):
         np.testing.assert_allclose(to_np(ours), to_np(ref), rtol=1e-4, atol=1e-4)
 
 
+def _switch_glu_with_dequantized_weights(marlin, **kwargs):
+    """mlx-lm's SwitchGLU holding `marlin`'s exactly dequantized weights and its biases."""
+    from mlx_lm.models.switch_layers import SwitchGLU
+
+    g = marlin.gate_proj
+    glu = SwitchGLU(g.input_dims, g.output_dims, g.num_experts, bias="bias" in g, **kwargs)
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        q, d = getattr(marlin, name), getattr(glu, name)
+        d.weight = mm.dequantize(q.weight, q.scales, q.group_size)
+        if "bias" in q:
+            d.bias = q.bias
+    return glu
+
+
+def _gelu_glu(up, gate):
+    return nn.gelu(gate) * up
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("activation", ["swiglu", "swiglu_oai", "gelu_glu"])
+def test_marlin_switch_glu_keeps_activation_and_bias(rng, activation, bias):
+    from mlx_lm.models.activations import SwigluOAI
+    from mlx_lm.models.switch_layers import SwitchGLU, SwiGLU
+
+    act = {"swiglu": SwiGLU(), "swiglu_oai": SwigluOAI(), "gelu_glu": _gelu_glu}[activation]
+    d, hidden, e, k = 64, 96, 5, 2
+    src = SwitchGLU(d, hidden, e, activation=act, bias=bias)
+    if bias:
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            p = getattr(src, name)
+            p.bias = mx.array(rng.standard_normal(p.bias.shape).astype(np.float32))
+    marlin = mm.MarlinSwitchGLU.from_switch_glu(src, group_size=32)
+    assert marlin.activation is act
+    ref = _switch_glu_with_dequantized_weights(marlin, activation=act)
+    for lead in ((5,), (70,)):  # 70 * 2 >= 64 takes mlx-lm's sorted path
+        # Inputs large enough that SwigluOAI's clamps (gate <= 7, |up| <= 7) bite.
+        x = mx.array(rng.standard_normal((*lead, d)).astype(np.float32) * 12)
+        idx = mx.array(rng.integers(0, e, size=(*lead, k)).astype(np.uint32))
+        ours, want = marlin(x, idx), ref(x, idx)
+        assert ours.shape == want.shape == (*lead, k, d)
+        scale = np.abs(to_np(want)).max()
+        np.testing.assert_allclose(to_np(ours), to_np(want), rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_marlin_switch_linear_bias_comes_before_the_activation(rng, bias):
+    from mlx_lm.models.switch_layers import SwitchLinear
+
+    src = SwitchLinear(64, 40, 3, bias=bias)
+    if bias:
+        src.bias = mx.array(rng.standard_normal(src.bias.shape).astype(np.float32) * 3)
+    layer = mm.MarlinSwitchLinear.from_switch_linear(src, 32)
+    x = mx.array(rng.standard_normal((7, 64)).astype(np.float32))
+    idx = mx.array(rng.integers(0, 3, size=(7, 2)).astype(np.uint32))
+    w = to_np(mm.dequantize(layer.weight, layer.scales, 32))  # [E, N, K]
+    ids = np.array(idx).astype(np.int64)
+    pre = np.einsum("tk,tsnk->tsn", to_np(x), w[ids]) + (to_np(src.bias)[ids] if bias else 0)
+    for name in ("relu", "silu", "gelu", "gelu_approx"):
+        got = to_np(layer.apply_experts(x, idx, activation=name))
+        np.testing.assert_allclose(got, activation(pre, name), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["mxfp4", "nvfp4"])
+def test_marlin_switch_glu_from_mlx_quantized_experts(rng, mode):
+    from mlx_lm.models.activations import SwigluOAI
+    from mlx_lm.models.switch_layers import SwitchGLU
+
+    d, hidden, e, k = 64, 96, 4, 2
+    glu = SwitchGLU(d, hidden, e, activation=SwigluOAI(), bias=True)
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        p = getattr(glu, name)
+        p.weight = mx.array(rng.standard_normal(p.weight.shape).astype(np.float32) * 0.1)
+        p.bias = mx.array(rng.standard_normal(p.bias.shape).astype(np.float32))
+        setattr(glu, name, p.to_quantized(group_size={"mxfp4": 32, "nvfp4": 16}[mode], bits=4, mode=mode))
+    marlin = mm.MarlinSwitchGLU.from_switch_glu(glu, group_size=32)
+    assert isinstance(marlin.activation, SwigluOAI)
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        q, src = getattr(marlin, name), getattr(glu, name)
+        assert q.group_size == 32 and q.scales.dtype == mx.bfloat16
+        mine = to_np(mm.dequantize(q.weight, q.scales, 32))
+        theirs = to_np(mx.dequantize(src.weight, src.scales, group_size=src.group_size, bits=4, mode=mode,
+                                     dtype=mx.float32))
+        if mode == "mxfp4":  # E8M0 scales at group 32 are bfloat16 scales: the same weights, bit for bit
+            np.testing.assert_array_equal(mine, theirs)
+        else:  # one scale per 32 where nvfp4 has one per 16: the smaller half re-encoded
+            packed, scales = mm.from_mlx(src.weight, src.scales, mode, 32)
+            np.testing.assert_array_equal(to_np(q.weight), to_np(packed))
+            np.testing.assert_array_equal(to_np(q.scales), to_np(scales))
+            assert np.abs(mine - theirs).max() <= 0.5 * np.abs(theirs).max()
+    x = mx.array(rng.standard_normal((9, d)).astype(np.float32))
+    idx = mx.array(rng.integers(0, e, size=(9, k)).astype(np.uint32))
+    ours, ref = marlin(x, idx), _switch_glu_with_dequantized_weights(marlin, activation=SwigluOAI())(x, idx)
+    np.testing.assert_allclose(to_np(ours), to_np(ref), rtol=1e-4, atol=1e-5)
+    if mode == "mxfp4":
+        np.testing.assert_allclose(to_np(ours), to_np(glu(x, idx)), rtol=1e-3, atol=1e-4)
+
+
+def _mxfp4_source_dir(path, src):
+    """`src` (unquantized) as a model that ships in MXFP4, the way gpt-oss does: experts in
+    mxfp4; here the attention projections also 8-bit affine, as mlx-community's
+    "MXFP4-Q8" conversions have them."""
+    from mlx.utils import tree_flatten as flatten
+    from mlx_lm.models.switch_layers import SwitchLinear
+    from mlx_lm.utils import load_config, save_config, save_model
+    import shutil
+
+    model, _ = mlx_lm.load(str(src))
+    quantization = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
+    attn = {p for p, m in model.named_modules() if p.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
+    for p in sorted(attn):
+        quantization[p] = {"group_size": 64, "bits": 8, "mode": "affine"}
+    nn.quantize(model, class_predicate=lambda p, m: quantization[p] if p in attn else isinstance(m, SwitchLinear),
+                **{k: quantization[k] for k in ("group_size", "bits", "mode")})
+    path.mkdir()
+    save_model(path, model)
+    config = load_config(src)
+    config["quantization"] = quantization
+    save_config(config, path / "config.json")
+    for f in src.iterdir():
+        if f.name.startswith("tokenizer"):
+            shutil.copy(f, path / f.name)
+    assert any(k.endswith("experts.gate_proj.scales") for k, _ in flatten(model.parameters()))
+    return path
+
+
+def test_gpt_oss_mxfp4_model_convert_load_generate(tmp_path):
+    """The flagship MXFP4 model family: experts with biases and SwigluOAI, attention sinks,
+    sliding windows.  Its mxfp4 experts convert exactly; 8-bit layers stay MLX's."""
+    from lm_fixtures import gpt_oss_config
+    from mlx_lm.models.activations import SwigluOAI
+
+    src = _mxfp4_source_dir(tmp_path / "mxfp4", make_model_dir(tmp_path / "src", gpt_oss_config()))
+    reference, _ = mlx_lm.load(str(src))
+    tokens = mx.array([[3, 8, 21, 55, 13, 2, 7, 9, 30]])  # longer than the sliding window
+    ref = reference(tokens)
+
+    # Only the experts: the same function as MLX's mxfp4 experts, up to summation order.
+    experts_only, _ = mlx_lm.load(str(src))
+    _, q = mm.quantize_model(experts_only, predicate=lambda p, m: p.endswith("experts"), group_size=32)
+    assert q["layers"] == ["model.layers.0.mlp.experts", "model.layers.1.mlp.experts"]
+    np.testing.assert_allclose(to_np(experts_only(tokens)), to_np(ref), rtol=2e-3, atol=2e-3)
+
+    out, qmodel, qconfig = mm.convert.convert(src, tmp_path / "fp4", progress=False)
+    assert qconfig["group_size"] == 32 and qconfig["format_version"] == 2
+    assert set(qconfig["layers"]) == {"model.layers.0.mlp.experts", "model.layers.1.mlp.experts"}
+    assert qconfig["mlx_quantized"]["model.layers.1.self_attn.o_proj"] == {"group_size": 64, "bits": 8,
+                                                                          "mode": "affine"}
+    before = qmodel(tokens)
+    loaded, tok = mm.load(out)
+    experts = loaded.model.layers[1].mlp.experts
+    assert isinstance(experts, mm.MarlinSwitchGLU) and isinstance(experts.activation, SwigluOAI)
+    assert isinstance(loaded.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    np.testing.assert_array_equal(to_np(loaded(tokens)), to_np(before))
+    np.testing.assert_allclose(to_np(before), to_np(ref), rtol=2e-3, atol=2e-3)
+    text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=12, verbose=False)
+    assert isinstance(text, str)
+
+
 def test_moe_model_convert_load_generate(tmp_path):
     from lm_fixtures import mixtral_config
 
@@ -222,7 +380,16 @@ def test_python_api_bad_input(tmp_path):
         mm.quantize_model(model, scale_dtype=mx.float32)
     with pytest.raises(FileNotFoundError, match="config.json"):
         mm.convert.convert(tmp_path / "nothing", tmp_path / "out")
-    with pytest.raises(ValueError, match="SwiGLU"):
-        from mlx_lm.models.switch_layers import SwitchGLU
+    from mlx_lm.models.switch_layers import SwitchGLU, SwitchLinear
 
-        mm.MarlinSwitchGLU.from_switch_glu(SwitchGLU(64, 64, 2, activation=nn.GELU()))
+    affine = SwitchGLU(64, 64, 2)
+    affine.up_proj = affine.up_proj.to_quantized(group_size=64, bits=4)
+    with pytest.raises(ValueError, match="up_proj.*affine"):
+        mm.MarlinSwitchGLU.from_switch_glu(affine)
+    with pytest.raises(ValueError, match="mxfp4"):
+        mm.MarlinSwitchLinear.from_quantized(affine.up_proj)
+    with pytest.raises(ValueError, match="from_quantized"):
+        mm.MarlinSwitchLinear.from_switch_linear(affine.up_proj)
+    with pytest.raises(ValueError, match="activation"):
+        mm.MarlinSwitchLinear.from_switch_linear(SwitchLinear(64, 32, 2), 32).apply_experts(
+            mx.zeros((1, 64)), mx.zeros((1, 1), dtype=mx.uint32), activation="tanh")

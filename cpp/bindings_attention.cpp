@@ -13,7 +13,8 @@ void init_attention(nb::module_& m) {
   m.def(
       "attention",
       [](const mlx::core::array& q, const mlx::core::array& k, const mlx::core::array& v, float scale,
-         const std::optional<std::variant<std::string, mlx::core::array>>& mask, mlx::core::StreamOrDevice s) {
+         const std::optional<std::variant<std::string, mlx::core::array>>& mask,
+         const std::optional<mlx::core::array>& sinks, mlx::core::StreamOrDevice s) {
         marlin::AttentionMaskArg m;
         if (mask) {
           if (auto* name = std::get_if<std::string>(&*mask))
@@ -21,11 +22,12 @@ void init_attention(nb::module_& m) {
           else
             m = std::get<mlx::core::array>(*mask);
         }
-        return marlin::attention(q, k, v, scale, m, s);
+        return marlin::attention(q, k, v, scale, m, sinks, s);
       },
-      "q"_a, "k"_a, "v"_a, nb::kw_only(), "scale"_a, "mask"_a = nb::none(), "stream"_a = nb::none(),
+      "q"_a, "k"_a, "v"_a, nb::kw_only(), "scale"_a, "mask"_a = nb::none(), "sinks"_a = nb::none(),
+      "stream"_a = nb::none(),
       nb::sig("def attention(q: mlx.core.array, k: mlx.core.array, v: mlx.core.array, *, scale: float, "
-              "mask: str | mlx.core.array | None = None, "
+              "mask: str | mlx.core.array | None = None, sinks: mlx.core.array | None = None, "
               "stream: mlx.core.Stream | mlx.core.Device | None = None) -> mlx.core.array"),
       R"(Flash attention: ``softmax(scale * q @ k.T + mask) @ v``, computed lazily.
 
@@ -45,6 +47,10 @@ Args:
         float mask; float16 / bfloat16 q: the same dtype).  Arrays must broadcast
         to ``[B, Hq, Lq, Lk]`` (broadcast dims are read through zero strides,
         never expanded).
+    sinks (array, optional): Attention sinks, ``[Hq]`` float logits (one per
+        query head, not scaled, not masked) that join every row's softmax with a
+        zero value vector, as ``sinks`` of MLX's sdpa (gpt-oss).  On the CUDA
+        backend calls with sinks run MLX's own sdpa.
     stream (Stream or Device, optional): Where to run.
 
 Returns:

@@ -21,9 +21,10 @@
 //             layout of an A operand), D/8 independent accumulators.
 //   * Causal tiles above the diagonal are never visited: the task's key range ends
 //     at its last query's limit.
-// Prefill writes O / l (0 for fully masked rows).  Decode (Lq <= 8) splits the keys
-// over plan.splits threadgroups; each writes its unnormalized (O, m, l) to scratch
-// and attention_merge combines them.
+// Prefill writes O / l (0 for fully masked rows; with attention sinks, l gains the
+// row's exp2(sink - m): attention_row_scale in attention_params.h).  Decode (Lq <= 8)
+// splits the keys over plan.splits threadgroups; each writes its unnormalized (O, m, l)
+// to scratch and attention_merge combines them (and adds the sink).
 #include "common/attention_params.h"
 #include <metal_stdlib>
 #include "attention_tiles.h"
@@ -36,6 +37,11 @@ struct AttnTask {
   int b, hkv, g0, q0, nh, nq, R;
   marlin_i64 key_begin, key_end;
 };
+
+// Query head hq's sink logit in the scores' base-2 domain; -inf without sinks.
+METAL_FUNC float sink_log2(const device float* sinks, constant AttentionParams& p, marlin_i64 hq) {
+  return p.has_sinks ? sinks[hq] * 1.4426950408889634f : -INFINITY;
+}
 
 // Same decoding as task_range() of the CPU backend.
 METAL_FUNC AttnTask attention_task(constant AttentionParams& p, uint task) {
@@ -67,7 +73,7 @@ METAL_FUNC AttnTask attention_task(constant AttentionParams& p, uint task) {
 // otherwise the normalized output.
 template <typename T, int D, bool PARTIAL>
 METAL_FUNC void attention_block(const device T* q, const device T* k, const device T* v, const device uchar* mask,
-                                device T* out, device float* part_o, device float* part_ml,
+                                device T* out, device float* part_o, device float* part_ml, const device float* sinks,
                                 constant AttentionParams& p, threadgroup T* ktile, threadgroup T* vtile, uint task,
                                 uint sg, uint lane, uint tid, uint nthreads) {
   constexpr int BK = attention_block_k(D, sizeof(T));
@@ -200,7 +206,7 @@ METAL_FUNC void attention_block(const device T* q, const device T* k, const devi
       part_ml[(marlin_i64(task) * p.rows + r) * 2 + 1] = l_run;
     }
   } else {
-    const float inv = l_run == 0.0f ? 0.0f : 1.0f / l_run;  // zeros only without a visible key; NaN stays NaN
+    const float inv = attention_row_scale(l_run, m_run, sink_log2(sinks, p, hq));
     device T* orow = out + ((t.b * marlin_i64(p.Hq) + hq) * p.Lq + qi) * D;
     for (int f = 0; f < DF; ++f) {
       const float2 e = of[f].thread_elements() * inv;
@@ -215,6 +221,7 @@ template <typename T, int D>
 [[kernel]] void attention_prefill(const device T* q [[buffer(0)]], const device T* k [[buffer(1)]],
                                   const device T* v [[buffer(2)]], const device uchar* mask [[buffer(3)]],
                                   device T* out [[buffer(4)]], constant AttentionParams& p [[buffer(5)]],
+                                  const device float* sinks [[buffer(6)]],
                                   uint task [[threadgroup_position_in_grid]],
                                   uint sg [[simdgroup_index_in_threadgroup]],
                                   uint lane [[thread_index_in_simdgroup]],
@@ -223,7 +230,8 @@ template <typename T, int D>
   constexpr int BK = attention_block_k(D, sizeof(T));
   threadgroup T ktile[BK * D];
   threadgroup T vtile[BK * D];
-  attention_block<T, D, false>(q, k, v, mask, out, nullptr, nullptr, p, ktile, vtile, task, sg, lane, tid, nthreads);
+  attention_block<T, D, false>(q, k, v, mask, out, nullptr, nullptr, sinks, p, ktile, vtile, task, sg, lane, tid,
+                               nthreads);
 }
 
 // Decode split-K: grid (plan.num_tasks), threads 32 * ceil(plan.rows / 8); writes
@@ -241,15 +249,17 @@ template <typename T, int D>
   constexpr int BK = attention_block_k(D, sizeof(T));
   threadgroup T ktile[BK * D];
   threadgroup T vtile[BK * D];
-  attention_block<T, D, true>(q, k, v, mask, nullptr, part_o, part_ml, p, ktile, vtile, task, sg, lane, tid, nthreads);
+  attention_block<T, D, true>(q, k, v, mask, nullptr, part_o, part_ml, nullptr, p, ktile, vtile, task, sg, lane, tid,
+                              nthreads);
 }
 
 // Merge of the split-K partials: grid (num_tasks / splits, rows), 32 threads; the
 // threadgroup (row task, row) combines its row over the splits:
-//   M = max m_s,  l = sum exp2(m_s - M) l_s,  out = sum exp2(m_s - M) O_s / l.
+//   M = max m_s,  l = sum exp2(m_s - M) l_s,  out = sum exp2(m_s - M) O_s / (l + the sink's exp2(sink - M)).
 template <typename T, int D>
 [[kernel]] void attention_merge(const device float* part_o [[buffer(0)]], const device float* part_ml [[buffer(1)]],
                                 device T* out [[buffer(2)]], constant AttentionParams& p [[buffer(3)]],
+                                const device float* sinks [[buffer(4)]],
                                 uint2 tg [[threadgroup_position_in_grid]],
                                 uint lane [[thread_index_in_threadgroup]],
                                 uint nthreads [[threads_per_threadgroup]]) {
@@ -268,9 +278,9 @@ template <typename T, int D>
     const float ls = part_ml[((first + s) * p.rows + r) * 2 + 1];
     if (ls != 0.0f) l += exp2(ms - M) * ls;
   }
-  const float inv = l == 0.0f ? 0.0f : 1.0f / l;  // as the CPU backend: NaN inputs give NaN
   const int G = p.Hq / p.Hkv;
   const marlin_i64 hq = marlin_i64(t.hkv) * G + t.g0 + r / t.nq;
+  const float inv = attention_row_scale(l, M, sink_log2(sinks, p, hq));  // as the CPU backend
   const int qi = t.q0 + r % t.nq;
   device T* orow = out + ((t.b * marlin_i64(p.Hq) + hq) * p.Lq + qi) * D;
   for (int c = int(lane); c < D; c += int(nthreads)) {

@@ -100,6 +100,7 @@ def attention(
     *,
     scale: float,
     mask: str | mlx.core.array | None = None,
+    sinks: mlx.core.array | None = None,
     stream: mlx.core.Stream | mlx.core.Device | None = None,
 ) -> mlx.core.array:
     """Flash attention ``softmax(scale * q @ k.T + mask) @ v`` (drop-in for
@@ -107,7 +108,8 @@ def attention(
 
     q [B, Hq, Lq, D], k/v [B, Hkv, Lk, D] (Hq % Hkv == 0), D in {64, 80, 96, 128, 256},
     float16/bfloat16/float32 (all the same); mask None, "causal" (end-aligned), bool
-    (True = attend) or additive, broadcastable to [B, Hq, Lq, Lk].  Rows with no
-    visible key give zeros.  Returns [B, Hq, Lq, D] in q's dtype.
+    (True = attend) or additive, broadcastable to [B, Hq, Lq, Lk]; sinks None or [Hq]
+    float logits joining each row's softmax with a zero value (MLX sdpa's ``sinks``).
+    Rows with no visible key give zeros.  Returns [B, Hq, Lq, D] in q's dtype.
     """
     ...

@@ -218,13 +218,30 @@ def check_quantization_config(config: dict) -> dict:
     if not q:
         raise ValueError("config.json has no 'quantization' entry: this is not an mlx-marlin FP4 model "
                          "(convert it with `python -m mlx_marlin.convert`).")
+    if not isinstance(q, dict):
+        raise ValueError(f"config.json's 'quantization' entry must be an object, got {type(q).__name__}.")
     method = q.get("method", q.get("quant_method", q.get("mode", "affine")))
     if method != FORMAT_NAME:
         raise ValueError(f"config.json names quantization method {method!r}; mlx_marlin.load reads only "
                          f"{FORMAT_NAME!r} models (use mlx_lm.load for MLX's own formats).")
-    if q.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"model format version {q['format_version']} is newer than this mlx-marlin "
+    version = q.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ValueError(f"quantization 'format_version' must be an integer, got {version!r}.")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"model format version {version} is newer than this mlx-marlin "
                          f"({FORMAT_VERSION}); upgrade mlx-marlin.")
+    if q.get("group_size") not in GROUP_SIZES or isinstance(q.get("group_size"), bool):
+        raise ValueError(f"quantization 'group_size' must be one of {GROUP_SIZES}, got {q.get('group_size')!r}.")
+    if q.get("scale_dtype", "float16") not in _SCALE_DTYPES:
+        raise ValueError(f"quantization 'scale_dtype' must be one of {sorted(_SCALE_DTYPES)}, got "
+                         f"{q.get('scale_dtype')!r}.")
+    layers = q.get("layers")
+    if not isinstance(layers, list) or not all(isinstance(p, str) for p in layers):
+        raise ValueError("quantization 'layers' must be a list of module paths.")
+    mlx_layers = q.get("mlx_quantized", {})
+    if not isinstance(mlx_layers, dict) or not all(
+            isinstance(v, dict) and {"group_size", "bits", "mode"} <= set(v) for v in mlx_layers.values()):
+        raise ValueError("quantization 'mlx_quantized' must map module paths to {group_size, bits, mode}.")
     return q
 
 
@@ -317,25 +334,24 @@ _original_sdpa = None
 
 def _marlin_sdpa(queries, keys, values, cache, scale, mask, sinks=None):
     """mlx-lm's attention entry point, through mlx_marlin.attention where it applies
-    (unquantized KV cache, no attention sinks, a supported head dim and dtype)."""
+    (unquantized KV cache, a supported head dim and dtype; attention sinks included)."""
     from . import _ext
     from .nn import op_stream
 
     usable = (
         not hasattr(cache, "bits")
-        and sinks is None
         and queries.shape[-1] in (64, 80, 96, 128, 256)
         and queries.dtype == keys.dtype == values.dtype
         and (mask is None or isinstance(mask, str) or isinstance(mask, mx.array))
     )
     if not usable:
         return _original_sdpa(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
-    return _ext.attention(queries, keys, values, scale=scale, mask=mask, stream=op_stream("attention"))
+    return _ext.attention(queries, keys, values, scale=scale, mask=mask, sinks=sinks, stream=op_stream("attention"))
 
 
 def use_marlin_attention(enable: bool = True) -> None:
     """Route mlx-lm's ``scaled_dot_product_attention`` through :func:`mlx_marlin.attention`
-    (falling back to MLX's for quantized KV caches and attention sinks); ``False`` restores
+    (falling back to MLX's for quantized KV caches); ``False`` restores
     mlx-lm's own.  Patches ``mlx_lm.models.base`` and every loaded ``mlx_lm.models`` module
     that imported the function by name."""
     global _original_sdpa

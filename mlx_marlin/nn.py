@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from . import _ext
-from .quant import CODES_PER_WORD, DEFAULT_GROUP_SIZE, from_mlx, quantize
+from .quant import CODES_PER_WORD, DEFAULT_GROUP_SIZE, _check_group_size, from_mlx, quantize
 
 
 _GPU_OPS = frozenset(_ext._gpu_ops())
@@ -32,6 +32,9 @@ def op_stream(op: str = "fp4_gemm"):
 def _init_fp4_parameters(module: nn.Module, leading: tuple, input_dims: int, output_dims: int, bias: bool,
                          group_size: int, scale_dtype: mx.Dtype) -> None:
     """Empty packed weight / scales / bias of the FP4 layout on `module`, frozen."""
+    _check_group_size(group_size)
+    if scale_dtype not in (mx.float16, mx.bfloat16):
+        raise ValueError(f"scale_dtype must be mx.float16 or mx.bfloat16, got {scale_dtype}.")
     if input_dims % group_size:
         raise ValueError(f"input_dims ({input_dims}) must be a multiple of group_size ({group_size}).")
     module.group_size = group_size
@@ -212,7 +215,9 @@ class MarlinSwitchLinear(nn.Module):
         y = moe_gemm(xf, self["weight"], self["scales"], idx, group_size=self.group_size,
                      activation=None if has_bias else activation, stream=op_stream("moe_gemm"))
         if has_bias:
-            y = y + self["bias"][idx]
+            # Ids outside [0, E) give NaN rows in moe_gemm; clamped here, they read no
+            # memory outside the bias (MLX's take does no bounds checks) and the NaN stays.
+            y = y + self["bias"][mx.clip(idx, 0, self.num_experts - 1)]
             if activation is not None:
                 y = _EPILOGUE_ACTIVATIONS[activation](y)
         return y.reshape(*lead, indices.shape[-1], self.output_dims)

@@ -10,6 +10,7 @@ kernel decode with the same table.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple
 
 import mlx.core as mx
@@ -32,7 +33,8 @@ _FLOAT_DTYPES = (mx.float16, mx.bfloat16, mx.float32)
 
 
 def _check_group_size(group_size: int) -> None:
-    if group_size not in GROUP_SIZES:
+    # 32.0 == 32: only integers pass (a float would reach reshape), and no bools.
+    if isinstance(group_size, bool) or not isinstance(group_size, numbers.Integral) or group_size not in GROUP_SIZES:
         raise ValueError(f"group_size must be one of {GROUP_SIZES}, got {group_size!r}.")
 
 
@@ -182,6 +184,8 @@ def dequantize(
         raise ValueError(f"packed must have shape [K/8, N] or [E, K/8, N], got {tuple(packed.shape)}.")
     if scales.dtype not in _SCALE_DTYPES:
         raise ValueError(f"scales must be float16 or bfloat16, got {scales.dtype}.")
+    if dtype not in (mx.float32, mx.float16, mx.bfloat16):
+        raise ValueError(f"dtype must be mx.float32, mx.float16 or mx.bfloat16, got {dtype}.")
     k = packed.shape[-2] * CODES_PER_WORD
     if k % group_size:
         raise ValueError(f"K = 8 * packed.shape[-2] = {k} must be a multiple of group_size = {group_size}.")

@@ -24,4 +24,9 @@ for f in $(find cpp/cuda -name '*.cpp'); do
   echo "c++ $f"
   nvcc -x c++ -std=c++20 -O2 -DMLX_MARLIN_CUDA=1 -DMLX_MARLIN_CUDA_SM90A=1 -I cpp -I cpp/cuda/compat -I "$inc" ${nvinc:+-Xcompiler=-idirafter,"$nvinc"} -c "$f" -o "$out/$(basename "$f" .cpp).o"
 done
+# The op files' CUDA-only branches (routes chosen when the stream is a CUDA GPU).
+for f in $(grep -l 'MLX_MARLIN_CUDA' cpp/ops/*.cpp); do
+  echo "c++ $f (MLX_MARLIN_CUDA)"
+  nvcc -x c++ -std=c++20 -O2 -DMLX_MARLIN_CUDA=1 -I cpp -I "$inc" -c "$f" -o "$out/ops_$(basename "$f" .cpp).o"
+done
 echo "CUDA compile check: OK"

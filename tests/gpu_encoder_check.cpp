@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
     int mask;  // 0 none, 1 causal, 2 bool [Lq, Lk], 3 additive [B, 1, 1, Lk]
     bool transposed_kv;
     float tol;
+    bool sinks = false;
   };
   const AttnCase cases[] = {
       {"attn_prefill_causal_f16", 1, 4, 1, 13, 37, 64, mx::float16, 1, false, 2e-3f},
@@ -100,6 +101,8 @@ int main(int argc, char** argv) {
       {"attn_prefill_additive_bf16", 1, 2, 2, 17, 40, 80, mx::bfloat16, 3, false, 1.6e-2f},
       {"attn_decode_splitk_f32", 1, 8, 2, 2, 600, 96, mx::float32, 0, false, 2e-5f},
       {"attn_decode_splitk_causal_f16", 2, 4, 4, 1, 520, 256, mx::float16, 1, false, 2e-3f},
+      {"attn_prefill_sinks_bool_f32", 1, 4, 2, 9, 21, 64, mx::float32, 2, false, 2e-5f, true},
+      {"attn_decode_splitk_sinks_bf16", 1, 4, 1, 1, 600, 128, mx::bfloat16, 0, false, 1.6e-2f, true},
   };
   for (const auto& c : cases) {
     mx::array q = mx::astype(mx::random::normal({c.B, c.Hq, c.Lq, c.D}), c.t);
@@ -127,12 +130,15 @@ int main(int argc, char** argv) {
       inputs.push_back(m);
       kind = AttentionMask::Additive;
     }
-    mx::array ref = attention(q, k, v, scale, marg, mx::Device::cpu);
+    std::optional<mx::array> sinks;
+    if (c.sinks) sinks = mx::random::normal({c.Hq}) * mx::array(3.0f);
+    mx::array ref = attention(q, k, v, scale, marg, sinks, mx::Device::cpu);
     mx::eval(inputs);
     mx::eval(ref);
+    if (sinks) mx::eval(*sinks);
     mx::array out = poisoned({c.B, c.Hq, c.Lq, c.D}, c.t);
     TestLauncher l(mod);
-    gpu::encode_attention(l, inputs, out, scale, kind);
+    gpu::encode_attention(l, inputs, out, scale, kind, sinks ? &*sinks : nullptr);
     report(c.name, max_err(out, ref), c.tol, l.dispatches);
   }
 

@@ -36,7 +36,7 @@ def activation(y: np.ndarray, name):
     # 1 + erf(z) as erfc(-z) and 0.5 (1 + tanh(u)) as 1 / (1 + exp(-2u)): the same
     # values without the cancellation that loses them (even in float64) for y << 0.
     if name == "gelu":
-        erfc = np.vectorize(math.erfc)
+        erfc = np.vectorize(math.erfc, otypes=[np.float64])
         return 0.5 * y * erfc(-y / math.sqrt(2))
     if name == "gelu_approx":
         with np.errstate(over="ignore"):  # exp -> inf for y << 0 gives y / inf = -0, as it should
@@ -54,10 +54,11 @@ def rel_err(out: mx.array, ref: np.ndarray) -> float:
     return float(np.abs(o - ref).max() / max(np.abs(ref).max(), 1e-30))
 
 
-def attention(q, k, v, scale, mask=None, causal=False) -> np.ndarray:
+def attention(q, k, v, scale, mask=None, causal=False, sinks=None) -> np.ndarray:
     """float64 softmax attention (GQA: query head h uses kv head h // (Hq / Hkv));
-    causal aligned to the end; bool masks (True = attend) or additive masks; rows with
-    no visible key give zeros."""
+    causal aligned to the end; bool masks (True = attend) or additive masks; sinks: one
+    logit per query head joining each row's softmax with a zero value; rows with no
+    visible key give zeros."""
     q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
     G = q.shape[1] // k.shape[1]
     k = np.repeat(k, G, axis=1)
@@ -75,7 +76,10 @@ def attention(q, k, v, scale, mask=None, causal=False) -> np.ndarray:
     m = np.where(np.isfinite(m), m, 0.0)
     p = np.exp(s - m)
     l = p.sum(-1, keepdims=True)
-    return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, l, 1.0), 0.0)
+    denominator = l
+    if sinks is not None:
+        denominator = l + np.exp(np.asarray(sinks, np.float64)[None, :, None, None] - m)
+    return np.where(l > 0, np.einsum("bhij,bhjd->bhid", p, v) / np.where(l > 0, denominator, 1.0), 0.0)
 
 
 # ----------------------------------------------------------------- MoE

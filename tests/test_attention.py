@@ -23,6 +23,11 @@ def make(rng, B, Hq, Hkv, Lq, Lk, D, dtype, scale_q=1.0):
     return arrs, [np.array(a.astype(mx.float32)) for a in arrs]
 
 
+def _on_cuda_gpu():
+    """The op tests run on the GPU stream of MLX's CUDA backend (MLX_MARLIN_TEST_DEVICE=gpu)."""
+    return os.environ.get("MLX_MARLIN_TEST_DEVICE") == "gpu" and hasattr(mx, "cuda") and mx.cuda.is_available()
+
+
 def check(out, expected, dtype):
     got = np.array(out.astype(mx.float32))
     assert got.shape == expected.shape
@@ -164,7 +169,7 @@ def test_matches_mlx_sdpa(dtype, mask):
     ours = np.array(mm.attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     theirs = np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     tol = 2 * TOL[dtype]
-    if dtype == "float32" and os.environ.get("MLX_MARLIN_TEST_DEVICE") == "gpu" and hasattr(mx, "cuda") and mx.cuda.is_available():
+    if dtype == "float32" and _on_cuda_gpu():
         # MLX's CUDA sdpa is only TF32-accurate for float32 (max diff ~2e-3 measured on an H100);
         # ours is checked against the float64 reference at 2e-5 by the other tests.
         tol = 2 * TOL["float16"]
@@ -284,3 +289,47 @@ def test_bad_scale_and_missing_scale():
         mm.attention(q, k, v, scale=float("nan"))
     with pytest.raises(TypeError):
         mm.attention(q, k, v)
+
+
+@pytest.mark.parametrize("dtype", list(DTYPES))
+@pytest.mark.parametrize("Lq,Lk,mask", [(37, 53, "causal"), (19, 19, "bool"), (3, 900, None), (1, 700, "bool")])
+def test_sinks(dtype, Lq, Lk, mask):
+    """Attention sinks (gpt-oss): per-head logits joining the softmax with a zero value,
+    prefill and split-K decode, GQA, a fully masked row (zeros), sinks in q's dtype."""
+    rng = np.random.default_rng(Lq * 1000 + Lk)
+    B, Hq, Hkv, D = 2, 6, 2, 64
+    (q, k, v), (qn, kn, vn) = make(rng, B, Hq, Hkv, Lq, Lk, D, dtype)
+    sinks = mx.array((rng.standard_normal(Hq) * 4).astype(np.float32)).astype(DTYPES[dtype])
+    m, m_np, causal = mask, None, mask == "causal"
+    if mask == "bool":
+        m_np = rng.random((B, Hq, Lq, Lk)) < 0.7
+        m_np[1, 4, Lq - 1] = False
+        m = mx.array(m_np)
+    out = mm.attention(q, k, v, scale=D**-0.5, mask=m, sinks=sinks)
+    expected = reference(qn, kn, vn, D**-0.5, mask=m_np, causal=causal, sinks=np.array(sinks.astype(mx.float32)))
+    if dtype == "float32" and _on_cuda_gpu():
+        # Calls with sinks run MLX's sdpa on CUDA, TF32-accurate for float32 (see test_matches_mlx_sdpa).
+        np.testing.assert_allclose(np.array(out), expected, atol=2 * TOL["float16"], rtol=2 * TOL["float16"])
+    else:
+        check(out, expected, dtype)
+    if mask == "bool":
+        assert (np.array(out.astype(mx.float32))[1, 4, Lq - 1] == 0).all()
+
+
+@pytest.mark.parametrize("Lq", [1, 40])
+def test_sinks_match_mlx_sdpa(Lq):
+    rng = np.random.default_rng(Lq)
+    (q, k, v), _ = make(rng, 1, 8, 2, Lq, 300, 128, "float16")
+    sinks = mx.array(rng.standard_normal(8).astype(np.float32) * 3)
+    ours = np.array(mm.attention(q, k, v, scale=0.1, mask="causal", sinks=sinks).astype(mx.float32))
+    theirs = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask="causal", sinks=sinks.astype(mx.float16))
+    np.testing.assert_allclose(ours, np.array(theirs.astype(mx.float32)), atol=4e-3, rtol=4e-3)
+
+
+@pytest.mark.parametrize("sinks,match", [(mx.zeros((3,)), r"sinks must have shape \[Hq\] = \[4\]"),
+                                         (mx.zeros((1, 4)), "sinks must have shape"),
+                                         (mx.zeros((4,), mx.int32), "sinks must be float16, bfloat16 or float32")])
+def test_bad_sinks(sinks, match):
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match=match):
+        mm.attention(q, k, v, scale=1.0, sinks=sinks)

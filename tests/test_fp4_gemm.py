@@ -344,3 +344,28 @@ def test_every_cpu_kernel_build(isa):
         [sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True, timeout=300, cwd=pkg_parent
     )
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+@pytest.mark.parametrize("act", [None, "silu", "gelu"])
+def test_empty_k_gives_activation_of_bias(stream, act):
+    """K = 0: no products, so act(bias) (act(0) without one) in every row; no kernel runs."""
+    w, s = mx.zeros((0, 16), mx.uint32), mx.zeros((0, 16), mx.float16)
+    bias = mx.array(np.linspace(-3, 3, 16).astype(np.float32))
+    for x, b in ((mx.zeros((4, 0)), bias), (mx.zeros((2, 3, 0), mx.bfloat16), None), (mx.zeros((0, 0)), bias)):
+        y = mm.fp4_gemm(x, w, s, b, group_size=32, activation=act, stream=stream)
+        assert y.shape == (*x.shape[:-1], 16) and y.dtype == x.dtype
+        pre = np.broadcast_to(to_np(b) if b is not None else np.zeros(16), y.shape)
+        np.testing.assert_allclose(to_np(y), activation(pre, act), rtol=1e-2 if x.dtype == mx.bfloat16 else 1e-6,
+                                   atol=1e-6)
+    g = mx.grad(lambda x: mm.fp4_gemm(x, w, s, bias, group_size=32, activation=act).sum())(mx.zeros((4, 0)))
+    assert g.shape == (4, 0)
+
+
+def test_sizes_past_int32_are_refused():
+    """Checked before anything is allocated (the arrays stay lazy)."""
+    packed, scales = mx.zeros((8, 16), mx.uint32), mx.zeros((2, 16), mx.float16)
+    x = mx.broadcast_to(mx.zeros((1, 1, 64)), (2**16, 2**16, 64))
+    with pytest.raises(ValueError, match=r"x of shape .* has 4294967296 rows .* more than 2\^31 - 1"):
+        mm.fp4_gemm(x, packed, scales, group_size=32)
+    with pytest.raises(ValueError, match=r"K = 8 \* w.shape\[-2\] = 2147483648 is more than 2\^31 - 1"):
+        mm.fp4_gemm(mx.zeros((1, 8)), mx.zeros((2**28, 1), mx.uint32), mx.zeros((2**26, 1), mx.float16), group_size=32)

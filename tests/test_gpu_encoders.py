@@ -37,12 +37,13 @@ def test_encoders_on_emulator():
         exe.unlink(missing_ok=True)
     cases = json.loads(out)["cases"]
     print(cases)
-    assert len(cases) == 13 + 12 + 4
+    assert len(cases) == 15 + 12 + 4  # attention (2 with sinks) + MoE + invalid ids
     for name, err, tol, dispatches in cases:
         assert err <= tol, (name, err, tol)
     by_name = {c[0]: c for c in cases}
     assert by_name["attn_prefill_causal_f16"][3] == 1
     assert by_name["attn_decode_splitk_f32"][3] == 2  # decode + merge
+    assert by_name["attn_decode_splitk_sinks_bf16"][3] == 2  # the merge adds the sinks
     assert by_name["moe_gemm_of_route_f32"][3] == 3  # group + grouped GEMM + combine
     # moe_mlp: route + group + gate/up GEMM with act(gate) * up fused + down GEMM + combine
     # (no separate GLU pass), for both gate/up layouts; h and y in x's dtype

@@ -239,6 +239,9 @@ def _mxfp4_source_dir(path, src):
     import shutil
 
     model, _ = mlx_lm.load(str(src))
+    for i, layer in enumerate(model.layers):  # sinks that differ per head and matter
+        layer.self_attn.sinks = mx.array(np.random.default_rng(i).standard_normal(layer.self_attn.sinks.shape) * 2,
+                                         dtype=mx.float32)
     quantization = {"group_size": 32, "bits": 4, "mode": "mxfp4"}
     attn = {p for p, m in model.named_modules() if p.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))}
     for p in sorted(attn):
@@ -288,6 +291,26 @@ def test_gpt_oss_mxfp4_model_convert_load_generate(tmp_path):
     np.testing.assert_allclose(to_np(before), to_np(ref), rtol=2e-3, atol=2e-3)
     text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=12, verbose=False)
     assert isinstance(text, str)
+
+    # Its attention (sinks, sliding-window masks, a rotating KV cache) through
+    # mlx_marlin.attention: the same logits and the same greedy tokens.
+    calls = []
+    original_attention = mm._ext.attention
+
+    def counting_attention(*args, **kwargs):
+        calls.append(kwargs.get("sinks") is not None)
+        return original_attention(*args, **kwargs)
+
+    try:
+        mm.lm.use_marlin_attention(True)
+        mm._ext.attention = counting_attention
+        np.testing.assert_allclose(to_np(loaded(tokens)), to_np(before), rtol=1e-4, atol=1e-4)
+        assert calls and all(calls)
+        marlin_text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=12, verbose=False)
+    finally:
+        mm._ext.attention = original_attention
+        mm.lm.use_marlin_attention(False)
+    assert marlin_text == text
 
 
 def test_moe_model_convert_load_generate(tmp_path):
@@ -373,6 +396,20 @@ def test_python_api_bad_input(tmp_path):
         mm.MarlinSwitchLinear(48, 16, 4, group_size=32)
     with pytest.raises(ValueError, match="input_dims"):
         mm.MarlinSwitchGLU(64, 40, 4, group_size=32)  # the down projection's K = 40
+    for bad in (0, 16, 32.0):
+        with pytest.raises(ValueError, match="group_size"):
+            mm.MarlinLinear(64, 32, group_size=bad)
+    with pytest.raises(ValueError, match="scale_dtype"):
+        mm.MarlinSwitchLinear(64, 32, 2, group_size=32, scale_dtype=mx.float32)
+    good = {"method": "mlx_marlin_fp4", "group_size": 64, "layers": []}
+    for q, match in (("fp4", "must be an object"), ({**good, "format_version": "2"}, "format_version"),
+                     ({**good, "format_version": None}, "format_version"), ({**good, "group_size": 0}, "group_size"),
+                     ({**good, "group_size": 16}, "group_size"), ({**good, "scale_dtype": "float32"}, "scale_dtype"),
+                     ({k: v for k, v in good.items() if k != "layers"}, "layers"),
+                     ({**good, "mlx_quantized": {"lm_head": {"bits": 8}}}, "mlx_quantized")):
+        with pytest.raises(ValueError, match=match):
+            mm.lm.check_quantization_config({"quantization": q})
+    assert mm.lm.check_quantization_config({"quantization": good}) == good
     from mlx_lm.models import llama
 
     model = llama.Model(llama.ModelArgs.from_dict(llama_config()))

@@ -61,7 +61,7 @@ class AttentionParams(ctypes.Structure):  # cpp/common/attention_params.h
                 ("mask_stride", ctypes.c_int64 * 4), ("keys_per_split", ctypes.c_int64)] + [
                     (n, ctypes.c_int32) for n in ("B", "Hq", "Hkv", "Lq", "Lk", "heads_per_task", "head_blocks",
                                                   "block_q", "query_blocks", "rows", "splits", "mask_kind", "mask_type")
-                ] + [("scale_log2", ctypes.c_float), ("reserved", ctypes.c_int32 * 2)]
+                ] + [("scale_log2", ctypes.c_float), ("has_sinks", ctypes.c_int32), ("reserved", ctypes.c_int32)]
 
 
 def plan_attention(B, Hq, Hkv, Lq, Lk, pu=PARALLEL_UNITS):
@@ -104,7 +104,7 @@ def strides4(shape):
 
 
 def run_attention(emu, dtype, qf, kf, vf, scale, mask_kind=MASK_NONE, mask=None, mask_dtype=None, kv_layout="bhld",
-                  pu=PARALLEL_UNITS):
+                  pu=PARALLEL_UNITS, sinks=None):
     """Launches the kernels the way cpp/gpu/attention.cpp encodes them.  Returns
     (output as float32, exactly-rounded q, k, v as float32, plan)."""
     B, Hq, Lq, D = qf.shape
@@ -138,18 +138,21 @@ def run_attention(emu, dtype, qf, kf, vf, scale, mask_kind=MASK_NONE, mask=None,
         mbuf, mref = to_device(mask, mask_dtype)
         p.mask_type = MASK_TYPE[mask_dtype]
         p.mask_stride[:] = strides4(mask.shape)
+    # Without sinks the kernels never read that buffer: a NaN stands in.
+    p.has_sinks = int(sinks is not None)
+    sbuf = np.full(1, np.nan, np.float32) if sinks is None else np.ascontiguousarray(sinks, np.float32)
     out = nan_buffer((B, Hq, Lq, D), dtype)
     tg = (32 * -(-plan["rows"] // 8), 1, 1)
     name = lambda kind: f"marlin_attention_{kind}_d{D}_{dtype}"  # noqa: E731
     if plan["splits"] == 1:
-        emu.launch(name("prefill"), grid=(plan["num_tasks"], 1, 1), tg=tg, buffers=[qb, kb, vb, mbuf, out, bytes(p)], check_uninitialized=True)
+        emu.launch(name("prefill"), grid=(plan["num_tasks"], 1, 1), tg=tg, buffers=[qb, kb, vb, mbuf, out, bytes(p), sbuf], check_uninitialized=True)
     else:
         part_o = np.full(plan["num_tasks"] * plan["rows"] * D, np.nan, np.float32)
         part_ml = np.full(plan["num_tasks"] * plan["rows"] * 2, np.nan, np.float32)
         emu.launch(name("decode"), grid=(plan["num_tasks"], 1, 1), tg=tg,
                    buffers=[qb, kb, vb, mbuf, part_o, part_ml, bytes(p)], check_uninitialized=True)
         emu.launch(name("merge"), grid=(plan["num_tasks"] // plan["splits"], plan["rows"], 1), tg=(32, 1, 1),
-                   buffers=[part_o, part_ml, out, bytes(p)])
+                   buffers=[part_o, part_ml, out, bytes(p), sbuf])
     return from_device(out, dtype), (qn, kn, vn, mref), plan
 
 
@@ -304,3 +307,35 @@ def test_decode_causal_split(emu):
     got, (qn, kn, vn, _), plan = run_attention(emu, "f16", q, k, v, 80**-0.5, MASK_CAUSAL)
     assert plan["splits"] == 2
     check(got, reference(qn, kn, vn, 80**-0.5, causal=True), "f16")
+
+
+@pytest.mark.parametrize("dtype,D", [("f32", 64), ("bf16", 128), ("f16", 96)])
+def test_prefill_sinks(emu, dtype, D):
+    """Attention sinks (one logit per query head, zero value): GQA 2, a bool mask with a
+    fully masked row (zeros, sink or not), sinks from far below to far above the scores."""
+    rng = np.random.default_rng(9)
+    B, Hq, Hkv, Lq, Lk = 2, 4, 2, 11, 37
+    q, k, v = randn(rng, B, Hq, Lq, D), randn(rng, B, Hkv, Lk, D), randn(rng, B, Hkv, Lk, D)
+    mask = rng.random((B, Hq, Lq, Lk)) > 0.3
+    mask[1, 2, 4] = False
+    sinks = np.array([-30.0, 0.5, 3.0, 12.0], np.float32)
+    got, (qn, kn, vn, m), plan = run_attention(emu, dtype, q, k, v, D**-0.5, MASK_BOOL, mask, sinks=sinks)
+    assert plan["splits"] == 1
+    assert (got[1, 2, 4] == 0).all()
+    want = reference(qn, kn, vn, D**-0.5, mask=m, sinks=sinks)
+    check(got, want, dtype)
+    assert np.abs(want - reference(qn, kn, vn, D**-0.5, mask=m)).max() > 0.1  # the sinks matter here
+
+
+def test_decode_split_sinks(emu):
+    """Split-K decode (3 splits): the merge adds each row's sink once."""
+    rng = np.random.default_rng(10)
+    B, Hq, Hkv, Lq, Lk, D = 1, 8, 2, 2, 777, 64
+    q, k, v = randn(rng, B, Hq, Lq, D), randn(rng, B, Hkv, Lk, D), randn(rng, B, Hkv, Lk, D)
+    mask = rng.random((B, Hq, Lq, Lk)) > 0.2
+    mask[0, 5, 1] = False
+    sinks = randn(rng, Hq, scale=3.0)
+    got, (qn, kn, vn, m), plan = run_attention(emu, "f32", q, k, v, 0.125, MASK_BOOL, mask, sinks=sinks)
+    assert plan["splits"] > 1
+    assert (got[0, 5, 1] == 0).all()
+    check(got, reference(qn, kn, vn, 0.125, mask=m, sinks=sinks), "f32")

@@ -481,3 +481,23 @@ if given is not None:
         w = rand(rng, (T, k)) if weighted else None
         out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, stream=_STREAM)
         assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w) if weighted else None), "float32")
+
+
+def test_moe_mlp_empty_k_gives_zeros(stream):
+    """K = 0: every gate / up product is 0, so is act(0) * 0 and the output."""
+    E, I, N = 2, 32, 8
+    wg, sg = mx.zeros((E, 0, I), mx.uint32), mx.zeros((E, 0, I), mx.float16)
+    wd, sd = mx.zeros((E, I // 8, N), mx.uint32), mx.zeros((E, I // 32, N), mx.float16)
+    out = mm.moe_mlp(mx.zeros((3, 0)), mx.ones((3, E)), wg, sg, wg, sg, wd, sd, top_k=1, group_size=32,
+                     stream=stream)
+    assert out.shape == (3, N)
+    np.testing.assert_array_equal(to_np(out), 0.0)
+
+
+def test_switch_linear_bias_with_out_of_range_ids_reads_nothing_outside():
+    """moe_gemm gives NaN rows for ids outside [0, E); the layer's bias gather must not
+    read outside the bias for them (MLX's take has no bounds checks)."""
+    layer = mm.MarlinSwitchLinear(64, 16, num_experts=4, bias=True, group_size=32)
+    for bad in (2**31 - 1, -5, 4):
+        y = to_np(layer(mx.ones((1, 64)), mx.array([[0, bad]], mx.int32)))
+        assert np.isfinite(y[0, 0]).all() and np.isnan(y[0, 1]).all()

@@ -145,6 +145,8 @@ def test_from_mlx_inexact_cases(rng):
         (dict(w=np.ones((64,), np.float32)), r"\[N, K\]"),
         (dict(w=np.ones((2, 2, 4, 64), np.float32)), r"\[N, K\]"),
         (dict(w=np.ones((4, 64), np.float32), group_size=16), "group_size"),
+        (dict(w=np.ones((4, 64), np.float32), group_size=32.0), "group_size"),
+        (dict(w=np.ones((4, 64), np.float32), group_size=True), "group_size"),
         (dict(w=np.ones((4, 64), np.float32), scale_dtype=mx.float32), "scale_dtype"),
         (dict(w=np.full((4, 64), 1e6, np.float32)), "bfloat16"),
     ],
@@ -166,6 +168,9 @@ def test_dequantize_and_from_mlx_bad_input(rng):
         mm.dequantize(packed, scales.astype(mx.float32), 32)
     with pytest.raises(ValueError, match="group_size"):
         mm.dequantize(packed, scales, 48)
+    for dtype in (mx.int32, mx.bool_, mx.complex64):
+        with pytest.raises(ValueError, match="dtype must be mx.float32, mx.float16 or mx.bfloat16"):
+            mm.dequantize(packed, scales, 32, dtype=dtype)
     wq, s = mx.quantize(mx.ones((8, 64)), mode="mxfp4")
     with pytest.raises(ValueError, match="mode"):
         mm.from_mlx(wq, s, "affine")

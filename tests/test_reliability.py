@@ -175,9 +175,10 @@ def test_concurrent_streams_from_threads(rng):
     d=st.sampled_from([64, 80, 96, 128, 256]),
     dtype=st.sampled_from(DTYPES),
     mask=st.sampled_from([None, "causal", "bool", "additive"]),
+    with_sinks=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_attention_property(b, hkv, group, lq, extra_k, d, dtype, mask, seed):
+def test_attention_property(b, hkv, group, lq, extra_k, d, dtype, mask, with_sinks, seed):
     from test_attention import reference
 
     rng = np.random.default_rng(seed)
@@ -193,8 +194,10 @@ def test_attention_property(b, hkv, group, lq, extra_k, d, dtype, mask, seed):
     elif mask == "additive":
         am = rng.standard_normal((1, hq, 1, lk)).astype(np.float32)
         m, ref_mask = mx.array(am).astype(dtype), to_np(mx.array(am).astype(dtype))
-    out = mm.attention(q, k, v, scale=scale, mask=m, stream=mx.cpu)
-    ref = reference(to_np(q), to_np(k), to_np(v), scale, mask=ref_mask, causal=mask == "causal")
+    sinks = mx.array(rng.standard_normal(hq).astype(np.float32) * 3) if with_sinks else None
+    out = mm.attention(q, k, v, scale=scale, mask=m, sinks=sinks, stream=mx.cpu)
+    ref = reference(to_np(q), to_np(k), to_np(v), scale, mask=ref_mask, causal=mask == "causal",
+                    sinks=None if sinks is None else to_np(sinks))
     got = to_np(out)
     assert got.shape == ref.shape and np.all(np.isfinite(got))
     tol = {mx.float32: 2e-5, mx.float16: 3e-3, mx.bfloat16: 2e-2}[dtype]

@@ -8,10 +8,13 @@
 #if defined(__METAL_VERSION__)
 typedef long marlin_i64;
 #define MARLIN_ATTN_CONSTEXPR constexpr
+#define MARLIN_ATTN_EXP2 metal::exp2
 #else
+#include <cmath>
 #include <cstdint>
 typedef int64_t marlin_i64;
 #define MARLIN_ATTN_CONSTEXPR constexpr
+#define MARLIN_ATTN_EXP2 std::exp2
 #endif
 
 namespace marlin {
@@ -69,7 +72,19 @@ struct AttentionParams {
   int mask_kind;       // kAttnMask*
   int mask_type;       // kAttnMaskF32 / F16 / BF16 (additive masks)
   float scale_log2;    // scale * log2(e): scores live in the base-2 domain
-  int reserved[2];
+  int has_sinks;       // 1: the sinks buffer holds one float32 logit per query head
+  int reserved;
 };
+
+// What a row's unnormalized output is multiplied by: 1 / the softmax denominator.
+// l = sum of exp2(score - m) over the row's visible keys (m: their running max, base-2
+// domain); an attention sink (a per-head logit that joins the softmax with a zero value
+// vector, as in mx.fast.scaled_dot_product_attention's `sinks`) adds exp2(sink - m), with
+// sink_log2 = -inf for none.  A row with no visible key gives 0 (zeros out, sink or
+// not: all weight is on the sink); NaN stays NaN.  Shared by the CPU and Metal kernels.
+inline float attention_row_scale(float l, float m, float sink_log2) {
+  if (l == 0.0f) return 0.0f;
+  return 1.0f / (l + MARLIN_ATTN_EXP2(sink_log2 - m));
+}
 
 } // namespace marlin

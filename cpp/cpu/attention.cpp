@@ -78,6 +78,7 @@ void Attention::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
     a.mask_type = mask_ == AttentionMask::Additive ? cpu::elem_type(m.dtype()) : cpu::ElemType::Float32;
     strides4(m, a.mask_stride);
   }
+  if (const mx::array* sinks = attention_sinks(*this, inputs)) a.sinks = sinks->data<float>();
   a.out = out.data<void>();
   if (out.size() == 0) return;
   a.plan = plan_attention(a.B, a.Hq, a.Hkv, a.Lq, a.Lk, cpu::num_threads());

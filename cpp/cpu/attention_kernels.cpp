@@ -27,6 +27,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/attention_params.h"
 #include "common/attention_plan.h"
 #include "cpu/attention_kernels.h"
 #include "cpu/half_convert.h"
@@ -470,10 +471,18 @@ void run_task(const AttentionArgs& a, const TaskRange& t, Scratch& sc) {
   }
 }
 
+int64_t query_head(const AttentionArgs& a, const TaskRange& t, int r) {
+  return t.hkv * (a.Hq / a.Hkv) + t.g0 + r / t.nq;
+}
+
 int64_t out_offset(const AttentionArgs& a, const TaskRange& t, int r) {
-  const int64_t G = a.Hq / a.Hkv;
-  const int64_t hq = t.hkv * G + t.g0 + r / t.nq;
-  return ((t.b * a.Hq + hq) * a.Lq + t.q0 + r % t.nq) * a.D;
+  return ((t.b * a.Hq + query_head(a, t, r)) * a.Lq + t.q0 + r % t.nq) * a.D;
+}
+
+// Row r's output scale from its (m, l): attention_row_scale with the row's sink.
+float row_scale(const AttentionArgs& a, const TaskRange& t, int r, float m, float l) {
+  const float sink_log2 = a.sinks ? a.sinks[query_head(a, t, r)] * kLog2e : kNegInf;
+  return attention_row_scale(l, m, sink_log2);
 }
 
 void attention(const AttentionArgs& a) {
@@ -484,10 +493,8 @@ void attention(const AttentionArgs& a) {
       thread_local Scratch sc;
       TaskRange t = task_range(a, task);
       run_task(a, t, sc);
-      for (int r = 0; r < t.R; ++r) {
-        const float l = sc.l[r];
-        store_row(sc.o.data() + size_t(r) * D, l == 0.f ? 0.f : 1.f / l, a.out, a.type, out_offset(a, t, r), D);
-      }
+      for (int r = 0; r < t.R; ++r)
+        store_row(sc.o.data() + size_t(r) * D, row_scale(a, t, r, sc.m[r], sc.l[r]), a.out, a.type, out_offset(a, t, r), D);
     });
     return;
   }
@@ -536,7 +543,7 @@ void attention(const AttentionArgs& a) {
           for (int c = 0; c < D; ++c) acc[c] += w * o[c];
         }
       }
-      store_row(acc.data(), l == 0.f ? 0.f : 1.f / l, a.out, a.type, out_offset(a, t, r), D);
+      store_row(acc.data(), row_scale(a, t, r, m, l), a.out, a.type, out_offset(a, t, r), D);
     }
   });
 }

@@ -27,6 +27,7 @@ struct AttentionArgs {
   const void* mask;     // bool (1 byte) or additive in mask_type
   ElemType mask_type;
   int64_t mask_stride[4];
+  const float* sinks;   // [Hq] attention-sink logits, or nullptr
   void* out;            // contiguous [B, Hq, Lq, D]
   AttentionPlan plan;
 };

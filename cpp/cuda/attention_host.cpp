@@ -105,6 +105,8 @@ int* split_counters(mx::cu::CommandEncoder& enc, int64_t n) {
 } // namespace
 
 void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
+  // marlin::attention hands calls with sinks to MLX's sdpa on CUDA; these kernels never see them.
+  if (has_sinks()) throw std::logic_error("[attention] the CUDA kernels take no attention sinks");
   auto& s = stream();
   auto& enc = mx::cu::get_command_encoder(s);
   const auto& q = inputs[0];

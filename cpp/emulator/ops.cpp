@@ -28,7 +28,7 @@ void eval_fp4_gemm(FP4Gemm& op, const std::vector<mx::array>& inputs, mx::array&
 void eval_attention(Attention& op, const std::vector<mx::array>& inputs, mx::array& out) {
   std::vector<mx::array> outs = {out};
   run_on_emulator(op.stream(), outs, [&](gpu::KernelLauncher& l) {
-    gpu::encode_attention(l, inputs, out, op.scale(), op.mask());
+    gpu::encode_attention(l, inputs, out, op.scale(), op.mask(), attention_sinks(op, inputs));
   });
 }
 

@@ -3,10 +3,10 @@
 // Shared by the Metal backend and the Metal emulator; no backend headers here.
 //
 //   plan.splits == 1:  attention_prefill  grid (num_tasks), 32 * ceil(rows / 8) threads
-//                      buffers q, k, v, mask, out, params
+//                      buffers q, k, v, mask, out, params, sinks
 //   plan.splits  > 1:  attention_decode   same grid; buffers q, k, v, mask, part_o, part_ml, params
 //                      attention_merge    grid (num_tasks / splits, rows), 32 threads;
-//                                         buffers part_o, part_ml, out, params
+//                                         buffers part_o, part_ml, out, params, sinks
 // part_o [num_tasks * rows * D] and part_ml [num_tasks * rows * 2] are fp32 scratch.
 #include "gpu/attention.h"
 
@@ -45,7 +45,7 @@ uint32_t u32(int64_t v) {
 } // namespace
 
 void encode_attention(KernelLauncher& launcher, const std::vector<mx::array>& inputs, mx::array& out, float scale,
-                      AttentionMask mask) {
+                      AttentionMask mask, const mx::array* sinks) {
   const mx::array& q = inputs[0];
   const mx::array& k = inputs[1];
   const mx::array& v = inputs[2];
@@ -80,8 +80,11 @@ void encode_attention(KernelLauncher& launcher, const std::vector<mx::array>& in
     strides4(inputs[3], p.mask_stride);
     if (mask == AttentionMask::Additive) p.mask_type = mask_type(inputs[3].dtype());
   }
-  // Without a mask array the kernel never reads buffer(3); q stands in so every slot is bound.
+  // Without a mask array (sinks) the kernels never read that buffer; q stands in so every
+  // slot is bound.
   const mx::array& mask_arr = has_mask_array ? inputs[3] : q;
+  p.has_sinks = sinks != nullptr;
+  const mx::array& sinks_arr = sinks ? *sinks : q;
 
   const uint32_t threads = 32u * static_cast<uint32_t>((plan.rows + kAttnRowsPerSimdgroup - 1) / kAttnRowsPerSimdgroup);
   Dispatch d;
@@ -90,7 +93,7 @@ void encode_attention(KernelLauncher& launcher, const std::vector<mx::array>& in
   if (plan.splits == 1) {
     d.kernel = attention_kernel_name(AttentionKernel::Prefill, D, dt);
     launcher.dispatch(d, {KernelArg::input(q), KernelArg::input(k), KernelArg::input(v), KernelArg::input(mask_arr),
-                          KernelArg::output(out), KernelArg::value(p)});
+                          KernelArg::output(out), KernelArg::value(p), KernelArg::input(sinks_arr)});
     return;
   }
   mx::array part_o = launcher.scratch({static_cast<int>(plan.num_tasks * plan.rows * D)}, mx::float32);
@@ -103,7 +106,7 @@ void encode_attention(KernelLauncher& launcher, const std::vector<mx::array>& in
   m.threadgroups = {u32(plan.num_tasks / plan.splits), static_cast<uint32_t>(plan.rows), 1};
   m.threads_per_group = {32, 1, 1};
   launcher.dispatch(m, {KernelArg::input(part_o), KernelArg::input(part_ml), KernelArg::output(out),
-                        KernelArg::value(p)});
+                        KernelArg::value(p), KernelArg::input(sinks_arr)});
 }
 
 } // namespace marlin::gpu

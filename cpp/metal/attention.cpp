@@ -11,7 +11,7 @@ namespace marlin {
 void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   out.set_data(mx::allocator::malloc(out.nbytes()));
   metal::MetalLauncher launcher(stream());
-  gpu::encode_attention(launcher, inputs, out, scale(), mask());
+  gpu::encode_attention(launcher, inputs, out, scale(), mask(), attention_sinks(*this, inputs));
 }
 
 } // namespace marlin

@@ -5,6 +5,10 @@
 #include "common/attention_plan.h"
 #include "ops/validate.h"
 
+#if defined(MLX_MARLIN_CUDA)
+#include "mlx/fast.h"
+#endif
+
 namespace marlin {
 
 namespace {
@@ -19,7 +23,7 @@ bool additive_mask_dtype_ok(mx::Dtype mask, mx::Dtype q) {
 } // namespace
 
 mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale,
-                    const AttentionMaskArg& mask, mx::StreamOrDevice s) {
+                    const AttentionMaskArg& mask, const std::optional<mx::array>& sinks, mx::StreamOrDevice s) {
   check_ndim(kOp, "q", q, 4, "[B, Hq, Lq, D]");
   check_ndim(kOp, "k", k, 4, "[B, Hkv, Lk, D]");
   check_ndim(kOp, "v", v, 4, "[B, Hkv, Lk, D]");
@@ -77,7 +81,30 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
     }
     inputs.push_back(*m);
   }
-  return mx::array({B, Hq, Lq, D}, q.dtype(), std::make_shared<Attention>(stream, scale, kind), std::move(inputs));
+  if (sinks) {
+    if (sinks->ndim() != 1 || sinks->shape(0) != Hq)
+      invalid_argument(kOp, "sinks must have shape [Hq] = [" + std::to_string(Hq) + "] (one logit per query head), got " +
+                                shape_str(sinks->shape()) + ".");
+    if (!is_float_dtype(sinks->dtype()))
+      invalid_argument(kOp, "sinks must be float16, bfloat16 or float32, got " + dtype_name(sinks->dtype()) + ".");
+#if defined(MLX_MARLIN_CUDA)
+    // The CUDA kernels take no sinks: MLX's own attention computes these calls.
+    if (stream.device == mx::Device::gpu) {
+      std::optional<mx::array> mask_arr;
+      std::string mask_mode;
+      if (kind == AttentionMask::Causal) mask_mode = "causal";
+      if (kind == AttentionMask::Bool || kind == AttentionMask::Additive) {
+        mask_mode = "array";
+        mask_arr = inputs[3];
+      }
+      return mx::fast::scaled_dot_product_attention(q, k, v, scale, mask_mode, mask_arr, mx::astype(*sinks, q.dtype(), stream),
+                                                    false, stream);
+    }
+#endif
+    inputs.push_back(mx::astype(*sinks, mx::float32, stream));
+  }
+  return mx::array({B, Hq, Lq, D}, q.dtype(), std::make_shared<Attention>(stream, scale, kind, sinks.has_value()),
+                   std::move(inputs));
 }
 
 std::vector<mx::Shape> Attention::output_shapes(const std::vector<mx::array>& inputs) {
@@ -86,7 +113,7 @@ std::vector<mx::Shape> Attention::output_shapes(const std::vector<mx::array>& in
 
 bool Attention::is_equivalent(const mx::Primitive& other) const {
   const auto& o = static_cast<const Attention&>(other);
-  return scale_ == o.scale_ && mask_ == o.mask_;
+  return scale_ == o.scale_ && mask_ == o.mask_ && has_sinks_ == o.has_sinks_;
 }
 
 std::vector<mx::array> Attention::vjp(const std::vector<mx::array>&, const std::vector<mx::array>&, const std::vector<int>&,

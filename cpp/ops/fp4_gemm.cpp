@@ -133,9 +133,14 @@ mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
 
   mx::Shape out_shape = x.shape();
   out_shape.back() = N;
-  int64_t M = x.size() / K;
+  const int M = leading_rows(kOp, "x", x);
+  if (K == 0) {
+    // No products to sum: act(bias) everywhere, from MLX ops (no kernel sees K = 0).
+    auto v = bias ? mx::astype(*bias, mx::float32, stream) : mx::zeros({N}, mx::float32, stream);
+    return mx::broadcast_to(mx::astype(activation_ops(act, v, stream), x.dtype(), stream), out_shape, stream);
+  }
   // The kernels read row-major [M, K]; reshape/contiguous copy only when needed.
-  auto x2 = row_contiguous(x.ndim() == 2 ? x : mx::reshape(x, {static_cast<int>(M), K}, stream), stream);
+  auto x2 = row_contiguous(x.ndim() == 2 ? x : mx::reshape(x, {M, K}, stream), stream);
 #if defined(MLX_MARLIN_CUDA)
   const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
   if (stream.device == mx::Device::gpu && cuda_gemm_via_dense(M, half_input, dense_route_override()))
@@ -143,7 +148,7 @@ mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
 #endif
   std::vector<mx::array> inputs = {x2, row_contiguous(w, stream), row_contiguous(scales, stream)};
   if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
-  auto y = mx::array({static_cast<int>(M), N}, x.dtype(),
+  auto y = mx::array({M, N}, x.dtype(),
                      std::make_shared<FP4Gemm>(stream, group_size, act, bias.has_value(), false), std::move(inputs));
   return x.ndim() == 2 ? y : mx::reshape(y, out_shape, stream);
 }

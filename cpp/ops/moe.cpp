@@ -47,7 +47,7 @@ std::pair<mx::array, mx::array> moe_route(const mx::array& logits, int top_k, bo
   // stream (unified memory: the logits are not copied).
   if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
 #endif
-  const int T = static_cast<int>(logits.size() / E);
+  const int T = leading_rows(op, "logits", logits);
   auto l2 = flat_rows(logits, T, E, stream);
   auto outs = mx::array::make_arrays({{T, top_k}, {T, top_k}}, {mx::uint32, logits.dtype()},
                                      std::make_shared<MoeRoute>(stream, top_k, normalize), {l2});
@@ -178,7 +178,11 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
 #endif
 
-  const int T = static_cast<int>(x.size() / K);
+  const int T = leading_rows(op, "x", x);
+  mx::Shape out_shape = lead;
+  out_shape.push_back(N_out);
+  // K = 0: the gate / up products are 0, so is act(0) * 0 and every expert's output.
+  if (K == 0) return mx::zeros(out_shape, x.dtype(), stream);
   std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),
                                    row_contiguous(w_gate, stream), row_contiguous(s_gate, stream)};
   if (!fused) {
@@ -189,8 +193,6 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   inputs.push_back(row_contiguous(s_down, stream));
   auto y = mx::array({T, N_out}, x.dtype(),
                      std::make_shared<MoeMlp>(stream, top_k, group_size, act, normalize, fused), std::move(inputs));
-  mx::Shape out_shape = lead;
-  out_shape.push_back(N_out);
   return mx::reshape(y, out_shape, stream);
 }
 

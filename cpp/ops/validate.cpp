@@ -1,5 +1,7 @@
 #include "ops/validate.h"
 
+#include <cstdint>
+
 #include "common/fp4_format.h"
 
 namespace marlin {
@@ -54,6 +56,15 @@ void check_ndim(const std::string& op, const char* name, const mx::array& a, int
                              shape_str(a.shape()) + ".");
 }
 
+int leading_rows(const std::string& op, const char* name, const mx::array& a) {
+  int64_t rows = 1;
+  for (int i = 0; i + 1 < a.ndim(); ++i) rows *= a.shape(i);
+  if (rows > INT32_MAX)
+    invalid_argument(op, std::string(name) + " of shape " + shape_str(a.shape()) + " has " + std::to_string(rows) +
+                             " rows (the product of its leading dims), more than 2^31 - 1.");
+  return static_cast<int>(rows);
+}
+
 int check_packed_weight(const std::string& op, const char* w_name, const mx::array& w, const char* s_name,
                         const mx::array& scales, int group_size, int leading_dims) {
   if (!is_supported_group_size(group_size))
@@ -65,8 +76,12 @@ int check_packed_weight(const std::string& op, const char* w_name, const mx::arr
   check_ndim(op, s_name, scales, 2 + leading_dims, s_layout);
   if (scales.dtype() != mx::float16 && scales.dtype() != mx::bfloat16)
     invalid_argument(op, std::string(s_name) + " must be float16 or bfloat16, got " + dtype_name(scales.dtype()) + ".");
-  int K = w.shape(-2) * kCodesPerWord;
-  int N = w.shape(-1);
+  const int64_t K64 = int64_t(w.shape(-2)) * kCodesPerWord;
+  if (K64 > INT32_MAX)
+    invalid_argument(op, "K = 8 * " + std::string(w_name) + ".shape[-2] = " + std::to_string(K64) +
+                             " is more than 2^31 - 1.");
+  const int K = static_cast<int>(K64);
+  const int N = w.shape(-1);
   if (K % group_size != 0)
     invalid_argument(op, "K = 8 * " + std::string(w_name) + ".shape[-2] = " + std::to_string(K) +
                              " must be a multiple of group_size = " + std::to_string(group_size) + ".");

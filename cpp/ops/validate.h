@@ -28,8 +28,12 @@ void check_dtype(const std::string& op, const char* name, const mx::array& a, mx
 
 void check_ndim(const std::string& op, const char* name, const mx::array& a, int ndim, const char* layout);
 
+// The rows of a [..., C] array (the product of its leading dims), which the kernels
+// index with 32-bit ints: more than 2^31 - 1 is refused, naming `name`.
+int leading_rows(const std::string& op, const char* name, const mx::array& a);
+
 // The packed-weight contract shared by fp4_gemm and moe ops: words [.., K/8, N]
-// uint32 and scales [.., K/group_size, N] float16/bfloat16.  Returns K.
+// uint32 and scales [.., K/group_size, N] float16/bfloat16.  Returns K (< 2^31).
 int check_packed_weight(const std::string& op, const char* w_name, const mx::array& w, const char* s_name,
                         const mx::array& scales, int group_size, int leading_dims);
 

@@ -138,7 +138,9 @@ def quantize(
     codes = _encode(g, scale.astype(mx.float32))
     *lead, n, k = w.shape
     packed = _pack(codes.reshape(*lead, n, k))
-    scales = mx.swapaxes(scale.squeeze(-1), -1, -2)
+    # Row-major, not a transposed view: the ops take weights as they are only when they
+    # are row-major, and would otherwise copy (transpose) every expert's scales per call.
+    scales = mx.contiguous(mx.swapaxes(scale.squeeze(-1), -1, -2))
     return packed, scales
 
 
@@ -280,7 +282,7 @@ def from_mlx(
     g = _group_view(values, group_size)
     codes = _encode(g, target.astype(mx.float32)).reshape(*lead, n, k)
     packed = _pack(codes)
-    out_scales = mx.swapaxes(target.squeeze(-1), -1, -2)
+    out_scales = mx.contiguous(mx.swapaxes(target.squeeze(-1), -1, -2))  # row-major, as quantize's
     if strict:
         recon = dequantize(packed, out_scales, group_size)
         inexact = mx.sum(recon != values).item()

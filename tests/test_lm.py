@@ -313,6 +313,79 @@ def test_gpt_oss_mxfp4_model_convert_load_generate(tmp_path):
     assert marlin_text == text
 
 
+def _hf_gpt_oss_dir(path, src):
+    """`src` written the way OpenAI's gpt-oss checkpoints ship on Hugging Face: each
+    layer's experts as MXFP4 `*_blocks` (uint8 [E, N, K/32, 16]) + `*_scales` (E8M0
+    uint8 [E, N, K/32]), gate and up interleaved along N in `gate_up_proj*`, and a
+    `quantization_config` naming mxfp4 (mlx-lm's sanitize unpacks this)."""
+    from mlx_lm.utils import load_config, save_config
+    import shutil
+
+    weights = mx.load(str(src / "model.safetensors"))
+    out = {}
+    for key, value in weights.items():
+        if ".mlp.experts." not in key:
+            out[key] = value
+            continue
+        base, proj, kind = key.rsplit(".", 2)  # ...experts, gate_proj, weight
+        if proj == "up_proj":
+            continue
+        up = weights[key.replace("gate_proj", "up_proj")]
+        if proj == "gate_proj":  # interleave: gate rows at even N, up rows at odd N
+            if kind == "weight":
+                value = mx.stack([value, up], axis=-2).reshape(value.shape[0], -1, value.shape[-1])
+            else:
+                value = mx.stack([value, up], axis=-1).reshape(value.shape[0], -1)
+            proj = "gate_up_proj"
+        if kind == "bias":
+            out[f"{base}.{proj}_bias"] = value
+        else:
+            wq, scales = mx.quantize(value, group_size=32, bits=4, mode="mxfp4")
+            e, n, _ = wq.shape
+            out[f"{base}.{proj}_blocks"] = wq.view(mx.uint8).reshape(e, n, -1, 16)
+            out[f"{base}.{proj}_scales"] = scales
+    path.mkdir()
+    mx.save_safetensors(str(path / "model.safetensors"), out)
+    config = load_config(src)
+    config["quantization_config"] = {"quant_method": "mxfp4", "modules_to_not_convert": ["router", "lm_head"]}
+    save_config(config, path / "config.json")
+    for f in src.iterdir():
+        if f.name.startswith("tokenizer"):
+            shutil.copy(f, path / f.name)
+    return path
+
+
+def test_gpt_oss_hugging_face_checkpoint_converts_exactly(tmp_path):
+    """`mlx-marlin-convert` on gpt-oss as it ships: the experts' E2M1 codes and E8M0
+    scales are kept bit for bit (group 32, bfloat16 scales)."""
+    from lm_fixtures import gpt_oss_config
+
+    src = _hf_gpt_oss_dir(tmp_path / "hf", make_model_dir(tmp_path / "src", gpt_oss_config()))
+    reference, _ = mlx_lm.load(str(src))  # mlx-lm: experts as MLX mxfp4 layers
+    mlp = reference.model.layers[1].mlp.experts
+    assert getattr(mlp.gate_proj, "mode", None) == "mxfp4"
+    original = mx.load(str(tmp_path / "src" / "model.safetensors"))  # the fixture is what it claims
+    for name in ("gate_proj", "up_proj"):
+        key = f"model.layers.1.mlp.experts.{name}"
+        wq, scales = mx.quantize(original[f"{key}.weight"], group_size=32, bits=4, mode="mxfp4")
+        np.testing.assert_array_equal(np.array(getattr(mlp, name).weight), np.array(wq))
+        np.testing.assert_array_equal(to_np(getattr(mlp, name).bias), to_np(original[f"{key}.bias"]))
+    out, qmodel, qconfig = mm.convert.convert(src, tmp_path / "fp4", progress=False)
+    assert qconfig["group_size"] == 32 and "mlx_quantized" not in qconfig
+    loaded, _ = mm.load(out)
+    mine = loaded.model.layers[1].mlp.experts
+    for name in ("gate_proj", "up_proj", "down_proj"):
+        q, theirs = getattr(mine, name), getattr(mlp, name)
+        np.testing.assert_array_equal(
+            to_np(mm.dequantize(q.weight, q.scales, 32)),
+            to_np(mx.dequantize(theirs.weight, theirs.scales, group_size=32, bits=4, mode="mxfp4", dtype=mx.float32)))
+        np.testing.assert_array_equal(to_np(q.bias), to_np(theirs.bias))
+    tokens = mx.array([[3, 8, 21, 55, 13, 2, 7, 9, 30]])
+    ref = reference(tokens)
+    rel = np.linalg.norm(to_np(loaded(tokens)) - to_np(ref)) / np.linalg.norm(to_np(ref))
+    assert rel < 0.05, rel  # the attention projections are newly FP4; the experts are exact
+
+
 def test_moe_model_convert_load_generate(tmp_path):
     from lm_fixtures import mixtral_config
 

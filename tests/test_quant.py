@@ -84,6 +84,17 @@ def test_expert_batched(rng):
         assert np.array_equal(deq[i], to_np(mm.dequantize(p_i, s_i, g)))
 
 
+@pytest.mark.parametrize("shape", [(40, 128), (3, 40, 128)])
+def test_outputs_are_row_major(rng, shape):
+    """The ops copy arrays that are not row-major on every call (a transposing copy of
+    every expert's scales for moe_gemm): quantize and from_mlx must not return views."""
+    w = mx.array(rng.standard_normal(shape).astype(np.float32))
+    wq, s = mx.quantize(w, group_size=32, bits=4, mode="mxfp4")
+    for out in (mm.quantize(w, 32), mm.quantize(w, 64, scale_search=True), mm.from_mlx(wq, s, "mxfp4", 64)):
+        mx.eval(out)
+        assert all(memoryview(a).c_contiguous for a in out)
+
+
 def test_zero_group_and_dtypes(rng):
     w = np.zeros((4, 64), dtype=np.float32)
     w[1] = rng.standard_normal(64)

@@ -6,8 +6,8 @@
 // tile multiples (Lq != Lk, causal with Lq > Lk), outputs poisoned with NaN first.
 // Times: CUDA events over back-to-back launches, B = 1, Hq / Hkv = 32 / 8, bf16.
 // Arguments come from plan_cuda_attention, as in attention_host.cpp.  Variants: -1 the
-// shipped wgmma kernel, -2 its other ping-pong setting, -4 a lab-only persistent version
-// (attention_wgmma_persistent below; written 2026-12-04, not yet run on a GPU).
+// shipped wgmma kernel (persistent, ping-pong), -2 one block per item (ping-pong, shipped
+// until 2026-12-05), -4 one block per item with the other ping-pong setting.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -29,186 +29,6 @@ using namespace marlin::cuda;
     }                                                                              \
   } while (0)
 
-// ---- Lab only: a persistent version of attention_wgmma (not in the extension yet).
-// One CTA per SM walks the work items (head x 128-query block, heavy first as the
-// hardware's block order) in a zig-zag: CTA c takes items c, 2G - 1 - c, 2G + c, ...
-// (G CTAs), so a heavy causal block is paired with a light one.  The producer keeps one
-// K / V ring across items and loads the next item's Q as soon as both MMA warpgroups
-// have issued their last Q K^T of the current one (q_empty), so the next item's first
-// tiles are in flight during the current item's last P V and its epilogue: what a fresh
-// block pays at its start (Q + first K / V from L2, the pipeline filling) is hidden.
-namespace lab_persist {
-
-using namespace attn_wg;
-
-__device__ __forceinline__ int zigzag_item(int c, int G, int j) {
-  const int band = j >> 1;
-  return (j & 1) ? 2 * G * band + 2 * G - 1 - c : 2 * G * band + c;
-}
-
-__device__ __forceinline__ BlockWork work_of(const AttnArgs& a, int item) {
-  const int gx = a.B * a.Hkv * a.head_blocks;
-  BlockWork w;
-  int bx = item % gx;
-  const int by = item / gx;
-  const int g = bx % a.head_blocks;
-  bx /= a.head_blocks;
-  w.hkv = bx % a.Hkv;
-  w.b = bx / a.Hkv;
-  w.q0 = (a.query_blocks - 1 - by) * BM;
-  w.hq = w.hkv * a.G + g;
-  w.causal = a.mask_kind == kAttnMaskCausal;
-  w.causal_off = a.Lk - a.Lq;
-  w.ke = a.Lk;
-  if (w.causal) w.ke = min(w.ke, min(a.Lq - 1, w.q0 + BM - 1) + w.causal_off + 1);
-  w.ntiles = w.ke > 0 ? (w.ke + BN - 1) / BN : 0;
-  return w;
-}
-
-}  // namespace lab_persist
-
-template <typename T, int D>
-__global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
-    attention_wgmma_persistent(const __grid_constant__ AttnArgs a, const __grid_constant__ CUtensorMap tm_q,
-                               const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
-#if MARLIN_HAS_WGMMA
-  using namespace attn;
-  using namespace attn_wg;
-  using namespace lab_persist;
-  constexpr int S = kCudaAttnWgmmaStages;
-  constexpr uint32_t kQBytes = BM * D * 2, kTileBytes = BN * D * 2;
-  extern __shared__ unsigned char smem_raw[];
-  // q_full, q_empty, k_full[S], v_full[S], k_empty[S], v_empty[S]
-  __shared__ __align__(8) uint64_t bars[2 + 4 * S];
-  const uint32_t smem0 = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
-  const uint32_t q_smem = smem0, k_smem = q_smem + kQBytes, v_smem = k_smem + S * kTileBytes;
-  const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
-  const uint32_t q_full = bar0, q_empty = bar0 + 8;
-  auto k_full = [&](int s) { return bar0 + 8 * (2 + s); };
-  auto v_full = [&](int s) { return bar0 + 8 * (2 + S + s); };
-  auto k_empty = [&](int s) { return bar0 + 8 * (2 + 2 * S + s); };
-  auto v_empty = [&](int s) { return bar0 + 8 * (2 + 3 * S + s); };
-  constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
-  const int G = gridDim.x, c = blockIdx.x;
-  const int total = a.B * a.Hkv * a.head_blocks * a.query_blocks;
-
-  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
-  if (tid == 0) {
-    wg::mbar_init(q_full, 1);
-    wg::mbar_init(q_empty, kConsumers);
-    for (int s = 0; s < S; ++s) {
-      wg::mbar_init(k_full(s), 1);
-      wg::mbar_init(v_full(s), 1);
-      wg::mbar_init(k_empty(s), kConsumers);
-      wg::mbar_init(v_empty(s), kConsumers);
-    }
-    wg::mbar_init_fence();
-  }
-  __syncthreads();
-
-  if (wg == 0) {
-    wg::regs_release<40>();
-    if (tid == 0) {
-      int it = 0;  // K / V ring position, continued across items
-      for (int j = 0;; ++j) {
-        const int item = zigzag_item(c, G, j);
-        if (item >= total) break;
-        const BlockWork w = work_of(a, item);
-        if (j > 0) wg::mbar_wait(q_empty, (j - 1) & 1);
-        wg::mbar_arrive_expect(q_full, kQBytes);
-#pragma unroll
-        for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, &tm_q, db * 64, w.q0, w.hq, w.b, q_full);
-        for (int t = 0; t < w.ntiles; ++t, ++it) {
-          const int s = it % S;
-          const uint32_t ph = (it / S) & 1;
-          if (it >= S) wg::mbar_wait(k_empty(s), ph ^ 1);
-          wg::mbar_arrive_expect(k_full(s), kTileBytes);
-#pragma unroll
-          for (int db = 0; db < D / 64; ++db)
-            wg::tma_load_4d(k_smem + s * kTileBytes + db * BN * 128, &tm_k, db * 64, t * BN, w.hkv, w.b, k_full(s));
-          if (it >= S) wg::mbar_wait(v_empty(s), ph ^ 1);
-          wg::mbar_arrive_expect(v_full(s), kTileBytes);
-#pragma unroll
-          for (int db = 0; db < D / 64; ++db)
-            wg::tma_load_4d(v_smem + s * kTileBytes + db * BN * 128, &tm_v, db * 64, t * BN, w.hkv, w.b, v_full(s));
-        }
-      }
-    }
-    return;
-  }
-  wg::regs_acquire<232>();
-  const int cw = wg - 1;
-  const int my_turn = 1 + cw, other_turn = 2 - cw;
-  const uint32_t q_rows = q_smem + 64 * cw * 128;
-  float sc[BN / 2], alpha[2];
-  uint32_t pa[BN / 16][4];
-  if (cw == 1) wg::named_bar_arrive(1, kConsumers);
-  int it = 0;
-  for (int j = 0;; ++j) {
-    const int item = zigzag_item(c, G, j);
-    if (item >= total) break;
-    const BlockWork w = work_of(a, item);
-    const WarpgroupRows rows(a, w, w.q0 + 64 * cw, (tid >> 5) & 3, lane);
-    float o[D / 2];
-#pragma unroll
-    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
-    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
-    wg::mbar_wait(q_full, j & 1);
-    bool next_active = w.ntiles > 0 && rows.sees(w, 0);
-    if (w.ntiles > 0) wg::mbar_wait(k_full(it % S), (it / S) & 1);
-    wg::named_bar_sync(my_turn, kConsumers);
-    if (next_active) {
-      wg::fence();
-      qk_issue<T, D>(sc, q_rows, k_smem + (it % S) * kTileBytes);
-      wg::commit();
-    }
-    wg::named_bar_arrive(other_turn, kConsumers);
-    wg::wait<0>();
-    if (w.ntiles > 0) wg::mbar_arrive(k_empty(it % S));
-    if (w.ntiles <= 1) wg::mbar_arrive(q_empty);  // the item's last Q K^T is done
-    for (int t = 0; t < w.ntiles; ++t) {
-      const int i0 = it + t, i1 = i0 + 1;
-      const int s = i0 % S, s1 = i1 % S;
-      const uint32_t ph = (i0 / S) & 1, ph1 = (i1 / S) & 1;
-      const int k0 = t * BN;
-      const bool active = next_active, has_next = t + 1 < w.ntiles;
-      next_active = has_next && rows.sees(w, k0 + BN);
-      if (active) {
-        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
-        softmax_rescale<T, D>(sc, o, alpha, pa);
-      }
-      wg::mbar_wait(v_full(s), ph);
-      if (has_next) wg::mbar_wait(k_full(s1), ph1);
-      wg::named_bar_sync(my_turn, kConsumers);
-      if (active && next_active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      } else if (active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        wg::commit();
-      } else if (next_active) {
-        wg::fence();
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      }
-      wg::named_bar_arrive(other_turn, kConsumers);
-      wg::wait<0>();
-      wg::mbar_arrive(v_empty(s));
-      if (has_next) wg::mbar_arrive(k_empty(s1));
-      if (t + 2 == w.ntiles) wg::mbar_arrive(q_empty);  // this batch held the last Q K^T
-    }
-    it += w.ntiles;
-    store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
-  }
-  if (cw == 0) wg::named_bar_sync(my_turn, kConsumers);
-#else
-  __trap();
-#endif
-}
-
 struct Case {
   int B, Hq, Hkv, Lq, Lk, D;
   bool causal;
@@ -228,7 +48,7 @@ struct Launch {
   CUtensorMap tm[3];  // q, k, v
 };
 
-static const char* variant_name(int v) { return v == -4 ? "wg-per" : v == -2 ? "wg-alt" : v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : v == 6 ? "dec6" : "mma0"; }
+static const char* variant_name(int v) { return v == -4 ? "wg-alt" : v == -2 ? "wg-item" : v < 0 ? "wgmma" : v == 5 ? "mma5" : v == 2 ? "dec2" : v == 6 ? "dec6" : "mma0"; }
 
 // SMs the plan sizes split-K by (decode): the device's, or fewer to try fewer splits.
 static int g_plan_sms = 132;
@@ -239,7 +59,8 @@ static int g_decode_keys_per_split = 0;
 template <typename T>
 static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   CudaAttentionPlan p = plan_cuda_attention(c.B, c.Hq, c.Hkv, c.Lq, c.Lk, c.D, true, true, g_plan_sms, variant < 0 ? -1 : variant,
-                                                  /*wgmma_device=*/variant < 0, /*mask_array=*/false);
+                                                  /*wgmma_device=*/variant < 0, /*mask_array=*/false,
+                                                  /*persistent=*/variant == -1 && kCudaAttnWgmmaPersistent);
   if (g_decode_keys_per_split > 0 && p.splits > 1) {
     const int bk = kCudaAttnConfigs[p.variant].block_k;
     const int64_t key_blocks = (c.Lk + bk - 1) / bk, bps = std::max(1, g_decode_keys_per_split / bk);
@@ -260,10 +81,10 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   void* fn = nullptr;
   Launch l{};
   if (p.kernel == CudaAttentionKernel::Wgmma) {
-    // -1: the shipped choice (kCudaAttnWgmmaPingPong); -2: the other one; -4: the lab's
-    // persistent kernel (one CTA per SM).
-    const bool pp = (variant == -1) == kCudaAttnWgmmaPingPong;
-    if (variant == -4)
+    // -1: the shipped choice (the plan's persistent form, kCudaAttnWgmmaPingPong); -2: one
+    // block per item, same ping-pong setting; -4: one block per item, the other setting.
+    const bool pp = (variant != -4) == kCudaAttnWgmmaPingPong;
+    if (p.persistent)
       fn = c.D == 64 ? reinterpret_cast<void*>(&attention_wgmma_persistent<T, 64>)
                      : reinterpret_cast<void*>(&attention_wgmma_persistent<T, 128>);
     else
@@ -317,7 +138,6 @@ static Launch make_launch(const Case& c, int variant, AttnArgs& a) {
   CK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, p.smem));
   l.fn = fn;
   l.grid = dim3(p.grid_x, p.grid_y, p.grid_z);
-  if (variant == -4) l.grid = dim3(std::min(p.grid_x * p.grid_y, g_plan_sms));
   if (l.block.x == 1) l.block = dim3(p.threads);
   l.smem = p.smem;
   return l;

@@ -69,9 +69,9 @@ void init_plans(nb::module_& m) {
   }, "M"_a, "half_input"_a, "override_mode"_a = -1);
   m.def("_plan_cuda_attention", [](int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
                                    bool half_input, bool aligned, int sm_count, int variant, bool wgmma_device,
-                                   bool mask_array) {
+                                   bool mask_array, bool persistent) {
     auto p = marlin::plan_cuda_attention(B, Hq, Hkv, Lq, Lk, head_dim, half_input, aligned, sm_count, variant,
-                                         wgmma_device, mask_array);
+                                         wgmma_device, mask_array, persistent);
     nb::dict d;
     d["mma"] = p.kernel == marlin::CudaAttentionKernel::Mma;
     d["wgmma"] = p.kernel == marlin::CudaAttentionKernel::Wgmma;
@@ -83,12 +83,14 @@ void init_plans(nb::module_& m) {
     d["splits"] = p.splits;
     d["keys_per_split"] = p.keys_per_split;
     d["grid"] = nb::make_tuple(p.grid_x, p.grid_y, p.grid_z);
+    d["persistent"] = p.kernel == marlin::CudaAttentionKernel::Wgmma && p.persistent;
     d["threads"] = p.threads;
     d["smem"] = p.smem;
     d["max_splits"] = marlin::kCudaAttnMaxSplits;
     return d;
   }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "head_dim"_a, "half_input"_a, "aligned"_a, "sm_count"_a,
-     "variant"_a = -1, "wgmma_device"_a = false, "mask_array"_a = false);
+     "variant"_a = -1, "wgmma_device"_a = false, "mask_array"_a = false,
+     "persistent"_a = marlin::kCudaAttnWgmmaPersistent);
   m.def("_plan_cuda_moe", [](int64_t pairs, int E, int64_t N, bool glu, int force) {
     auto p = marlin::plan_cuda_moe(pairs, E, N, glu, force);
     nb::dict d;

@@ -246,16 +246,19 @@ def test_empty_and_no_keys():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("D", [64, 128])
-@pytest.mark.parametrize("config", [None, 5], indirect=True)
-def test_wgmma_prefill(dtype, D, config):
+@pytest.mark.parametrize("config,persistent", [(None, "1"), (None, "0"), (5, "1")], indirect=["config"])
+def test_wgmma_prefill(dtype, D, config, persistent, monkeypatch):
     """Prefill without a mask array at D = 64 / 128: Hopper's wgmma kernel where the
-    device has it (the plan's default), next to the forced mma.sync config 5.  Shapes off
-    the 128-query / 128-key tiles, GQA, Lq != Lk, causal with Lq > Lk, a negative scale
-    (no scale folding), strided [B, L, H, D] storage."""
+    device has it (the plan's default), in its persistent form (one block per SM walking
+    the items; the last shape has 144 items for 132 SMs) and its
+    one-block-per-item form, next to the forced mma.sync config 5.  Shapes off the
+    128-query / 128-key tiles, GQA, Lq != Lk, causal with Lq > Lk, a negative scale (no
+    scale folding), strided [B, L, H, D] storage."""
+    monkeypatch.setenv("MLX_MARLIN_CUDA_ATTN_PERSISTENT", persistent)
     rng = np.random.default_rng(_SEED + D + (config or 0))
     for (B, Hq, Hkv, Lq, Lk, scale) in [(2, 4, 2, 9, 9, 0.1), (1, 8, 2, 127, 130, 0.1), (1, 2, 1, 129, 1000, 0.09),
                                         (1, 4, 4, 300, 250, 0.1), (1, 2, 2, 513, 513, -0.08), (1, 3, 1, 1000, 129, 0.1),
-                                        (1, 2, 1, 20, 0, 0.1)]:
+                                        (1, 2, 1, 20, 0, 0.1), (1, 16, 4, 1100, 1100, 0.1)]:
         (q, k, v), (qn, kn, vn) = make(rng, B, Hq, Hkv, Lq, Lk, D, dtype)
         for causal in (False, True):
             expected = reference(qn, kn, vn, scale, causal=causal) if Lk else np.zeros(qn.shape)  # no keys: zeros

@@ -182,7 +182,14 @@ def test_cuda_attention_plan_wgmma_only_where_it_applies(shape, D):
             # one head x 128 queries per block, every key in the block's one pass
             # a TMA producer warpgroup + two MMA warpgroups of 64 rows
             assert not p["mma"] and p["threads"] == 384 and p["splits"] == 1 and p["keys_per_split"] >= Lk
-            assert p["grid"] == (B * Hkv * G, -(-Lq // 128), 1) and p["block_q"] == 128 and p["heads_per_block"] == 1
+            assert p["block_q"] == 128 and p["heads_per_block"] == 1
+            items = B * Hkv * G * -(-Lq // 128)
+            assert p["head_blocks"] * p["query_blocks"] * B * Hkv == items
+            # persistent (the default): one block per SM at most, each walking items
+            assert p["persistent"] and p["grid"] == (min(items, H100_SMS), 1, 1)
+            r = ext._plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, H100_SMS, variant, True, mask_array,
+                                         persistent=False)
+            assert not r["persistent"] and r["grid"] == (B * Hkv * G, -(-Lq // 128), 1)
             assert p["head_blocks"] == G and p["smem"] <= CUDA_MAX_SMEM
             assert p["smem"] == 1024 + (128 + 2 * 2 * 128) * D * 2  # Q + 2 stages of K and V, 1 KiB to align
 
@@ -203,3 +210,20 @@ def test_cuda_moe_tile_list_has_room_for_any_routing(E, pairs):
         for _ in range(3):
             counts = np.bincount(rng.integers(0, E + 1, pairs), minlength=E + 1)
             assert int(np.sum(-(-counts // t))) <= p["max_tiles"]
+
+
+@pytest.mark.parametrize("blocks,items", [(1, 1), (1, 7), (3, 1), (132, 17), (132, 264), (132, 1000), (7, 50)])
+def test_wgmma_persistent_zigzag_covers_every_item_once(blocks, items):
+    """attention_wgmma_persistent's item order (zigzag_item in attention_wgmma.cuh, copied
+    here): block c takes c, 2G - 1 - c, 2G + c, ...; every item exactly once."""
+    def zigzag_item(c, G, j):
+        band = j >> 1
+        return 2 * G * band + 2 * G - 1 - c if j & 1 else 2 * G * band + c
+
+    seen = []
+    for c in range(blocks):
+        j = 0
+        while (item := zigzag_item(c, blocks, j)) < items:
+            seen.append(item)
+            j += 1
+    assert sorted(seen) == list(range(items))

@@ -156,6 +156,9 @@ constexpr int kCudaAttnWgmmaKeys = 128;       // Wgmma: keys per shared-memory t
 constexpr int kCudaAttnWgmmaThreads = 3 * 128;  // Wgmma: a TMA producer + one MMA warpgroup per 64 rows
 constexpr int kCudaAttnWgmmaStages = 2;       // Wgmma: K / V tiles in flight (shared-memory ring)
 constexpr bool kCudaAttnWgmmaPingPong = true;  // Wgmma: the MMA warpgroups take turns issuing (named barriers)
+// Wgmma: one block per SM walking the (head, query block) items, the next item's Q and
+// first K / V loaded under the current one's last tile (attention_wgmma_persistent).
+constexpr bool kCudaAttnWgmmaPersistent = true;
 
 constexpr bool cuda_attention_wgmma_head_dim(int head_dim) { return head_dim == 64 || head_dim == 128; }
 // Wgmma's dynamic shared memory: Q tile + the ring of K and V tiles (16-bit, packed
@@ -193,6 +196,8 @@ struct CudaAttentionPlan {
   int splits;           // key ranges (blocks along grid z); > 1 runs Merge after
   int64_t keys_per_split;
   int grid_x, grid_y, grid_z;  // x: (batch, kv head, head block); y: query block; z: split
+                               // (persistent Wgmma: x = blocks, one per SM at most; y = z = 1)
+  bool persistent;      // Wgmma: the persistent kernel over head_blocks x query_blocks items
   int threads;
   int smem;             // dynamic shared memory bytes
 };
@@ -201,10 +206,12 @@ struct CudaAttentionPlan {
 // other stride a multiple of 8 elements and 16-byte aligned bases (the Mma kernel's
 // cp.async rows).  sm_count: the device's SMs; variant >= 0 forces a Mma config.
 // `wgmma_device`: the Wgmma kernel can run here (Hopper, sm_90a build); `mask_array`:
-// a bool / additive mask array is given (Wgmma handles none and causal only).
+// a bool / additive mask array is given (Wgmma handles none and causal only);
+// `persistent`: the Wgmma kernel's persistent form (benchmarks force either).
 inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv, int64_t Lq, int64_t Lk, int head_dim,
                                              bool half_input, bool aligned, int sm_count, int variant = -1,
-                                             bool wgmma_device = false, bool mask_array = false) {
+                                             bool wgmma_device = false, bool mask_array = false,
+                                             bool persistent = kCudaAttnWgmmaPersistent) {
   CudaAttentionPlan p{};
   const int64_t G = Hq / std::max<int64_t>(1, Hkv);
   const bool mma = half_input && aligned;
@@ -221,6 +228,12 @@ inline CudaAttentionPlan plan_cuda_attention(int64_t B, int64_t Hq, int64_t Hkv,
     p.grid_x = static_cast<int>(B * Hkv * p.head_blocks);
     p.grid_y = p.query_blocks;
     p.grid_z = 1;
+    p.persistent = persistent;
+    if (persistent) {
+      const int64_t items = int64_t(p.grid_x) * p.grid_y;
+      p.grid_x = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(items, std::max(1, sm_count))));
+      p.grid_y = 1;
+    }
     p.threads = kCudaAttnWgmmaThreads;
     p.smem = cuda_attention_wgmma_smem(head_dim);
     return p;

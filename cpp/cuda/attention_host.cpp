@@ -63,6 +63,14 @@ mx::array scratch(int64_t n, mx::cu::CommandEncoder& enc) {
 // MLX_MARLIN_CUDA_ATTN_MERGE=kernel: the tensor-core kernel's split-K partials are
 // merged by the separate merge kernel, as after the SIMT kernel (A/B in benchmarks and
 // tests); read at every call.
+// MLX_MARLIN_CUDA_ATTN_PERSISTENT=0|1 forces the Wgmma kernel's form (A/B in benchmarks
+// and tests); read at every call.
+bool wgmma_persistent() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_ATTN_PERSISTENT");
+  if (!v || !v[0]) return kCudaAttnWgmmaPersistent;
+  return std::string(v) != "0";
+}
+
 bool separate_merge_kernel() {
   const char* v = std::getenv("MLX_MARLIN_CUDA_ATTN_MERGE");
   return v && std::string(v) == "kernel";
@@ -123,7 +131,8 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const bool aligned = rows_aligned(q) && rows_aligned(k) && rows_aligned(v);
   const bool half = t != cuda::ElemType::Float32;
   CudaAttentionPlan p = plan_cuda_attention(B, Hq, Hkv, Lq, Lk, D, half, aligned, cuda::sm_count(enc.device()),
-                                            config_override(), cuda::wgmma_device(enc.device()), has_mask_array);
+                                            config_override(), cuda::wgmma_device(enc.device()), has_mask_array,
+                                            wgmma_persistent());
   // The Wgmma kernel reads q/k/v through TMA tensor maps; where TMA cannot address them
   // (e.g. broadcast strides), plan without it.
   CUtensorMap maps[3] = {};
@@ -175,7 +184,7 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
 
   enc.device().make_current();
   void* fn = p.kernel == CudaAttentionKernel::Mma     ? cuda::attention_mma_kernel(p.variant, D, t, p.smem)
-             : p.kernel == CudaAttentionKernel::Wgmma ? cuda::attention_wgmma_kernel(D, t, p.smem)
+             : p.kernel == CudaAttentionKernel::Wgmma ? cuda::attention_wgmma_kernel(D, t, p.smem, p.persistent)
                                                       : cuda::attention_simt_kernel(D, t);
   if (!fn) throw std::logic_error("[attention] no CUDA kernel for this plan (D = " + std::to_string(D) + ")");
 

@@ -80,11 +80,15 @@ void* attention_mma_kernel(int variant, int head_dim, ElemType t, int smem) {
   return driver_handle(stub, smem);
 }
 
-void* attention_wgmma_kernel(int head_dim, ElemType t, int smem) {
+void* attention_wgmma_kernel(int head_dim, ElemType t, int smem, bool persistent) {
   auto pick = [&](auto tag) -> void* {
     using T = decltype(tag);
-    if (head_dim == 64) return reinterpret_cast<void*>(&attention_wgmma<T, 64, kCudaAttnWgmmaPingPong>);
-    if (head_dim == 128) return reinterpret_cast<void*>(&attention_wgmma<T, 128, kCudaAttnWgmmaPingPong>);
+    if (head_dim == 64)
+      return persistent ? reinterpret_cast<void*>(&attention_wgmma_persistent<T, 64>)
+                        : reinterpret_cast<void*>(&attention_wgmma<T, 64, kCudaAttnWgmmaPingPong>);
+    if (head_dim == 128)
+      return persistent ? reinterpret_cast<void*>(&attention_wgmma_persistent<T, 128>)
+                        : reinterpret_cast<void*>(&attention_wgmma<T, 128, kCudaAttnWgmmaPingPong>);
     return nullptr;
   };
   void* stub = nullptr;

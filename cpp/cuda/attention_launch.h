@@ -50,7 +50,7 @@ void* attention_merge_kernel(int head_dim, ElemType t);
 // Hopper's kernel (CudaAttentionKernel::Wgmma; head dims 64 / 128, f16 / bf16).  It takes
 // AttnArgs and then the TMA tensor maps of q, k and v (cuda/tma.h: encode_rows_tma with
 // kCudaAttnWgmmaRows / kCudaAttnWgmmaKeys rows per box).
-void* attention_wgmma_kernel(int head_dim, ElemType t, int smem);
+void* attention_wgmma_kernel(int head_dim, ElemType t, int smem, bool persistent);
 
 // The merge kernel's block: (head_dim / 4) x kAttnMergeGroups threads, one output row per y.
 constexpr int kAttnMergeGroups = 4;

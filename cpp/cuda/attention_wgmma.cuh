@@ -166,15 +166,16 @@ struct BlockWork {
   bool causal;
   int causal_off;
 };
-__device__ __forceinline__ BlockWork block_work(const AttnArgs& a) {
+// (bx, by): the block's coordinates in the grid of plan_cuda_attention's non-persistent
+// form, (batch, kv head, head) x query block.
+__device__ __forceinline__ BlockWork block_work(const AttnArgs& a, int bx, int by) {
   BlockWork w;
-  int bx = blockIdx.x;
   const int g = bx % a.head_blocks;  // heads_per_block = 1: head blocks are the group's heads
   bx /= a.head_blocks;
   w.hkv = bx % a.Hkv;
   w.b = bx / a.Hkv;
   // Reversed: with a causal mask the last query blocks have the most keys; run them first.
-  w.q0 = (a.query_blocks - 1 - static_cast<int>(blockIdx.y)) * BM;
+  w.q0 = (a.query_blocks - 1 - by) * BM;
   w.hq = w.hkv * a.G + g;
   w.causal = a.mask_kind == kAttnMaskCausal;
   w.causal_off = a.Lk - a.Lq;
@@ -207,6 +208,19 @@ struct WarpgroupRows {
   }
 };
 
+// Work item j of persistent block c out of G: zig-zag over the items (heavy first, as
+// block_work orders them), c, 2G - 1 - c, 2G + c, ..., so a block that takes a heavy
+// causal item in one band takes a light one in the next.
+__device__ __forceinline__ int zigzag_item(int c, int G, int j) {
+  const int band = j >> 1;
+  return (j & 1) ? 2 * G * band + 2 * G - 1 - c : 2 * G * band + c;
+}
+
+__device__ __forceinline__ BlockWork item_work(const AttnArgs& a, int item) {
+  const int gx = a.B * a.Hkv * a.head_blocks;
+  return block_work(a, item % gx, item / gx);
+}
+
 }  // namespace attn_wg
 
 template <typename T, int D, bool PINGPONG>
@@ -231,7 +245,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
 
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
-  const BlockWork w = block_work(a);
+  const BlockWork w = block_work(a, blockIdx.x, blockIdx.y);
   if (tid == 0) {
     wg::mbar_init(q_full, 1);
     for (int s = 0; s < S; ++s) {
@@ -354,6 +368,157 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     }
   }
   store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
+#else
+  __trap();  // the host launches this kernel only where wgmma exists
+#endif
+}
+
+
+// Persistent form (plan.persistent): one block per SM walks the work items of the grid
+// above (zigzag_item), ping-pong only.  The producer keeps one K / V ring across items
+// and loads the next item's Q as soon as both MMA warpgroups have issued the current
+// one's last Q K^T (q_empty), so the next item's first tiles are in flight during this
+// one's last P V and epilogue: what a fresh block pays at its start (Q and the first
+// K / V from L2, the ring filling) is hidden.  H200 lab (attention_lab_cuda.cu):
+// L = 1024 causal D 128 31.6 -> 28.0 us, L = 4096 causal D 64 208.7 -> 194.6 us.
+template <typename T, int D>
+__global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
+    attention_wgmma_persistent(const __grid_constant__ AttnArgs a, const __grid_constant__ CUtensorMap tm_q,
+                               const __grid_constant__ CUtensorMap tm_k, const __grid_constant__ CUtensorMap tm_v) {
+#if MARLIN_HAS_WGMMA
+  using namespace attn;
+  using namespace attn_wg;
+  constexpr int S = kCudaAttnWgmmaStages;
+  constexpr uint32_t kQBytes = BM * D * 2, kTileBytes = BN * D * 2;
+  extern __shared__ unsigned char smem_raw[];
+  // q_full, q_empty, k_full[S], v_full[S], k_empty[S], v_empty[S]
+  __shared__ __align__(8) uint64_t bars[2 + 4 * S];
+  const uint32_t smem0 = (static_cast<uint32_t>(__cvta_generic_to_shared(smem_raw)) + 1023u) & ~1023u;
+  const uint32_t q_smem = smem0, k_smem = q_smem + kQBytes, v_smem = k_smem + S * kTileBytes;
+  const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
+  const uint32_t q_full = bar0, q_empty = bar0 + 8;
+  auto k_full = [&](int s) { return bar0 + 8 * (2 + s); };
+  auto v_full = [&](int s) { return bar0 + 8 * (2 + S + s); };
+  auto k_empty = [&](int s) { return bar0 + 8 * (2 + 2 * S + s); };
+  auto v_empty = [&](int s) { return bar0 + 8 * (2 + 3 * S + s); };
+  constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
+  const int G = gridDim.x, c = blockIdx.x;
+  const int total = a.B * a.Hkv * a.head_blocks * a.query_blocks;
+
+  const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
+  if (tid == 0) {
+    wg::mbar_init(q_full, 1);
+    wg::mbar_init(q_empty, kConsumers);
+    for (int s = 0; s < S; ++s) {
+      wg::mbar_init(k_full(s), 1);
+      wg::mbar_init(v_full(s), 1);
+      wg::mbar_init(k_empty(s), kConsumers);
+      wg::mbar_init(v_empty(s), kConsumers);
+    }
+    wg::mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    wg::regs_release<40>();
+    if (tid == 0) {
+      int it = 0;  // K / V ring position, continued across items
+      for (int j = 0;; ++j) {
+        const int item = zigzag_item(c, G, j);
+        if (item >= total) break;
+        const BlockWork w = item_work(a, item);
+        if (j > 0) wg::mbar_wait(q_empty, (j - 1) & 1);
+        wg::mbar_arrive_expect(q_full, kQBytes);
+#pragma unroll
+        for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, &tm_q, db * 64, w.q0, w.hq, w.b, q_full);
+        for (int t = 0; t < w.ntiles; ++t, ++it) {
+          const int s = it % S;
+          const uint32_t ph = (it / S) & 1;
+          if (it >= S) wg::mbar_wait(k_empty(s), ph ^ 1);
+          wg::mbar_arrive_expect(k_full(s), kTileBytes);
+#pragma unroll
+          for (int db = 0; db < D / 64; ++db)
+            wg::tma_load_4d(k_smem + s * kTileBytes + db * BN * 128, &tm_k, db * 64, t * BN, w.hkv, w.b, k_full(s));
+          if (it >= S) wg::mbar_wait(v_empty(s), ph ^ 1);
+          wg::mbar_arrive_expect(v_full(s), kTileBytes);
+#pragma unroll
+          for (int db = 0; db < D / 64; ++db)
+            wg::tma_load_4d(v_smem + s * kTileBytes + db * BN * 128, &tm_v, db * 64, t * BN, w.hkv, w.b, v_full(s));
+        }
+      }
+    }
+    return;
+  }
+  wg::regs_acquire<232>();
+  const int cw = wg - 1;
+  // The ping-pong turns of attention_wgmma, continued across items.
+  const int my_turn = 1 + cw, other_turn = 2 - cw;
+  const uint32_t q_rows = q_smem + 64 * cw * 128;
+  float sc[BN / 2], alpha[2];
+  uint32_t pa[BN / 16][4];
+  if (cw == 1) wg::named_bar_arrive(1, kConsumers);
+  int it = 0;
+  for (int j = 0;; ++j) {
+    const int item = zigzag_item(c, G, j);
+    if (item >= total) break;
+    const BlockWork w = item_work(a, item);
+    const WarpgroupRows rows(a, w, w.q0 + 64 * cw, (tid >> 5) & 3, lane);
+    float o[D / 2];
+#pragma unroll
+    for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
+    float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
+    wg::mbar_wait(q_full, j & 1);
+    bool next_active = w.ntiles > 0 && rows.sees(w, 0);
+    if (w.ntiles > 0) wg::mbar_wait(k_full(it % S), (it / S) & 1);
+    wg::named_bar_sync(my_turn, kConsumers);
+    if (next_active) {
+      wg::fence();
+      qk_issue<T, D>(sc, q_rows, k_smem + (it % S) * kTileBytes);
+      wg::commit();
+    }
+    wg::named_bar_arrive(other_turn, kConsumers);
+    wg::wait<0>();
+    if (w.ntiles > 0) wg::mbar_arrive(k_empty(it % S));
+    if (w.ntiles <= 1) wg::mbar_arrive(q_empty);  // the item's last Q K^T is done
+    for (int t = 0; t < w.ntiles; ++t) {
+      const int i0 = it + t, i1 = i0 + 1;
+      const int s = i0 % S, s1 = i1 % S;
+      const uint32_t ph = (i0 / S) & 1, ph1 = (i1 / S) & 1;
+      const int k0 = t * BN;
+      const bool active = next_active, has_next = t + 1 < w.ntiles;
+      next_active = has_next && rows.sees(w, k0 + BN);
+      if (active) {
+        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+        softmax_rescale<T, D>(sc, o, alpha, pa);
+      }
+      wg::mbar_wait(v_full(s), ph);
+      if (has_next) wg::mbar_wait(k_full(s1), ph1);
+      wg::named_bar_sync(my_turn, kConsumers);
+      // One fence per branch: a branch between the fence and a wgmma serializes them all.
+      if (active && next_active) {
+        wg::fence();
+        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
+        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
+        wg::commit();
+      } else if (active) {
+        wg::fence();
+        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
+        wg::commit();
+      } else if (next_active) {
+        wg::fence();
+        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
+        wg::commit();
+      }
+      wg::named_bar_arrive(other_turn, kConsumers);
+      wg::wait<0>();
+      wg::mbar_arrive(v_empty(s));
+      if (has_next) wg::mbar_arrive(k_empty(s1));
+      if (t + 2 == w.ntiles) wg::mbar_arrive(q_empty);  // this batch held the item's last Q K^T
+    }
+    it += w.ntiles;
+    store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
+  }
+  if (cw == 0) wg::named_bar_sync(my_turn, kConsumers);
 #else
   __trap();  // the host launches this kernel only where wgmma exists
 #endif

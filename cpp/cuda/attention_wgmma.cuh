@@ -221,6 +221,85 @@ __device__ __forceinline__ BlockWork item_work(const AttnArgs& a, int item) {
   return block_work(a, item % gx, item / gx);
 }
 
+// The K / V ring: kCudaAttnWgmmaStages stages of a K and a V tile, each with a "full"
+// barrier (the producer's TMA completes it) and an "empty" one (both MMA warpgroups
+// release it).  `bars` points at the 4 * S barriers in that order.
+template <int D>
+struct KvRing {
+  static constexpr int S = kCudaAttnWgmmaStages;
+  static constexpr uint32_t kTileBytes = BN * D * 2;
+  uint32_t k_smem, v_smem, bars;
+  __device__ __forceinline__ uint32_t k_full(int s) const { return bars + 8 * s; }
+  __device__ __forceinline__ uint32_t v_full(int s) const { return bars + 8 * (S + s); }
+  __device__ __forceinline__ uint32_t k_empty(int s) const { return bars + 8 * (2 * S + s); }
+  __device__ __forceinline__ uint32_t v_empty(int s) const { return bars + 8 * (3 * S + s); }
+  __device__ __forceinline__ uint32_t k_tile(int s) const { return k_smem + s * kTileBytes; }
+  __device__ __forceinline__ uint32_t v_tile(int s) const { return v_smem + s * kTileBytes; }
+};
+
+// One MMA warpgroup's pass over a work item in ping-pong: the first Q K^T, then per
+// tile the softmax and one batch (the tile's P V with the next tile's Q K^T), the two
+// warpgroups taking turns to issue (named barriers my_turn / other_turn).  `it0`: the
+// ring position of the item's first tile.  RELEASE_Q: `q_empty` is arrived on once the
+// item's last Q K^T has completed, so the producer may overwrite Q (persistent form).
+template <typename T, int D, bool RELEASE_Q>
+__device__ __forceinline__ void pingpong_item(const AttnArgs& a, const BlockWork& w, const WarpgroupRows& rows,
+                                              const KvRing<D>& ring, uint32_t q_rows, int it0, int my_turn,
+                                              int other_turn, uint32_t q_empty, float (&o)[D / 2], float (&m)[2],
+                                              float (&l)[2], int lane) {
+  constexpr int S = KvRing<D>::S;
+  constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
+  float sc[BN / 2], alpha[2];
+  uint32_t pa[BN / 16][4];
+  bool next_active = w.ntiles > 0 && rows.sees(w, 0);
+  if (w.ntiles > 0) wg::mbar_wait(ring.k_full(it0 % S), (it0 / S) & 1);
+  wg::named_bar_sync(my_turn, kConsumers);
+  if (next_active) {
+    wg::fence();
+    qk_issue<T, D>(sc, q_rows, ring.k_tile(it0 % S));
+    wg::commit();
+  }
+  wg::named_bar_arrive(other_turn, kConsumers);
+  wg::wait<0>();
+  if (w.ntiles > 0) wg::mbar_arrive(ring.k_empty(it0 % S));
+  if (RELEASE_Q && w.ntiles <= 1) wg::mbar_arrive(q_empty);
+  for (int t = 0; t < w.ntiles; ++t) {
+    const int i0 = it0 + t, i1 = i0 + 1;
+    const int s = i0 % S, s1 = i1 % S;
+    const uint32_t ph = (i0 / S) & 1, ph1 = (i1 / S) & 1;
+    const int k0 = t * BN;
+    const bool active = next_active, has_next = t + 1 < w.ntiles;
+    next_active = has_next && rows.sees(w, k0 + BN);
+    if (active) {
+      softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
+      softmax_rescale<T, D>(sc, o, alpha, pa);
+    }
+    wg::mbar_wait(ring.v_full(s), ph);
+    if (has_next) wg::mbar_wait(ring.k_full(s1), ph1);
+    wg::named_bar_sync(my_turn, kConsumers);
+    // One fence per branch: a branch between the fence and a wgmma serializes them all.
+    if (active && next_active) {
+      wg::fence();
+      pv_issue<T, D>(o, pa, ring.v_tile(s));
+      qk_issue<T, D>(sc, q_rows, ring.k_tile(s1));
+      wg::commit();
+    } else if (active) {
+      wg::fence();
+      pv_issue<T, D>(o, pa, ring.v_tile(s));
+      wg::commit();
+    } else if (next_active) {
+      wg::fence();
+      qk_issue<T, D>(sc, q_rows, ring.k_tile(s1));
+      wg::commit();
+    }
+    wg::named_bar_arrive(other_turn, kConsumers);
+    wg::wait<0>();
+    wg::mbar_arrive(ring.v_empty(s));
+    if (has_next) wg::mbar_arrive(ring.k_empty(s1));
+    if (RELEASE_Q && t + 2 == w.ntiles) wg::mbar_arrive(q_empty);  // this batch held the last Q K^T
+  }
+}
+
 }  // namespace attn_wg
 
 template <typename T, int D, bool PINGPONG>
@@ -302,50 +381,8 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     // one extra turn at the end so both barriers finish with whole phases.
     const int my_turn = 1 + cw, other_turn = 2 - cw;
     if (cw == 1) wg::named_bar_arrive(1, kConsumers);
-    bool next_active = w.ntiles > 0 && rows.sees(w, 0);
-    if (w.ntiles > 0) wg::mbar_wait(k_full(0), 0);
-    wg::named_bar_sync(my_turn, kConsumers);
-    if (next_active) {
-      wg::fence();
-      qk_issue<T, D>(sc, q_rows, k_smem);
-      wg::commit();
-    }
-    wg::named_bar_arrive(other_turn, kConsumers);
-    wg::wait<0>();
-    if (w.ntiles > 0) wg::mbar_arrive(k_empty(0));
-    for (int t = 0; t < w.ntiles; ++t) {
-      const int s = t % S, s1 = (t + 1) % S;
-      const uint32_t ph = (t / S) & 1, ph1 = ((t + 1) / S) & 1;
-      const int k0 = t * BN;
-      const bool active = next_active, has_next = t + 1 < w.ntiles;
-      next_active = has_next && rows.sees(w, k0 + BN);
-      if (active) {
-        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
-        softmax_rescale<T, D>(sc, o, alpha, pa);
-      }
-      wg::mbar_wait(v_full(s), ph);
-      if (has_next) wg::mbar_wait(k_full(s1), ph1);
-      wg::named_bar_sync(my_turn, kConsumers);
-      // One fence per branch: a branch between the fence and a wgmma serializes them all.
-      if (active && next_active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      } else if (active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        wg::commit();
-      } else if (next_active) {
-        wg::fence();
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      }
-      wg::named_bar_arrive(other_turn, kConsumers);
-      wg::wait<0>();
-      wg::mbar_arrive(v_empty(s));
-      if (has_next) wg::mbar_arrive(k_empty(s1));
-    }
+    pingpong_item<T, D, false>(a, w, rows, KvRing<D>{k_smem, v_smem, bar0 + 8}, q_rows, 0, my_turn, other_turn, 0u, o,
+                               m, l, lane);
     if (cw == 0) wg::named_bar_sync(my_turn, kConsumers);
   } else {
     for (int t = 0; t < w.ntiles; ++t) {
@@ -454,8 +491,6 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   // The ping-pong turns of attention_wgmma, continued across items.
   const int my_turn = 1 + cw, other_turn = 2 - cw;
   const uint32_t q_rows = q_smem + 64 * cw * 128;
-  float sc[BN / 2], alpha[2];
-  uint32_t pa[BN / 16][4];
   if (cw == 1) wg::named_bar_arrive(1, kConsumers);
   int it = 0;
   for (int j = 0;; ++j) {
@@ -468,53 +503,8 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
     float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
     wg::mbar_wait(q_full, j & 1);
-    bool next_active = w.ntiles > 0 && rows.sees(w, 0);
-    if (w.ntiles > 0) wg::mbar_wait(k_full(it % S), (it / S) & 1);
-    wg::named_bar_sync(my_turn, kConsumers);
-    if (next_active) {
-      wg::fence();
-      qk_issue<T, D>(sc, q_rows, k_smem + (it % S) * kTileBytes);
-      wg::commit();
-    }
-    wg::named_bar_arrive(other_turn, kConsumers);
-    wg::wait<0>();
-    if (w.ntiles > 0) wg::mbar_arrive(k_empty(it % S));
-    if (w.ntiles <= 1) wg::mbar_arrive(q_empty);  // the item's last Q K^T is done
-    for (int t = 0; t < w.ntiles; ++t) {
-      const int i0 = it + t, i1 = i0 + 1;
-      const int s = i0 % S, s1 = i1 % S;
-      const uint32_t ph = (i0 / S) & 1, ph1 = (i1 / S) & 1;
-      const int k0 = t * BN;
-      const bool active = next_active, has_next = t + 1 < w.ntiles;
-      next_active = has_next && rows.sees(w, k0 + BN);
-      if (active) {
-        softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
-        softmax_rescale<T, D>(sc, o, alpha, pa);
-      }
-      wg::mbar_wait(v_full(s), ph);
-      if (has_next) wg::mbar_wait(k_full(s1), ph1);
-      wg::named_bar_sync(my_turn, kConsumers);
-      // One fence per branch: a branch between the fence and a wgmma serializes them all.
-      if (active && next_active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      } else if (active) {
-        wg::fence();
-        pv_issue<T, D>(o, pa, v_smem + s * kTileBytes);
-        wg::commit();
-      } else if (next_active) {
-        wg::fence();
-        qk_issue<T, D>(sc, q_rows, k_smem + s1 * kTileBytes);
-        wg::commit();
-      }
-      wg::named_bar_arrive(other_turn, kConsumers);
-      wg::wait<0>();
-      wg::mbar_arrive(v_empty(s));
-      if (has_next) wg::mbar_arrive(k_empty(s1));
-      if (t + 2 == w.ntiles) wg::mbar_arrive(q_empty);  // this batch held the item's last Q K^T
-    }
+    pingpong_item<T, D, true>(a, w, rows, KvRing<D>{k_smem, v_smem, bar0 + 16}, q_rows, it, my_turn, other_turn,
+                              q_empty, o, m, l, lane);
     it += w.ntiles;
     store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
   }

@@ -25,7 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
+from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear, _quantized_fp4_mode
 from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
 
 FORMAT_NAME = "mlx_marlin_fp4"
@@ -59,8 +59,7 @@ def _input_dims(module) -> Optional[int]:
 def _expert_layer_convertible(layer, group_size: int) -> bool:
     """An unquantized or mxfp4 / nvfp4 expert layer whose K splits into groups (MLX's
     affine and 8-bit modes hold other values than E2M1 codes: those layers stay)."""
-    quantized = "scales" in layer
-    if quantized and getattr(layer, "mode", None) not in ("mxfp4", "nvfp4"):
+    if "scales" in layer and _quantized_fp4_mode(layer) is None:
         return False
     return layer.input_dims % group_size == 0
 
@@ -77,7 +76,7 @@ def _convert(path: str, module: nn.Module, group_size: int, scale_dtype, scale_s
         if _expert_layer_convertible(module, group_size):
             return MarlinSwitchLinear.from_module(module, group_size, scale_dtype, scale_search)
         return None
-    if isinstance(module, nn.QuantizedLinear) and getattr(module, "mode", "affine") in ("mxfp4", "nvfp4"):
+    if isinstance(module, nn.QuantizedLinear) and _quantized_fp4_mode(module) is not None:
         return MarlinLinear.from_quantized(module, group_size)
     if type(module) is nn.Linear and _input_dims(module) % group_size == 0:
         return MarlinLinear.from_linear(module, group_size, scale_dtype, scale_search)

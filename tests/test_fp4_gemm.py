@@ -157,6 +157,70 @@ def test_lazy_graph_and_compile(rng, stream):
     assert rel_err(compiled(x), ref) < TOL[mx.float32]  # cached trace
 
 
+@pytest.mark.parametrize("bias_act", [False, True], ids=["plain", "bias_gelu"])
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16], ids=str)
+def test_shapeless_compile_follows_leading_dims(rng, stream, bias_act, dtype):
+    """mx.compile(shapeless=True) replays one trace for every leading shape of x: FP4Gemm
+    takes x [..., K] and derives its output shape from its inputs, with no reshape around
+    it whose target the trace would fix.  Each call equals the uncompiled op and matches
+    the float64 reference.  (M = 128 rows: on CUDA the uncompiled half-precision op takes
+    the dense route there while the replay keeps the traced kernel route, so that call is
+    compared within the dtype's tolerance.)"""
+    n, k, g = 40, 128, 64
+    packed, scales, wd = make_weight(rng, n, k, g)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32)) if bias_act else None
+    act = "gelu" if bias_act else None
+    mx.eval(packed, scales)  # constants of the trace must be evaluated arrays
+
+    def op(x):
+        return mm.fp4_gemm(x, packed, scales, bias, group_size=g, activation=act, stream=stream)
+
+    for leads in (((2, 3), (5, 1), (1, 7), (4, 32)), ((4,), (9,), (1,))):
+        compiled = mx.compile(op, shapeless=True)
+        for lead in leads:
+            x = mx.array(rng.standard_normal((*lead, k)).astype(np.float32)).astype(dtype)
+            y, want = compiled(x), op(x)
+            assert y.shape == (*lead, n) and y.dtype == dtype
+            if np.prod(lead) < 96:
+                np.testing.assert_array_equal(to_np(y), to_np(want))
+            else:
+                assert rel_err(y, to_np(want)) < TOL[dtype]
+            assert rel_err(y, reference(x, wd, bias, act)) < TOL[dtype]
+
+
+def test_compile_with_shapes_retraces_per_shape(rng, stream):
+    """Plain mx.compile (shape-specialized) over N-D, 2-D and 1-D x, every shape twice
+    (the second call from the cached trace)."""
+    n, k, g = 24, 64, 32
+    packed, scales, wd = make_weight(rng, n, k, g)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32))
+    mx.eval(packed, scales)
+
+    def op(x):
+        return mm.fp4_gemm(x, packed, scales, bias, group_size=g, activation="silu", stream=stream)
+
+    compiled = mx.compile(op)
+    for shape in ((2, 3, k), (5, 1, k), (4, k), (k,), (2, 3, k)):
+        x = mx.array(rng.standard_normal(shape).astype(np.float32))
+        for _ in range(2):
+            y = compiled(x)
+            assert y.shape == (*shape[:-1], n)
+            np.testing.assert_array_equal(to_np(y), to_np(op(x)))
+            assert rel_err(y, reference(x, wd, bias, "silu")) < TOL[mx.float32]
+
+
+def test_empty_k_under_shapeless_compile(stream):
+    """K = 0 builds act(bias) from MLX ops; their shape follows x's at run time too."""
+    w, s = mx.zeros((0, 16), mx.uint32), mx.zeros((0, 16), mx.float16)
+    bias = mx.array(np.linspace(-3, 3, 16).astype(np.float32))
+    compiled = mx.compile(lambda x: mm.fp4_gemm(x, w, s, bias, group_size=32, activation="relu", stream=stream),
+                          shapeless=True)
+    for lead in ((2, 3), (5, 1), (0, 4)):
+        y = compiled(mx.zeros((*lead, 0)))
+        assert y.shape == (*lead, 16)
+        np.testing.assert_array_equal(to_np(y), np.broadcast_to(np.maximum(to_np(bias), 0), y.shape))
+
+
 def act_grad(y, name):
     h = 1e-6
     return (activation(y + h, name) - activation(y - h, name)) / (2 * h)
@@ -182,6 +246,38 @@ def test_vjp_wrt_x_and_bias(rng, stream, act, dtype):
     tol = 1e-4 if dtype == mx.float32 else 3e-2
     assert rel_err(gx, gpre @ wd) < tol
     assert rel_err(gb, gpre.sum(0)) < tol
+
+
+@pytest.mark.parametrize("act", [None, "gelu"])
+def test_vjp_through_nd_x_and_shapeless_compile(rng, stream, act):
+    """Gradients for x [..., K] (the transposed product keeps x's leading dims) and for the
+    bias (summed over every leading dim), 1-D x included; then the same gradient function
+    under a shapeless mx.compile, called with changing leading shapes."""
+    n, k, g = 48, 128, 32
+    packed, scales, wd = make_weight(rng, n, k, g)
+    bias = mx.array(rng.standard_normal(n).astype(np.float32))
+    mx.eval(packed, scales)
+
+    def loss(x, b, cot):
+        y = mm.fp4_gemm(x, packed, scales, b, group_size=g, activation=act, stream=stream)
+        return mx.sum(y * cot)
+
+    grad = mx.grad(loss, argnums=(0, 1))
+    compiled = mx.compile(grad, shapeless=True)
+    for lead in ((2, 3), (5, 1), (1, 7), ()):
+        x = mx.array(rng.standard_normal((*lead, k)).astype(np.float32))
+        cot = rng.standard_normal((*lead, n))
+        cot_mx = mx.array(cot.astype(np.float32))
+        gpre = cot * act_grad(to_np(x) @ wd.T + to_np(bias), act)
+        gx, gb = grad(x, bias, cot_mx)
+        assert gx.shape == x.shape and gb.shape == (n,)
+        assert rel_err(gx, gpre @ wd) < 1e-4
+        assert rel_err(gb, gpre.reshape(-1, n).sum(0)) < 1e-4
+        if lead:  # 1-D x has its own trace (a different ndim); the N-D ones share one
+            cgx, cgb = compiled(x, bias, cot_mx)
+            # (a compiled graph may fuse act'(pre) * cot: equal up to float32 rounding)
+            assert rel_err(cgx, to_np(gx)) < 1e-6
+            assert rel_err(cgb, to_np(gb)) < 1e-6
 
 
 def test_vjp_batched_and_lora_style_training(rng, stream):

@@ -483,6 +483,50 @@ if given is not None:
         assert_close(out, ref_moe_gemm(to_np(x), dense, idx, to_np(w) if weighted else None), "float32")
 
 
+def test_shapeless_compile_follows_leading_dims(stream):
+    """moe_route and moe_mlp under mx.compile(shapeless=True), called with changing
+    leading shapes: their primitives take [..., E] / [..., K] and derive their output
+    shapes from the inputs (no reshape around them whose target the trace would fix).
+    Each call equals the uncompiled op and matches the float64 reference."""
+    rng = np.random.default_rng(330)
+    E, k, K, I, N_out, g = 6, 2, 64, 32, 40, 32
+    pg, sg, gate = make_experts(rng, E, I, K, g)
+    pu, su, up = make_experts(rng, E, I, K, g)
+    pd, sd, down = make_experts(rng, E, N_out, I, g)
+    mx.eval(pg, sg, pu, su, pd, sd)  # constants of the trace must be evaluated arrays
+
+    def route(logits):
+        return mm.moe_route(logits, k, stream=stream)
+
+    def mlp(x, logits):
+        return mm.moe_mlp(x, logits, pg, sg, pu, su, pd, sd, top_k=k, group_size=g, stream=stream)
+
+    c_route, c_mlp = mx.compile(route, shapeless=True), mx.compile(mlp, shapeless=True)
+    for lead in ((2, 3), (5, 1), (1, 7), (4,), (9,)):
+        x, logits = rand(rng, (*lead, K)), rand(rng, (*lead, E), scale=3.0)
+        idx, w = c_route(logits)
+        want_idx, want_w = route(logits)
+        assert idx.shape == w.shape == (*lead, k)
+        np.testing.assert_array_equal(np.array(idx), np.array(want_idx))
+        np.testing.assert_array_equal(to_np(w), to_np(want_w))
+        ref_idx, ref_w = ref_route(to_np(logits).reshape(-1, E), k, True)
+        np.testing.assert_array_equal(np.array(idx).reshape(-1, k), ref_idx)
+        assert_close(w, ref_w.reshape(*lead, k), "float32", factor=2)
+        y = c_mlp(x, logits)
+        assert y.shape == (*lead, N_out)
+        np.testing.assert_array_equal(to_np(y), to_np(mlp(x, logits)))
+        ref = ref_moe_mlp(to_np(x).reshape(-1, K), to_np(logits).reshape(-1, E), gate, up, down, k)
+        assert_close(y, ref.reshape(*lead, N_out), "float32", factor=2)
+    # K = 0 (zeros from MLX ops) follows x's leading shape as well.
+    wg0, sg0 = mx.zeros((E, 0, I), mx.uint32), mx.zeros((E, 0, I), mx.float16)
+    c_empty = mx.compile(lambda x, l: mm.moe_mlp(x, l, wg0, sg0, wg0, sg0, pd, sd, top_k=k, group_size=g,
+                                                 stream=stream), shapeless=True)
+    for lead in ((2, 3), (5, 1)):
+        out = c_empty(mx.zeros((*lead, 0)), mx.ones((*lead, E)))
+        assert out.shape == (*lead, N_out)
+        np.testing.assert_array_equal(to_np(out), 0.0)
+
+
 def test_moe_mlp_empty_k_gives_zeros(stream):
     """K = 0: every gate / up product is 0, so is act(0) * 0 and the output."""
     E, I, N = 2, 32, 8

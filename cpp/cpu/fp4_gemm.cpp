@@ -7,6 +7,7 @@
 #include "cpu/tensor_view.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "ops/fp4_gemm.h"
+#include "ops/validate.h"
 
 namespace marlin {
 
@@ -27,8 +28,9 @@ void FP4Gemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const auto& a = inputs[0];
   cpu::PackedWeight w = cpu::packed_weight_view(inputs[1], inputs[2], group_size_, 0);
   const float* bias = has_bias_ ? inputs[3].data<float>() : nullptr;
-  const int64_t M = a.shape(0);
-  const int64_t cols = a.shape(1);
+  // a is x [..., K] (or g [..., N] transposed), row-major: M rows of `cols` values.
+  const int64_t M = leading_rows("fp4_gemm", "x", a);
+  const int64_t cols = a.shape(-1);
   const mx::Dtype in_type = a.dtype();
   const void* a_ptr = a.data<void>();
   void* out_ptr = out.data<void>();

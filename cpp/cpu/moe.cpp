@@ -18,6 +18,7 @@
 #include "cpu/tensor_view.h"
 #include "mlx/backend/cpu/encoder.h"
 #include "ops/moe.h"
+#include "ops/validate.h"
 
 namespace marlin {
 
@@ -102,9 +103,9 @@ void MoeRoute::eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::ar
   if (emulator::eval_moe_route(*this, inputs, outputs)) return;
 #endif
   cpu::begin_cpu_eval(stream(), inputs, {&outputs[0], &outputs[1]});
-  const auto& logits = inputs[0];
-  const int64_t T = logits.shape(0);
-  const int E = logits.shape(1);
+  const auto& logits = inputs[0];  // [..., E], row-major: T rows
+  const int64_t T = leading_rows("moe_route", "logits", logits);
+  const int E = logits.shape(-1);
   const int k = top_k_;
   const bool normalize = normalize_;
   const mx::Dtype in_type = logits.dtype();
@@ -203,13 +204,14 @@ void MoeMlp::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   cpu::begin_cpu_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& logits = inputs[1];
-  const int64_t T = x.shape(0);
-  const int64_t K = x.shape(1);
-  const int E = logits.shape(1);
+  // x [..., K] and logits [..., E], row-major: T rows each.
+  const int64_t T = leading_rows("moe_mlp", "x", x);
+  const int64_t K = x.shape(-1);
+  const int E = logits.shape(-1);
   const int k = top_k_;
   const bool fused = fused_gate_up_;
   const int64_t I = fused ? inputs[2].shape(2) / 2 : inputs[2].shape(2);
-  const int64_t N_out = out.shape(1);
+  const int64_t N_out = out.shape(-1);
   auto gate = expert_views(inputs[2], inputs[3], group_size_);
   auto up = fused ? std::vector<cpu::PackedWeight>{} : expert_views(inputs[4], inputs[5], group_size_);
   auto down = expert_views(inputs[inputs.size() - 2], inputs[inputs.size() - 1], group_size_);

@@ -15,6 +15,7 @@
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
 #include "ops/fp4_gemm.h"
+#include "ops/validate.h"
 
 namespace marlin {
 
@@ -48,7 +49,7 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const auto& x = inputs[0];
   const auto& w = inputs[1];
   const auto& sc = inputs[2];
-  const int M = x.shape(0);
+  const int M = leading_rows("fp4_gemm", "x", x);  // x [..., K] (g [..., N] transposed), row-major
   const int K = w.shape(0) * kCodesPerWord;
   const int N = w.shape(1);
 

@@ -18,6 +18,7 @@
 #include "mlx/backend/cuda/device.h"
 #include "mlx/backend/cuda/utils.h"
 #include "ops/moe.h"
+#include "ops/validate.h"
 
 namespace marlin {
 
@@ -56,8 +57,8 @@ void encode_route(mx::cu::CommandEncoder& enc, const mx::array& logits, mx::arra
   a.logits = mx::gpu_ptr<void>(logits);
   a.idx = static_cast<uint32_t*>(mx::gpu_ptr<void>(idx));
   a.weights = mx::gpu_ptr<void>(weights);
-  a.T = logits.shape(0);
-  a.E = logits.shape(1);
+  a.T = leading_rows(op, "logits", logits);  // [..., E], row-major
+  a.E = logits.shape(-1);
   a.k = top_k;
   a.normalize = normalize ? 1 : 0;
   void* fn = cuda::moe_route_fn(cuda::elem_type(logits.dtype(), op, "logits"), cuda::elem_type(weights.dtype(), op, "weights"));
@@ -191,7 +192,7 @@ void MoeRoute::eval_gpu(const std::vector<mx::array>& inputs, std::vector<mx::ar
   const auto& logits = inputs[0];
   cuda::allocate_on_device(outputs[0], enc);
   cuda::allocate_on_device(outputs[1], enc);
-  if (logits.shape(0) == 0) return;
+  if (logits.size() == 0) return;  // no tokens (E >= 1)
   cuda::poison(outputs[0], enc, "moe_route");
   cuda::poison(outputs[1], enc, "moe_route");
   enc.device().make_current();
@@ -248,8 +249,8 @@ void MoeMlp::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const auto& s_gate = inputs[3];
   const auto& w_down = inputs[inputs.size() - 2];
   const auto& s_down = inputs[inputs.size() - 1];
-  const int T = x.shape(0);
-  const int E = logits.shape(1);
+  const int T = leading_rows(op, "x", x);  // x [..., K] and logits [..., E], row-major
+  const int E = logits.shape(-1);
   const int k = top_k_;
   const int I = fused_gate_up_ ? w_gate.shape(2) / 2 : w_gate.shape(2);
   const int N_out = w_down.shape(2);

@@ -33,7 +33,7 @@ void eval_attention(Attention& op, const std::vector<mx::array>& inputs, mx::arr
 }
 
 bool eval_moe_route(MoeRoute& op, const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) {
-  if (!gpu::moe_route_supported(inputs[0].shape(1))) return false;
+  if (!gpu::moe_route_supported(inputs[0].shape(-1))) return false;
   run_on_emulator(op.stream(), outputs, [&](gpu::KernelLauncher& l) {
     gpu::encode_moe_route(l, inputs[0], outputs[0], outputs[1], op.top_k(), op.normalize());
   });
@@ -58,7 +58,7 @@ void eval_moe_gemm(MoeGemm& op, const std::vector<mx::array>& inputs, mx::array&
 namespace marlin::emulator {
 
 bool eval_moe_mlp(MoeMlp& op, const std::vector<mx::array>& inputs, mx::array& out) {
-  if (!gpu::moe_route_supported(inputs[1].shape(1))) return false;
+  if (!gpu::moe_route_supported(inputs[1].shape(-1))) return false;
   std::vector<mx::array> outs = {out};
   run_on_emulator(op.stream(), outs, [&](gpu::KernelLauncher& l) {
     gpu::encode_moe_mlp(l, inputs, out, op.top_k(), op.group_size(), op.activation(), op.normalize(),

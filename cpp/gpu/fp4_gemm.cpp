@@ -9,6 +9,7 @@
 #include "common/gemm_params.h"
 #include "common/gemm_plan.h"
 #include "gpu/encode_util.h"
+#include "ops/validate.h"
 
 namespace marlin::gpu {
 
@@ -18,7 +19,7 @@ void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inp
   const mx::array& w = inputs[1];
   const mx::array& scales = inputs[2];
   GemmParams p{};
-  p.M = a.shape(0);
+  p.M = leading_rows("fp4_gemm", "x", a);  // a: x [..., K] (g [..., N] transposed), row-major
   p.N = w.shape(1);
   p.K = w.shape(0) * kCodesPerWord;
   p.group_size = group_size;

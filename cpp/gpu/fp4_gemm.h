@@ -8,7 +8,8 @@
 
 namespace marlin::gpu {
 
-// inputs: x [M, K] (or g [M, N] with transpose), w [K/8, N], scales [K/g, N], optional
+// inputs: x [..., K] (or g [..., N] with transpose; row-major, M = the product of the
+// leading dims), w [K/8, N], scales [K/g, N], optional
 // bias [N] float32.  `out` must already have its data (the launcher binds it as is).
 void encode_fp4_gemm(KernelLauncher& launcher, const std::vector<mx::array>& inputs, mx::array& out,
                      int group_size, Activation activation, bool transpose);

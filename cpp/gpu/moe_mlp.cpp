@@ -12,6 +12,7 @@
 #include "gpu/encode_util.h"
 #include "gpu/moe_gemm.h"
 #include "gpu/moe_route.h"
+#include "ops/validate.h"
 
 namespace marlin::gpu {
 
@@ -25,9 +26,10 @@ void encode_moe_mlp(KernelLauncher& launcher, const std::vector<mx::array>& inpu
   const mx::array& s_up = fused_gate_up ? s_gate : inputs[5];
   const mx::array& w_down = inputs[inputs.size() - 2];
   const mx::array& s_down = inputs[inputs.size() - 1];
-  const int T = x.shape(0);
-  const int K = x.shape(1);
-  const int E = logits.shape(1);
+  // x [..., K] and logits [..., E], row-major: T rows each.
+  const int T = leading_rows("moe_mlp", "x", x);
+  const int K = x.shape(-1);
+  const int E = logits.shape(-1);
   const int k = top_k;
   const int I = fused_gate_up ? w_gate.shape(2) / 2 : w_gate.shape(2);
   const int N_out = w_down.shape(2);

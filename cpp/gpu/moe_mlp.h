@@ -8,9 +8,10 @@
 
 namespace marlin::gpu {
 
-// inputs: x [T, K], router_logits [T, E] (E <= kMoeMaxExperts, see moe_route_supported),
+// inputs: x [..., K], router_logits [..., E] (row-major, T = the product of the leading
+// dims; E <= kMoeMaxExperts, see moe_route_supported),
 // w_gate [E, K/8, I or 2I], s_gate, [w_up, s_up,] w_down [E, I/8, N_out], s_down (all
-// contiguous); `out` [T, N_out] (x's dtype) already has its data.  Composes the MoE
+// contiguous); `out` [..., N_out] (x's dtype) already has its data.  Composes the MoE
 // kernels:
 //   marlin_moe_route_<l>[_wf32]   idx [T, k], float32 weights [T, k]
 //   moe_group_u32                 grouping of idx by expert (+ tile list)

@@ -11,6 +11,7 @@
 #include "common/moe_params.h"
 #include "common/moe_plan.h"
 #include "gpu/encode_util.h"
+#include "ops/validate.h"
 
 namespace marlin::gpu {
 
@@ -23,8 +24,10 @@ bool moe_route_supported(int num_experts) {
 
 void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::array& idx, mx::array& weights, int top_k,
                       bool normalize) {
-  const int T = logits.shape(0);
-  const int E = logits.shape(1);
+  // logits: [T, E] with any strides, or [..., E] row-major (what MoeRoute and MoeMlp
+  // hand over) whose leading dims hold the T tokens.
+  const int T = leading_rows("moe_route", "logits", logits);
+  const int E = logits.shape(-1);
   if (!moe_route_supported(E))
     throw std::invalid_argument("[moe_route] the GPU kernels take at most " + std::to_string(kMoeMaxExperts) +
                                 " experts, got " + std::to_string(E) + ".");
@@ -34,8 +37,9 @@ void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::arr
   p.E = E;
   p.k = top_k;
   p.normalize = normalize ? 1 : 0;
-  p.token_stride = static_cast<int>(logits.strides()[0]);
-  p.expert_stride = static_cast<int>(logits.strides()[1]);
+  const bool matrix = logits.ndim() == 2;
+  p.token_stride = matrix ? static_cast<int>(logits.strides()[0]) : E;
+  p.expert_stride = matrix ? static_cast<int>(logits.strides()[1]) : 1;
   Dispatch d;
   if (weights.dtype() != logits.dtype() && weights.dtype() != mx::float32)
     throw std::invalid_argument("[moe_route] the GPU kernels write weights in the logits' dtype or float32");

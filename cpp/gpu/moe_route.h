@@ -10,7 +10,8 @@ namespace marlin::gpu {
 // with more experts keep the CPU path.
 bool moe_route_supported(int num_experts);
 
-// logits [T, E] (f16 / bf16 / f32, any strides) -> idx [T, k] uint32 (descending
+// logits [T, E] (f16 / bf16 / f32, any strides) or [..., E] (row-major, T = the
+// product of the leading dims) -> idx [T, k] uint32 (descending
 // weight, ties to the lower id) and weights [T, k] in logits' dtype or float32; `idx`
 // and `weights` must already have their (contiguous) data.
 void encode_moe_route(KernelLauncher& launcher, const mx::array& logits, mx::array& idx, mx::array& weights, int top_k,

@@ -82,14 +82,16 @@ int dense_route_override() {
 // The dense route of large-M products on CUDA (gemm_plan.h, cuda_gemm_via_dense):
 // act(x @ dequantize(w) + bias), the matmul on MLX's cuBLAS path; the epilogue (only
 // with a bias or an activation) runs in float32 and rounds once, like the kernels.
-mx::array dense_route(const mx::array& x2, const mx::array& w, const mx::array& scales,
+// x keeps its leading dims ([..., K] @ [K, N]): no reshape whose target would be fixed
+// when a shapeless mx.compile traces it.
+mx::array dense_route(const mx::array& x, const mx::array& w, const mx::array& scales,
                       const std::optional<mx::array>& bias, int group_size, Activation act, mx::Stream s) {
-  auto wd = fp4_dequantize(w, scales, group_size, x2.dtype(), s);
-  auto y = mx::matmul(x2, wd, s);
+  auto wd = fp4_dequantize(w, scales, group_size, x.dtype(), s);
+  auto y = mx::matmul(x, wd, s);
   if (!bias && act == Activation::None) return y;
   auto v = mx::astype(y, mx::float32, s);
   if (bias) v = mx::add(v, mx::astype(*bias, mx::float32, s), s);
-  return mx::astype(activation_ops(act, v, s), x2.dtype(), s);
+  return mx::astype(activation_ops(act, v, s), x.dtype(), s);
 }
 } // namespace
 
@@ -131,33 +133,40 @@ mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   const Activation act = parse_activation(kOp, activation);
   auto stream = mx::to_stream(s);
 
-  mx::Shape out_shape = x.shape();
-  out_shape.back() = N;
-  const int M = leading_rows(kOp, "x", x);
+  // Every array below keeps x's leading dims, and FP4Gemm takes x as [..., K] itself:
+  // no reshape (whose target a shapeless mx.compile would fix at trace time) is needed.
+  [[maybe_unused]] const int M = leading_rows(kOp, "x", x);  // rows past int32 are refused here
   if (K == 0) {
     // No products to sum: act(bias) everywhere, from MLX ops (no kernel sees K = 0).
+    // The zeros [..., 1] (a sum over the empty K axis) broadcast against [N] give
+    // [..., N] from x's shape at run time, as broadcast_to a fixed shape would not.
     auto v = bias ? mx::astype(*bias, mx::float32, stream) : mx::zeros({N}, mx::float32, stream);
-    return mx::broadcast_to(mx::astype(activation_ops(act, v, stream), x.dtype(), stream), out_shape, stream);
+    v = mx::add(mx::astype(mx::sum(x, -1, true, stream), mx::float32, stream), v, stream);
+    return mx::astype(activation_ops(act, v, stream), x.dtype(), stream);
   }
-  // The kernels read row-major [M, K]; reshape/contiguous copy only when needed.
-  auto x2 = row_contiguous(x.ndim() == 2 ? x : mx::reshape(x, {M, K}, stream), stream);
 #if defined(MLX_MARLIN_CUDA)
+  // The route is picked from this call's row count (a shapeless mx.compile keeps the
+  // route of its trace; both compute the same product).
   const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
   if (stream.device == mx::Device::gpu && cuda_gemm_via_dense(M, half_input, dense_route_override()))
-    return mx::reshape(dense_route(x2, w, scales, bias, group_size, act, stream), out_shape, stream);
+    return dense_route(x, w, scales, bias, group_size, act, stream);
 #endif
-  std::vector<mx::array> inputs = {x2, row_contiguous(w, stream), row_contiguous(scales, stream)};
+  // The kernels read x as row-major rows of K; a contiguous copy only when needed.
+  std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream), row_contiguous(scales, stream)};
   if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
-  auto y = mx::array({M, N}, x.dtype(),
-                     std::make_shared<FP4Gemm>(stream, group_size, act, bias.has_value(), false), std::move(inputs));
-  return x.ndim() == 2 ? y : mx::reshape(y, out_shape, stream);
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = N;
+  return mx::array(std::move(out_shape), x.dtype(),
+                   std::make_shared<FP4Gemm>(stream, group_size, act, bias.has_value(), false), std::move(inputs));
 }
 
+// x [..., K] -> [..., N]; transposed, g [..., N] -> [..., K].  Derived from the inputs
+// (as MLX's QuantizedMatmul does), so a shapeless mx.compile replays any leading shape.
 std::vector<mx::Shape> FP4Gemm::output_shapes(const std::vector<mx::array>& inputs) {
-  const auto& a = inputs[0];
   const auto& w = inputs[1];
-  int K = w.shape(0) * kCodesPerWord;
-  return {transpose_ ? mx::Shape{a.shape(0), K} : mx::Shape{a.shape(0), w.shape(1)}};
+  mx::Shape shape = inputs[0].shape();
+  shape.back() = transpose_ ? w.shape(0) * kCodesPerWord : w.shape(1);
+  return {std::move(shape)};
 }
 
 bool FP4Gemm::is_equivalent(const mx::Primitive& other) const {
@@ -198,7 +207,10 @@ std::vector<mx::array> FP4Gemm::vjp(const std::vector<mx::array>& primals, const
                                 std::make_shared<FP4Gemm>(s, group_size_, Activation::None, false, true),
                                 {g_in, w, scales}));
     } else if (arg == 3 && has_bias_) {
-      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), 0, false, s));
+      // Summed over every leading dim of g [..., N] (none for a 1-D x).
+      std::vector<int> lead_axes(g.ndim() - 1);
+      for (int i = 0; i + 1 < g.ndim(); ++i) lead_axes[i] = i;
+      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), lead_axes, false, s));
     } else {
       throw std::invalid_argument(kFrozenWeightsMessage);
     }

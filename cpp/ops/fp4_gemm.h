@@ -24,9 +24,11 @@ mx::array fp4_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
                    const std::optional<mx::array>& bias, int group_size,
                    const std::optional<std::string>& activation, mx::StreamOrDevice s = {});
 
-// Inputs: x [M, K] (row-contiguous), w [K/8, N], scales [K/g, N], optional bias [N]
-// float32.  With `transpose`, computes g [M, N] @ dequant(w)^T -> [M, K] instead:
-// the input gradient of the forward product (no bias, no activation).
+// Inputs: x [..., K] (row-contiguous, any number of leading dims: the kernels see its
+// product M of leading dims as rows), w [K/8, N], scales [K/g, N], optional bias [N]
+// float32; output [..., N].  With `transpose`, computes g [..., N] @ dequant(w)^T ->
+// [..., K] instead: the input gradient of the forward product (no bias, no activation).
+// output_shapes derives the shape from the inputs, so shapeless mx.compile works.
 class FP4Gemm : public mx::UnaryPrimitive {
  public:
   FP4Gemm(mx::Stream stream, int group_size, Activation activation, bool has_bias, bool transpose)

@@ -27,10 +27,6 @@ void check_top_k(const std::string& op, int top_k, int E) {
     invalid_argument(op, "top_k must be in [1, E] = [1, " + num(E) + "], got " + num(top_k) + ".");
 }
 
-mx::array flat_rows(const mx::array& a, int rows, int cols, mx::Stream s) {
-  return row_contiguous(mx::reshape(a, {rows, cols}, s), s);
-}
-
 } // namespace
 
 // ------------------------------------------------------------------ moe_route
@@ -47,17 +43,21 @@ std::pair<mx::array, mx::array> moe_route(const mx::array& logits, int top_k, bo
   // stream (unified memory: the logits are not copied).
   if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
 #endif
-  const int T = leading_rows(op, "logits", logits);
-  auto l2 = flat_rows(logits, T, E, stream);
-  auto outs = mx::array::make_arrays({{T, top_k}, {T, top_k}}, {mx::uint32, logits.dtype()},
-                                     std::make_shared<MoeRoute>(stream, top_k, normalize), {l2});
+  leading_rows(op, "logits", logits);  // more than 2^31 - 1 tokens are refused
+  // MoeRoute takes the logits as [..., E] (row-major) and keeps their leading dims: no
+  // reshape around it, whose target a shapeless mx.compile would fix at trace time.
   mx::Shape out_shape = logits.shape();
   out_shape.back() = top_k;
-  return {mx::reshape(outs[0], out_shape, stream), mx::reshape(outs[1], out_shape, stream)};
+  auto outs = mx::array::make_arrays({out_shape, out_shape}, {mx::uint32, logits.dtype()},
+                                     std::make_shared<MoeRoute>(stream, top_k, normalize),
+                                     {row_contiguous(logits, stream)});
+  return {outs[0], outs[1]};
 }
 
+// logits [..., E] -> indices and weights [..., top_k], from the inputs (shapeless compile).
 std::vector<mx::Shape> MoeRoute::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape s{inputs[0].shape(0), top_k_};
+  mx::Shape s = inputs[0].shape();
+  s.back() = top_k_;
   return {s, s};
 }
 
@@ -178,12 +178,14 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   if (stream.device.type == mx::Device::gpu && E > kMoeMaxExperts) stream = mx::default_stream(mx::Device::cpu);
 #endif
 
-  const int T = leading_rows(op, "x", x);
-  mx::Shape out_shape = lead;
-  out_shape.push_back(N_out);
+  leading_rows(op, "x", x);  // more than 2^31 - 1 tokens are refused
   // K = 0: the gate / up products are 0, so is act(0) * 0 and every expert's output.
-  if (K == 0) return mx::zeros(out_shape, x.dtype(), stream);
-  std::vector<mx::array> inputs = {flat_rows(x, T, K, stream), flat_rows(router_logits, T, E, stream),
+  // Zeros [..., 1] (x summed over its empty K axis) broadcast against [N_out]: the
+  // shape follows x's at run time (a shapeless mx.compile replays this too).
+  if (K == 0) return mx::add(mx::sum(x, -1, true, stream), mx::zeros({N_out}, x.dtype(), stream), stream);
+  // MoeMlp takes x [..., K] and the logits [..., E] (row-major) with their leading dims:
+  // no reshape around it, whose target a shapeless mx.compile would fix at trace time.
+  std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(router_logits, stream),
                                    row_contiguous(w_gate, stream), row_contiguous(s_gate, stream)};
   if (!fused) {
     inputs.push_back(row_contiguous(*w_up, stream));
@@ -191,13 +193,17 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
   }
   inputs.push_back(row_contiguous(w_down, stream));
   inputs.push_back(row_contiguous(s_down, stream));
-  auto y = mx::array({T, N_out}, x.dtype(),
-                     std::make_shared<MoeMlp>(stream, top_k, group_size, act, normalize, fused), std::move(inputs));
-  return mx::reshape(y, out_shape, stream);
+  mx::Shape out_shape = lead;
+  out_shape.push_back(N_out);
+  return mx::array(std::move(out_shape), x.dtype(),
+                   std::make_shared<MoeMlp>(stream, top_k, group_size, act, normalize, fused), std::move(inputs));
 }
 
+// x [..., K] -> [..., N_out] (N_out = w_down.shape[2]), from the inputs (shapeless compile).
 std::vector<mx::Shape> MoeMlp::output_shapes(const std::vector<mx::array>& inputs) {
-  return {{inputs[0].shape(0), inputs.back().shape(2)}};
+  mx::Shape s = inputs[0].shape();
+  s.back() = inputs.back().shape(2);
+  return {s};
 }
 
 bool MoeMlp::is_equivalent(const mx::Primitive& other) const {

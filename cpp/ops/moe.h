@@ -36,7 +36,9 @@ mx::array moe_mlp(const mx::array& x, const mx::array& router_logits, const mx::
                   int top_k, int group_size, const std::optional<std::string>& activation, bool normalize,
                   mx::StreamOrDevice s = {});
 
-// Inputs: logits [T, E] (row-contiguous).  Outputs: indices [T, k] uint32, weights [T, k].
+// Inputs: logits [..., E] (row-contiguous; its leading dims hold the T tokens).
+// Outputs: indices [..., k] uint32, weights [..., k].  output_shapes derives them from
+// the input, so a shapeless mx.compile replays any leading shape.
 class MoeRoute : public mx::Primitive {
  public:
   MoeRoute(mx::Stream stream, int top_k, bool normalize)
@@ -80,8 +82,9 @@ class MoeGemm : public mx::UnaryPrimitive {
   bool has_weights_;
 };
 
-// Inputs: x [T, K], router_logits [T, E], w_gate, s_gate, [w_up, s_up,] w_down, s_down
-// (all contiguous).  Output: [T, N_out] in x's dtype.
+// Inputs: x [..., K], router_logits [..., E] (the same leading dims, holding the T
+// tokens), w_gate, s_gate, [w_up, s_up,] w_down, s_down (all contiguous).  Output:
+// [..., N_out] in x's dtype, its shape derived from the inputs (shapeless compile).
 class MoeMlp : public mx::UnaryPrimitive {
  public:
   MoeMlp(mx::Stream stream, int top_k, int group_size, Activation activation, bool normalize, bool fused_gate_up)

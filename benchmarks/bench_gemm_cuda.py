@@ -70,6 +70,13 @@ def main():
             res["fp4_dequantize_bf16"] = bench(
                 lambda p, s: mm._ext.fp4_dequantize(p, s, group_size=g, dtype=mx.bfloat16),
                 [(p, s) for p, s, _, _ in sets])
+        if M == 1:  # both decode kernels forced: the one-token kernel, fp4_gemv (its plan's variant 2)
+            for name, v in (("token", "token"), ("gemv", "2")):
+                os.environ["MLX_MARLIN_CUDA_DECODE"] = v
+                res[f"fp4_gemm_bf16_{name}"] = bench(lambda p, s: mm.fp4_gemm(xb, p, s, group_size=g),
+                                                     [(p, s) for p, s, _, _ in sets])
+            del os.environ["MLX_MARLIN_CUDA_DECODE"]
+            res["add_one"] = bench(lambda: xb + 1, [()])  # the per-op floor of this timing
         res["fp4_gemm_f16"] = bench(lambda p, s: mm.fp4_gemm(xh, p, s, group_size=g),
                                     [(p, s.astype(mx.float16)) for p, s, _, _ in sets])
         res["dense_bf16"] = bench(lambda wb: xb @ wb.T, [(wb,) for _, _, wb, _ in sets])

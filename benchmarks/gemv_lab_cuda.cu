@@ -12,7 +12,14 @@
 //   lab_gemv_pre = activations / scales copied to shared memory once per block
 //   lab_gemv_tma = weights by TMA into a per-warp ring of shared-memory slots
 // and prefetch hints on the weight copies (L2::128B / L2::256B).  Needs sm_90a (TMA).
-// Results: benchmarks/RESULTS.md, sessions of 2026-12-04 (second and fourth).
+// `--lean`: lab_gemv_lean, the M = 1 loop with x / scales in shared memory once, group
+// size fixed at compile time and three decodes (DEC 0 decode_word, 1 bit placement with
+// no multiply, 2 the same bits with one multiply per pair), and the shape sweep that
+// showed the 3.4-blocks-per-SM imbalance.  `--lean2`: per-warp staging and K split over
+// blocks (lab_gemv_lean2) and the shipped fp4_gemv_token at forced variants / splits.
+// Results: benchmarks/RESULTS.md, sessions of 2026-12-04 (second and fourth), 2026-12-05 (second).
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -369,6 +376,281 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_tma(GemmArgs a, const 
   lab_reduce_store<WK>(reinterpret_cast<float*>(smem_raw), a, acc, wk, lane, col);
 }
 
+
+// ---- lean M = 1 loop (session of 2026-12-05, second) ----
+// DEC 0: decode_word (bits + one bf16x2 multiply by 2^112).  DEC 1: the same bits without
+// the multiply (e2m1 * 2^-126; the +-0.5 codes are bf16 subnormals, taken as they are by
+// the tensor cores, as the f16 decode's already are), the 2^-112 moved onto the
+// activations (x * 2^64 once per block in shared memory) and the epilogue (2^62).  DEC 2:
+// DEC 1's bits with one multiply per pair (place_pair_bf16_mul).
+template <int I>
+__device__ __forceinline__ uint32_t place_pair_bf16(uint32_t w) {
+  constexpr int kMag = 6 - 4 * I, kSign = 12 - 4 * I;
+  const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
+  return (mag & 0x01C001C0u) | ((w << kSign) & 0x80008000u);
+}
+// The pair's two nibbles isolated, then copied to the magnitude (bits 6..8) and sign (15)
+// positions of both halves by one multiply by 2^a + 2^b (the copies do not overlap, so no
+// carries), then masked; pairs 2 and 3 from w >> 8.
+template <int I>
+__device__ __forceinline__ uint32_t place_pair_bf16_mul(uint32_t w, uint32_t w8) {
+  constexpr int J = I & 1;
+  const uint32_t u = (I < 2 ? w : w8) & (0x000F000Fu << (4 * J));
+  uint32_t p;
+  asm("mul.lo.u32 %0, %1, %2;" : "=r"(p) : "r"(u), "n"(J == 0 ? 0x1040 : 0x104));
+  return p & 0x81C081C0u;
+}
+template <int DEC>
+__device__ __forceinline__ void lean_decode(uint32_t w, uint32_t (&b)[4]) {
+  if constexpr (DEC == 0) {
+    decode_word<bf16>(w, b);
+  } else if constexpr (DEC == 1) {
+    b[0] = place_pair_bf16<0>(w); b[1] = place_pair_bf16<1>(w);
+    b[2] = place_pair_bf16<2>(w); b[3] = place_pair_bf16<3>(w);
+  } else {
+    const uint32_t w8 = w >> 8;
+    b[0] = place_pair_bf16_mul<0>(w, w8); b[1] = place_pair_bf16_mul<1>(w, w8);
+    b[2] = place_pair_bf16_mul<2>(w, w8); b[3] = place_pair_bf16_mul<3>(w, w8);
+  }
+}
+__device__ __forceinline__ uint32_t bf16x2_times_2_64(uint32_t v) {
+  uint32_t out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(v), "r"(0x5F805F80u), "r"(0x80008000u));
+  return out;
+}
+
+// M = 1 only, group size 32 * SPG fixed at compile time: x (as B fragments) and the
+// block's scales (as fp32) in shared memory once, weights in a register ring; per step
+// one weight load, one 16-byte LDS, the decode and 4 MMAs; per group one LDS.128 and the 4
+// FMAs that token 0 needs (c0, c2 of the two tiles).
+template <int WK, int ST, int SPG, int DEC, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean(GemmArgs a) {
+  static_assert(ST % SPG == 0, "a ring pass holds whole groups");
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int N = a.N, K = a.K;
+  const int col = blockIdx.x * 32 + 4 * g;
+  const int groups = K / (32 * SPG);
+  const int grp_begin = groups * wk / WK, grp_end = groups * (wk + 1) / WK;
+  const int s_begin = grp_begin * SPG, s_end = grp_end * SPG;
+  const int64_t step_bytes = int64_t(N) * 16;
+  const char* next_w = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col) + s_begin * step_bytes;
+  uint4 rw[ST];
+#pragma unroll
+  for (int u = 0; u < ST; ++u)
+    if (s_begin + u < s_end) rw[u] = ldg_stream(next_w + u * step_bytes);
+  next_w += ST * step_bytes;
+  uint4* xs = smem;
+  float4* ss = reinterpret_cast<float4*>(smem + K / 8);
+  const bf16* x = static_cast<const bf16*>(a.x);
+  for (int c = threadIdx.x; c < K / 8; c += 32 * WK) {
+    uint4 v = __ldg(reinterpret_cast<const uint4*>(x) + c);
+    if constexpr (DEC > 0) {
+      v.x = bf16x2_times_2_64(v.x); v.y = bf16x2_times_2_64(v.y);
+      v.z = bf16x2_times_2_64(v.z); v.w = bf16x2_times_2_64(v.w);
+    }
+    uint32_t bf[4];
+    b_frags_from_pairs(v, bf);
+    xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
+  }
+  const bf16* sc_g = static_cast<const bf16*>(a.scales) + blockIdx.x * 32;
+  for (int c = threadIdx.x; c < groups * 8; c += 32 * WK) {
+    const uint2 s = __ldg(reinterpret_cast<const uint2*>(sc_g + int64_t(c >> 3) * N + 4 * (c & 7)));
+    ss[c] = make_float4(scale_to_float<bf16>(s.x, 0), scale_to_float<bf16>(s.x, 1), scale_to_float<bf16>(s.y, 0),
+                        scale_to_float<bf16>(s.y, 1));
+  }
+  __syncthreads();
+  float acc[2][2] = {};
+  const float4* sq = ss + grp_begin * 8 + g;
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
+    float part[2][4];
+#pragma unroll
+    for (int u = 0; u < ST; ++u) {
+      const int step = s0 + u;
+      if (step >= s_end) break;
+      const uint4 cw = rw[u];
+      const uint4 bx = xs[step * 4 + t];
+      uint32_t pw[4][4];
+      lean_decode<DEC>(cw.x, pw[0]);
+      lean_decode<DEC>(cw.y, pw[1]);
+      lean_decode<DEC>(cw.z, pw[2]);
+      lean_decode<DEC>(cw.w, pw[3]);
+      if (u % SPG == 0) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[j][e] = 0.f;
+      }
+      const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
+      lab_step_mmas(pw, bf, part);
+      if (step + ST < s_end) rw[u] = ldg_stream(next_w);
+      next_w += step_bytes;
+      if ((u + 1) % SPG == 0) {
+        const float4 sc = *sq;
+        sq += 8;
+        acc[0][0] = fmaf(part[0][0], sc.x, acc[0][0]);
+        acc[0][1] = fmaf(part[0][2], sc.y, acc[0][1]);
+        acc[1][0] = fmaf(part[1][0], sc.z, acc[1][0]);
+        acc[1][1] = fmaf(part[1][2], sc.w, acc[1][1]);
+      }
+    }
+  }
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem);
+  if (wk > 0)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) red[((wk - 1) * 4 + r) * 32 + lane] = (&acc[0][0])[r];
+  __syncthreads();
+  if (wk > 0) return;
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) (&acc[0][0])[r] += red[(o * 4 + r) * 32 + lane];
+  if (t != 0 || col >= N) return;
+  const float k = DEC > 0 ? 0x1p62f : 16384.f;
+  bf16* out = static_cast<bf16*>(a.out);
+  out[col + 0] = __float2bfloat16_rn(acc[0][0] * k);
+  out[col + 1] = __float2bfloat16_rn(acc[0][1] * k);
+  out[col + 2] = __float2bfloat16_rn(acc[1][0] * k);
+  out[col + 3] = __float2bfloat16_rn(acc[1][1] * k);
+}
+
+
+// lean2: lean (DEC 2) with each warp staging only its own K range of x and scales (no
+// block barrier before the loop; the warp's x and scale loads all issued before any is
+// used, right after its weight ring), and optionally S > 1 blocks per 32-column strip
+// (gridDim.y = S, each a K slice): fp32 partials to `part` [S][N], the strip's last block
+// (counter, reset to zero by it) sums them in slice order and stores.
+template <int WK, int ST, int SPG, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean2(GemmArgs a, float* part, int* counters, int xw_stride) {
+  static_assert(ST % SPG == 0, "a ring pass holds whole groups");
+  extern __shared__ uint4 smem[];
+  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int N = a.N, K = a.K, S = gridDim.y, sl = blockIdx.y;
+  const int col = blockIdx.x * 32 + 4 * g;
+  const int groups = K / (32 * SPG);
+  const int sg0 = groups * sl / S, sg1 = groups * (sl + 1) / S;  // this block's groups
+  const int grp_begin = sg0 + (sg1 - sg0) * wk / WK, grp_end = sg0 + (sg1 - sg0) * (wk + 1) / WK;
+  const int s_begin = grp_begin * SPG, s_end = grp_end * SPG;
+  const int64_t step_bytes = int64_t(N) * 16;
+  const char* next_w = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col) + s_begin * step_bytes;
+  uint4 rw[ST];
+#pragma unroll
+  for (int u = 0; u < ST; ++u)
+    if (s_begin + u < s_end) rw[u] = ldg_stream(next_w + u * step_bytes);
+  next_w += ST * step_bytes;
+  // The warp's area: x chunks [steps * 4] (B fragments, x * 2^64), then scales [groups * 8] as float4.
+  uint4* xs = smem + wk * xw_stride;
+  const int nx = (s_end - s_begin) * 4, ng = (grp_end - grp_begin) * 8;
+  float4* ss = reinterpret_cast<float4*>(xs + nx);
+  const uint4* xg = reinterpret_cast<const uint4*>(static_cast<const bf16*>(a.x)) + s_begin * 4;
+  const bf16* sc_g = static_cast<const bf16*>(a.scales) + int64_t(grp_begin) * N + blockIdx.x * 32;
+  for (int c0 = 0; c0 < nx || c0 < ng; c0 += 64) {
+    uint4 v[2];
+    uint2 sv[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int c = c0 + 32 * i + lane;
+      if (c < nx) v[i] = __ldg(xg + c);
+      if (c < ng) sv[i] = __ldg(reinterpret_cast<const uint2*>(sc_g + int64_t(c >> 3) * N + 4 * (c & 7)));
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int c = c0 + 32 * i + lane;
+      if (c < nx) {
+        uint4 w = v[i];
+        w.x = bf16x2_times_2_64(w.x); w.y = bf16x2_times_2_64(w.y);
+        w.z = bf16x2_times_2_64(w.z); w.w = bf16x2_times_2_64(w.w);
+        uint32_t bf[4];
+        b_frags_from_pairs(w, bf);
+        xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
+      }
+      if (c < ng)
+        ss[c] = make_float4(scale_to_float<bf16>(sv[i].x, 0), scale_to_float<bf16>(sv[i].x, 1),
+                            scale_to_float<bf16>(sv[i].y, 0), scale_to_float<bf16>(sv[i].y, 1));
+    }
+  }
+  __syncwarp();
+  float acc[2][2] = {};
+  const float4* sq = ss + g;
+  const uint4* xq = xs + t;
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
+    float part_[2][4];
+#pragma unroll
+    for (int u = 0; u < ST; ++u) {
+      const int step = s0 + u;
+      if (step >= s_end) break;
+      const uint4 cw = rw[u];
+      const uint4 bx = *xq;
+      xq += 4;
+      uint32_t pw[4][4];
+      lean_decode<2>(cw.x, pw[0]);
+      lean_decode<2>(cw.y, pw[1]);
+      lean_decode<2>(cw.z, pw[2]);
+      lean_decode<2>(cw.w, pw[3]);
+      if (u % SPG == 0) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part_[j][e] = 0.f;
+      }
+      const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
+      lab_step_mmas(pw, bf, part_);
+      if (step + ST < s_end) rw[u] = ldg_stream(next_w);
+      next_w += step_bytes;
+      if ((u + 1) % SPG == 0) {
+        const float4 sc = *sq;
+        sq += 8;
+        acc[0][0] = fmaf(part_[0][0], sc.x, acc[0][0]);
+        acc[0][1] = fmaf(part_[0][2], sc.y, acc[0][1]);
+        acc[1][0] = fmaf(part_[1][0], sc.z, acc[1][0]);
+        acc[1][1] = fmaf(part_[1][2], sc.w, acc[1][1]);
+      }
+    }
+  }
+  if constexpr (WK > 1) {
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(smem);
+    if (wk > 0)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) red[((wk - 1) * 4 + r) * 32 + lane] = (&acc[0][0])[r];
+    __syncthreads();
+    if (wk > 0) return;
+    for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) (&acc[0][0])[r] += red[(o * 4 + r) * 32 + lane];
+  }
+  if (S > 1) {
+    if (t == 0 && col < N)
+      *reinterpret_cast<float4*>(part + int64_t(sl) * N + col) = make_float4(acc[0][0], acc[0][1], acc[1][0], acc[1][1]);
+    __threadfence();
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) {
+      int old;
+      asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(counters + blockIdx.x), "r"(1) : "memory");
+      last = old == S - 1;
+    }
+    last = __shfl_sync(0xffffffffu, last, 0);
+    if (!last) return;
+    if (t == 0 && col < N) {
+      float4 sum = __ldcg(reinterpret_cast<const float4*>(part + col));
+      for (int o = 1; o < S; ++o) {
+        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + int64_t(o) * N + col));
+        sum.x += v.x; sum.y += v.y; sum.z += v.z; sum.w += v.w;
+      }
+      acc[0][0] = sum.x; acc[0][1] = sum.y; acc[1][0] = sum.z; acc[1][1] = sum.w;
+    }
+    if (lane == 0) counters[blockIdx.x] = 0;
+  }
+  if (t != 0 || col >= N) return;
+  const float k = 0x1p62f;
+  bf16* out = static_cast<bf16*>(a.out);
+  out[col + 0] = __float2bfloat16_rn(acc[0][0] * k);
+  out[col + 1] = __float2bfloat16_rn(acc[0][1] * k);
+  out[col + 2] = __float2bfloat16_rn(acc[1][0] * k);
+  out[col + 3] = __float2bfloat16_rn(acc[1][1] * k);
+}
+
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA error %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
 
 struct Problem {
@@ -508,6 +790,99 @@ static void lab_tma(const Problem& p, const char* tag, const std::vector<uint16_
          int(READONLY), MINB, smem, us, p.bytes() / us / 1e6, check);
 }
 
+template <int WK, int ST, int SPG, int DEC, int MINB>
+static void lab_lean(const Problem& p, const char* tag, const std::vector<uint16_t>* ref) {
+  auto k = &lab_gemv_lean<WK, ST, SPG, DEC, MINB>;
+  const int smem = p.K * 2 + (p.K / (32 * SPG)) * 8 * 16;
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, 1), 32 * WK, smem>>>(args(p, set)); };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref && !ref->empty()) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  MISMATCH vs shipped";
+  }
+  printf("%-34s K=%5d N=%5d wk=%2d st=%d dec=%d minb=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, p.N, WK, ST, DEC, MINB, us,
+         p.bytes() / us / 1e6, check);
+}
+
+// The shipped one-token kernel (fp4_gemv_token), variant V, K split over S blocks.
+template <int V>
+static void token(const Problem& p, int S, const char* tag, const std::vector<uint16_t>* ref) {
+  constexpr CudaGemvTokenConfig c = kCudaGemvTokenConfigs[V];
+  auto k = &fp4_gemv_token<bf16, bf16, c.wk, c.stages, 2, c.min_blocks>;
+  const int smem = cuda_gemv_token_smem(p.K, 64, S, c.wk);
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  float* part = nullptr;
+  int* counters = nullptr;
+  CK(cudaMalloc(&part, size_t(S) * p.N * 4));
+  CK(cudaMalloc(&counters, p.N * 4));
+  CK(cudaMemset(counters, 0, p.N * 4));
+  auto launch = [&](int set) {
+    GemmArgs a = args(p, set);
+    a.split_part = part;
+    a.split_counters = counters;
+    k<<<dim3((p.N + 31) / 32, S), 32 * c.wk, smem>>>(a);
+  };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref && !ref->empty()) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    check = fetch(p) == *ref ? "  bit-exact vs shipped" : "  differs from shipped (summation order)";
+  }
+  CK(cudaFree(part));
+  CK(cudaFree(counters));
+  const CudaGemvTokenPlan plan = plan_cuda_gemv_token(p.N, p.K, 64, 132);
+  printf("%-34s K=%5d N=%5d wk=%2d S=%d smem=%d (plan: v%d S=%d) %7.2f us  %5.2f TB/s%s\n", tag, p.K, p.N, c.wk, S, smem,
+         plan.variant, plan.splits, us, p.bytes() / us / 1e6, check);
+}
+
+template <int WK, int ST, int SPG, int MINB>
+static void lab_lean2(const Problem& p, int S, const char* tag, const std::vector<uint16_t>* ref) {
+  auto k = &lab_gemv_lean2<WK, ST, SPG, MINB>;
+  const int groups = p.K / (32 * SPG);
+  const int gw = (groups + S * WK - 1) / (S * WK) + 1;  // most groups one warp can get
+  const int xw_stride = gw * SPG * 4 + gw * 8;          // uint4 units
+  const int red = (WK - 1) * 4 * 32 * 4;
+  const int smem = std::max(WK * xw_stride * 16, red);
+  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  float* part = nullptr;
+  int* counters = nullptr;
+  CK(cudaMalloc(&part, size_t(S) * p.N * 4));
+  CK(cudaMalloc(&counters, p.N * 4));
+  CK(cudaMemset(counters, 0, p.N * 4));
+  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, S), 32 * WK, smem>>>(args(p, set), part, counters, xw_stride); };
+  const double us = time_it(p, launch);
+  const char* check = "";
+  if (ref && !ref->empty()) {
+    CK(cudaMemset(p.out, 0xFF, p.N * 2));
+    launch(0);
+    CK(cudaDeviceSynchronize());
+    const std::vector<uint16_t> got = fetch(p);
+    int bad = 0;
+    double worst = 0;
+    for (int i = 0; i < p.N; ++i) {
+      uint32_t a = uint32_t(got[i]) << 16, b = uint32_t((*ref)[i]) << 16;
+      float fa, fb;
+      memcpy(&fa, &a, 4); memcpy(&fb, &b, 4);
+      if (got[i] != (*ref)[i]) ++bad;
+      const double d = std::fabs(double(fa) - fb) / (std::fabs(double(fb)) + 1e-3);
+      if (!(d <= worst)) worst = d;
+    }
+    static char buf[96];
+    snprintf(buf, sizeof buf, bad ? "  %d differ from shipped (max rel %.2g)" : "  bit-exact vs shipped", bad, worst);
+    check = buf;
+  }
+  CK(cudaFree(part));
+  CK(cudaFree(counters));
+  printf("%-34s K=%5d N=%5d wk=%2d st=%d S=%d minb=%d smem=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, p.N, WK, ST, S, MINB,
+         smem, us, p.bytes() / us / 1e6, check);
+}
+
 int main(int argc, char** argv) {
   const bool ncu = argc > 1 && !strcmp(argv[1], "--ncu");
   cudaDeviceProp prop;
@@ -515,6 +890,73 @@ int main(int argc, char** argv) {
   printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
   Problem p = make_problem(4096, 14336, ncu ? 1 : 8);
   std::vector<uint16_t> ref;
+  if (argc > 1 && !strcmp(argv[1], "--lean2")) {
+    shipped<2>(p, "shipped v2 (plan's choice)", &ref);
+    lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "readonly, register ring", nullptr);
+    lab_lean<8, 4, 2, 2, 4>(p, "lean dec2", &ref);
+    lab_lean2<8, 4, 2, 4>(p, 1, "lean2 wk8", &ref);
+    lab_lean2<4, 4, 2, 8>(p, 1, "lean2 wk4", &ref);
+    lab_lean2<4, 4, 2, 8>(p, 2, "lean2 wk4 S2", &ref);
+    lab_lean2<2, 4, 2, 16>(p, 4, "lean2 wk2 S4", &ref);
+    lab_lean2<8, 4, 2, 4>(p, 2, "lean2 wk8 S2 (2 waves)", &ref);
+    lab_lean2<4, 6, 2, 6>(p, 2, "lean2 wk4 S2 st6", &ref);
+    lab_lean2<4, 2, 2, 8>(p, 2, "lean2 wk4 S2 st2", &ref);
+    token<0>(p, 1, "token v0 (wk8) S1", &ref);
+    token<1>(p, 1, "token v1 (wk4) S1", &ref);
+    token<1>(p, 2, "token v1 (wk4) S2", &ref);
+    token<2>(p, 4, "token v2 (wk2) S4", &ref);
+    token<0>(p, 2, "token v0 (wk8) S2 (2 waves)", &ref);
+    for (int N : {12672, 16896, 4096, 28672}) {
+      Problem q = make_problem(4096, N, N == 28672 ? 4 : 8);
+      std::vector<uint16_t> r2;
+      shipped<2>(q, "shipped v2", &r2);
+      lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
+      lab_lean2<8, 4, 2, 4>(q, 1, "lean2 wk8", &r2);
+      lab_lean2<4, 4, 2, 8>(q, 2, "lean2 wk4 S2", &r2);
+      token<0>(q, 1, "token v0 S1", &r2);
+      token<1>(q, 2, "token v1 S2", &r2);
+      token<0>(q, 4, "token v0 S4", &r2);
+    }
+    for (int K : {8192, 16384, 14336}) {
+      Problem q = make_problem(K, K == 14336 ? 4096 : 14336, K == 16384 ? 2 : 4);
+      std::vector<uint16_t> r2;
+      shipped<2>(q, "shipped v2", &r2);
+      lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
+      lab_lean2<8, 4, 2, 4>(q, 1, "lean2 wk8", &r2);
+      lab_lean2<4, 4, 2, 8>(q, 2, "lean2 wk4 S2", &r2);
+      token<0>(q, 1, "token v0 S1", &r2);
+      token<1>(q, 2, "token v1 S2", &r2);
+      token<0>(q, 4, "token v0 S4", &r2);
+    }
+    return 0;
+  }
+  if (argc > 1 && !strcmp(argv[1], "--lean")) {
+    shipped<2>(p, "shipped v2 (plan's choice)", &ref);
+    lab<8, 4, kFull, 0, 4, true, 1>(p, "full, register ring", &ref);
+    lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "readonly, register ring", nullptr);
+    lab_lean<8, 4, 2, 0, 4>(p, "lean dec0", &ref);
+    lab_lean<8, 4, 2, 1, 4>(p, "lean dec1 (subnormal A)", &ref);
+    lab_lean<8, 4, 2, 2, 4>(p, "lean dec2 (mul placement)", &ref);
+    lab_lean<8, 6, 2, 2, 3>(p, "lean dec2 st6", &ref);
+    lab_lean<8, 8, 2, 2, 3>(p, "lean dec2 st8", &ref);
+    lab_lean<4, 4, 2, 2, 8>(p, "lean dec2 wk4", &ref);
+    lab_lean<16, 4, 2, 2, 2>(p, "lean dec2 wk16", &ref);
+    for (int N : {12672, 16896}) {  // 3 and 4 blocks per SM exactly (132 SMs)
+      Problem q = make_problem(4096, N, 8);
+      std::vector<uint16_t> r2;
+      shipped<2>(q, "shipped v2", &r2);
+      lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
+      lab_lean<8, 4, 2, 2, 4>(q, "lean dec2", &r2);
+    }
+    for (int K : {8192, 16384}) {
+      Problem q = make_problem(K, 14336, K == 8192 ? 4 : 2);
+      std::vector<uint16_t> r2;
+      shipped<2>(q, "shipped v2", &r2);
+      lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
+      lab_lean<8, 4, 2, 2, 4>(q, "lean dec2", &r2);
+    }
+    return 0;
+  }
   if (ncu) {
     shipped<2>(p, "shipped v2", &ref);
     lab<8, 4, kZDecode, 0, 4>(p, "lab zdecode", &ref);

@@ -47,8 +47,9 @@ void init_plans(nb::module_& m) {
   }, "B"_a, "Hq"_a, "Hkv"_a, "Lq"_a, "Lk"_a, "parallel_units"_a);
   // CUDA plans (pure C++, compiled in every build so CI checks them without a GPU).
   m.def("_plan_cuda_gemm", [](int64_t M, int64_t N, int64_t K, bool half_input, bool aligned, bool transpose,
-                              int64_t group_size, int gemv_variant, int sm_count) {
-    auto p = marlin::plan_cuda_gemm(M, N, K, half_input, aligned, transpose, group_size, gemv_variant, sm_count);
+                              int64_t group_size, int gemv_variant, int sm_count, int token_splits) {
+    auto p = marlin::plan_cuda_gemm(M, N, K, half_input, aligned, transpose, group_size, gemv_variant, sm_count,
+                                    token_splits);
     nb::dict d;
     d["kernel"] = std::string(marlin::cuda_kernel_name(p.kernel));
     d["grid_x"] = p.grid_x;
@@ -60,10 +61,39 @@ void init_plans(nb::module_& m) {
     d["rows16"] = p.rows16;
     d["smem"] = p.smem;
     d["gemv_max_smem"] = marlin::kCudaGemvMaxSmem;
+    d["splits"] = p.splits;
+    d["gemv_token_by_default"] = marlin::kCudaGemvTokenByDefault;
     d["gemv_blocks_per_sm"] =
-        p.kernel == marlin::CudaGemmKernel::Gemv ? marlin::kCudaGemvConfigs[p.gemv_variant].blocks_per_sm(p.rows16) : 0;
+        p.kernel == marlin::CudaGemmKernel::Gemv ? marlin::kCudaGemvConfigs[p.gemv_variant].blocks_per_sm(p.rows16)
+        : p.kernel == marlin::CudaGemmKernel::GemvToken
+        ? marlin::cuda_blocks_per_sm(p.smem, marlin::kCudaGemvTokenConfigs[p.gemv_variant].min_blocks)
+        : 0;
     return d;
-  }, "M"_a, "N"_a, "K"_a, "half_input"_a, "aligned"_a, "transpose"_a, "group_size"_a, "gemv_variant"_a = -1, "sm_count"_a = 132);
+  }, "M"_a, "N"_a, "K"_a, "half_input"_a, "aligned"_a, "transpose"_a, "group_size"_a, "gemv_variant"_a = -1,
+     "sm_count"_a = 132, "token_splits"_a = -1);
+  m.def("_plan_cuda_gemv_token", [](int64_t N, int64_t K, int64_t group_size, int sm_count, int variant, int splits) {
+    const auto p = marlin::plan_cuda_gemv_token(N, K, group_size, sm_count, variant, splits);
+    nb::dict d;
+    d["variant"] = p.variant;
+    d["splits"] = p.splits;
+    d["smem"] = p.smem;
+    d["blocks_per_sm"] = p.blocks_per_sm;
+    const int wk = p.variant >= 0 ? marlin::kCudaGemvTokenConfigs[p.variant].wk : 0;
+    d["wk"] = wk;
+    d["variants"] = marlin::kCudaGemvTokenVariants;
+    d["max_splits"] = marlin::kCudaGemvTokenMaxSplits;
+    if (p.variant >= 0) {  // the K slices each warp works on, for the coverage test
+      nb::list slices;
+      for (int sl = 0; sl < p.splits; ++sl)
+        for (int w = 0; w < wk; ++w) {
+          const auto r = marlin::cuda_gemv_token_slice(int(K), int(group_size), p.splits, sl, wk, w);
+          slices.append(nb::make_tuple(r.grp_begin, r.grp_end));
+        }
+      d["slices"] = slices;
+      d["warp_bytes"] = marlin::cuda_gemv_token_warp_bytes(int(K), int(group_size), p.splits, wk);
+    }
+    return d;
+  }, "N"_a, "K"_a, "group_size"_a, "sm_count"_a = 132, "variant"_a = -1, "splits"_a = -1);
   m.def("_cuda_gemm_via_dense", [](int64_t M, bool half_input, int override_mode) {
     return marlin::cuda_gemm_via_dense(M, half_input, override_mode);
   }, "M"_a, "half_input"_a, "override_mode"_a = -1);

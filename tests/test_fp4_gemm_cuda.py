@@ -135,6 +135,47 @@ def test_decode_variants(variant, dtype, monkeypatch):
         assert err < TOL[dtype], f"M={M} N={N} K={K} g={g}: rel err {err:.3e}"
 
 
+@pytest.mark.parametrize("variant,splits", [("token", None), ("token0", "1"), ("token0", "3"), ("token1", "2"),
+                                            ("token1", "5"), ("token2", "4"), ("token2", "16")])
+@pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
+def test_token_kernel(variant, splits, dtype, monkeypatch):
+    """The one-token decode kernel (fp4_gemv_token, M = 1): every compiled variant, K
+    split over 1..16 blocks per strip (uneven slices, splits that leave warps or whole
+    blocks without a group), all three group sizes, N off the strip width, leading dims,
+    bias + activation, and activations whose magnitudes reach 2^40 and 2^-60 (bf16 runs
+    x * 2^64 through the MMA)."""
+    monkeypatch.setenv("MLX_MARLIN_CUDA_DECODE", variant)
+    if splits:
+        monkeypatch.setenv("MLX_MARLIN_CUDA_TOKEN_SPLITS", splits)
+    rng = np.random.default_rng(_SEED + 31 + len(variant) + int(splits or 0))
+    for i, (N, K, g) in enumerate(((14336, 4096, 64), (200, 384, 32), (72, 256, 128), (1000, 1024, 64),
+                                   (136, 4096, 32), (8, 128, 64), (4104, 2048, 128), (2880, 2880, 32))):
+        act = ACTS[i % len(ACTS)]
+        sdt = (mx.float16, mx.bfloat16)[i % 2]
+        x, w, s, b, W = _make(rng, 1, N, K, g, dtype, sdt, bias=(i % 3 != 1))
+        if dtype == mx.bfloat16 and i % 4 == 3:  # far from 1 both ways, still finite in the output
+            mag = np.where(np.arange(K) % 2 == 0, 2.0**40, 2.0**-60) * rng.standard_normal(K)
+            x = mx.array(mag.astype(np.float32)[None, :]).astype(dtype)
+        y = mm.fp4_gemm(x.reshape(1, 1, K), w, s, b, group_size=g, activation=act, stream=mx.gpu)
+        assert y.shape == (1, 1, N) and y.dtype == dtype
+        ref = np.array(x.astype(mx.float32)).astype(np.float64) @ W.T
+        if b is not None:
+            ref = ref + np.array(b).astype(np.float64)
+        err = _rel(y[0], _act(ref, act))
+        assert err < TOL[dtype], f"{variant} splits={splits} N={N} K={K} g={g}: rel err {err:.3e}"
+
+
+def test_token_kernel_is_deterministic():
+    """The split-K sums are added in slice order by whichever block finishes last: the
+    same bits on every call."""
+    rng = np.random.default_rng(_SEED + 37)
+    x, w, s, b, _ = _make(rng, 1, 14336, 4096, 64, mx.bfloat16, mx.bfloat16, bias=False)
+    ys = [mm.fp4_gemm(x, w, s, group_size=64, stream=mx.gpu) for _ in range(20)]
+    mx.eval(ys)
+    for y in ys[1:]:
+        assert mx.array_equal(y, ys[0]).item()
+
+
 @pytest.mark.parametrize("route", ["dense", "kernel"])
 @pytest.mark.parametrize("dtype", [mx.float16, mx.bfloat16])
 def test_prefill_routes(route, dtype, monkeypatch):

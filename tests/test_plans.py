@@ -87,7 +87,8 @@ def test_cuda_gemm_plan_covers_output_exactly(M, N, K):
             continue
         p = ext._plan_cuda_gemm(M, N, K, half, aligned, transpose, g)
         cols = K if transpose else N
-        assert _covers(cols, p["grid_x"], p["block_n"]) and _covers(M, p["grid_y"], p["block_m"]), p
+        row_blocks = p["grid_y"] // p["splits"]  # gemv_token: grid_y counts the K slices
+        assert _covers(cols, p["grid_x"], p["block_n"]) and _covers(M, row_blocks, p["block_m"]), p
         assert p["threads"] % 32 == 0 and 32 <= p["threads"] <= 1024
         assert 1 <= p["grid_y"] <= MAX_GRID_DIM
         if transpose:
@@ -96,6 +97,10 @@ def test_cuda_gemm_plan_covers_output_exactly(M, N, K):
             assert p["kernel"] == "simt"
         elif p["kernel"] == "gemv":
             assert M <= 16 and p["smem"] <= p["gemv_max_smem"] and p["rows16"] == (M > 8)
+            if M == 1 and p["gemv_token_by_default"]:  # only where the one-token kernel does not apply
+                assert ext._plan_cuda_gemv_token(N, K, g)["variant"] == -1
+        elif p["kernel"] == "gemv_token":
+            assert M == 1 and p["smem"] <= p["gemv_max_smem"] and p["grid_y"] == p["splits"] >= 1
         else:
             assert p["kernel"] == ("mma_decode" if M <= 16 else "mma_prefill")
 
@@ -107,7 +112,7 @@ def test_cuda_gemm_forced_decode_variants_cover_output():
             assert _covers(N, p["grid_x"], p["block_n"]) and _covers(M, p["grid_y"], p["block_m"])
 
 
-@pytest.mark.parametrize("M", [1, 8, 9, 16])
+@pytest.mark.parametrize("M", [2, 8, 9, 16])  # M = 1: gemv_token (below)
 @pytest.mark.parametrize("N,K,g", [(14336, 4096, 64), (4096, 4096, 64), (1024, 4096, 128), (28672, 8192, 32),
                                    (8, 128, 64), (136, 256, 128), (4096, 14336, 64)])
 @pytest.mark.parametrize("sms", [132, 114, 108])
@@ -130,6 +135,58 @@ def test_cuda_gemv_plan_one_wave_and_busy_warps(M, N, K, g, sms):
     else:
         assert p["threads"] == min(p2["threads"] for p2 in (ext._plan_cuda_gemm(M, N, K, True, True, False, g, v, sms)
                                                      for v in range(4)))
+
+
+TOKEN_SHAPES = [(14336, 4096, 64), (4096, 4096, 64), (4096, 14336, 64), (1024, 4096, 128), (28672, 8192, 32),
+                (8, 32, 32), (136, 256, 128), (6144, 4096, 64), (128256, 4096, 64), (2880, 2880, 32), (4096, 160, 32)]
+
+
+@pytest.mark.parametrize("N,K,g", TOKEN_SHAPES)
+@pytest.mark.parametrize("sms", [132, 114, 108, 16])
+def test_cuda_gemv_token_plan_partitions_k_and_balances_sms(N, K, g, sms):
+    """M = 1 decode: the plan's K slices and warp ranges cover every group once, in
+    order, each within its warp's shared-memory area; and no other (variant, splits)
+    fitting in one wave (and leaving every warp of a split a group) gives the busiest SM
+    less work (ceil(blocks / SMs) blocks of ceil(groups / splits) groups)."""
+    p = ext._plan_cuda_gemv_token(N, K, g, sms)
+    assert p["variant"] >= 0 and 1 <= p["splits"] <= p["max_splits"] and p["blocks_per_sm"] >= 1
+    groups, strips = K // g, -(-N // 32)
+    slices = p["slices"]
+    assert len(slices) == p["splits"] * p["wk"]
+    assert slices[0][0] == 0 and slices[-1][1] == groups
+    assert all(a[1] == b[0] for a, b in zip(slices, slices[1:])) and all(lo <= hi for lo, hi in slices)
+    assert max(hi - lo for lo, hi in slices) * (g // 32 * 64 + 64) <= p["warp_bytes"]
+    assert p["smem"] == max(p["wk"] * p["warp_bytes"], (p["wk"] - 1) * 4 * 32 * 4) <= 227 * 1024
+
+    def cost(q):
+        blocks = strips * q["splits"]
+        return -(-blocks // sms) * -(-groups // q["splits"]) if blocks <= sms * q["blocks_per_sm"] else None
+
+    mine = cost(p)
+    others = [ext._plan_cuda_gemv_token(N, K, g, sms, v, s)
+              for v in range(p["variants"]) for s in range(1, p["max_splits"] + 1)]
+    # a split must leave every warp of a block at least one group
+    fitting = [c for q in others if q["splits"] == 1 or groups // q["splits"] >= q["wk"]
+               for c in [cost(q)] if c is not None]
+    if fitting:
+        assert mine is not None and mine == min(fitting), (p, min(fitting))
+    else:
+        assert p["splits"] == 1
+
+
+def test_cuda_gemv_token_plan_where_it_applies():
+    auto = ext._plan_cuda_gemm(1, 14336, 4096, True, True, False, 64)
+    assert auto["kernel"] == ("gemv_token" if auto["gemv_token_by_default"] else "gemv")
+    for g in (16, 256):  # group sizes the one-token kernel is not compiled for
+        assert ext._plan_cuda_gemv_token(4096, 4096, g)["variant"] == -1
+        assert ext._plan_cuda_gemm(1, 4096, 4096, True, True, False, g, -3)["kernel"] == "gemv"
+    assert ext._plan_cuda_gemm(2, 14336, 4096, True, True, False, 64, -3)["kernel"] == "gemv"
+    assert ext._plan_cuda_gemm(1, 14336, 4096, True, True, False, 64, -3)["kernel"] == "gemv_token"
+    # forced: -3 the plan's token variant, -4 - v variant v; token_splits forces the split
+    p = ext._plan_cuda_gemm(1, 14336, 4096, True, True, False, 64, -5, 132, 3)
+    assert p["kernel"] == "gemv_token" and p["gemv_variant"] == 1 and p["splits"] == p["grid_y"] == 3
+    assert ext._plan_cuda_gemm(1, 14336, 4096, True, True, False, 64, 2)["kernel"] == "gemv"  # old variants stay reachable
+    assert ext._plan_cuda_gemm(1, 14336, 4096, True, True, False, 64, -2)["kernel"] == "mma_decode"
 
 
 def test_cuda_dense_route_threshold():

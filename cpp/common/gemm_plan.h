@@ -140,7 +140,7 @@ inline void for_each_gemm_kernel_name(F&& f) {
 //   * SimtTransposed: the vjp product g @ W^T.
 //   * Gemv:       M <= kDecodeMaxRows, the streaming decode kernel (fp4_gemv, see
 //                 CudaGemvConfig).  MmaDecode stays as a forced alternative.
-enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3, Gemv = 4 };
+enum class CudaGemmKernel : int { MmaDecode = 0, MmaPrefill = 1, Simt = 2, SimtTransposed = 3, Gemv = 4, GemvToken = 5 };
 
 struct CudaMmaConfig {
   int mi;       // 16-row MMA tiles per warp
@@ -204,12 +204,123 @@ constexpr uint32_t cuda_gemv_smem(const CudaGemvConfig& c, bool rows16) {
   return ring > red ? ring : red;
 }
 
+// One-token decode kernel (fp4_gemv_token, M = 1): fp4_gemv's 32-column strips and
+// weight register ring, with each warp's x and scales staged once in its own
+// shared-memory area, and K optionally split over `splits` blocks per strip (so that
+// strips x splits spread evenly over the SMs; the strip's last block adds the slices).
+struct CudaGemvTokenConfig {
+  int wk;          // warps per block, each a contiguous run of whole groups of its K slice
+  int stages;      // k32 steps of weights in flight per warp
+  int min_blocks;  // __launch_bounds__ blocks per SM (64 registers: 32 warps per SM)
+};
+constexpr CudaGemvTokenConfig kCudaGemvTokenConfigs[] = {
+    {8, 4, 4},
+    {4, 4, 8},
+    {2, 4, 16},
+};
+constexpr int kCudaGemvTokenVariants = sizeof(kCudaGemvTokenConfigs) / sizeof(kCudaGemvTokenConfigs[0]);
+constexpr int kCudaGemvTokenMaxSplits = 16;
+constexpr int kCudaGemvTokenLongWarp = 32;  // k32 steps per warp beyond which more warps beat fewer splits
+constexpr int64_t kCudaSmemPerSm = 228 * 1024;      // sm_90 shared memory per SM
+constexpr int64_t kCudaSmemReservedPerBlock = 1024;  // the runtime's share of it per block
+
+// Groups [grp_begin, grp_end) of K (group_size each) that warp `wk` of `wk_count` works
+// on in the block of K slice `slice` of `splits`.
+struct CudaGemvTokenSlice {
+  int grp_begin;
+  int grp_end;
+};
+constexpr CudaGemvTokenSlice cuda_gemv_token_slice(int K, int group_size, int splits, int slice, int wk_count,
+                                                   int wk) {
+  const int64_t groups = K / group_size;
+  const int64_t g0 = groups * slice / splits, g1 = groups * (slice + 1) / splits;
+  return {static_cast<int>(g0 + (g1 - g0) * wk / wk_count), static_cast<int>(g0 + (g1 - g0) * (wk + 1) / wk_count)};
+}
+
+// Shared memory of one warp: the most groups a warp gets, each its k32 steps' B
+// fragments (64 bytes a step) and its 8 column quads' scales (8 bytes each).
+constexpr uint32_t cuda_gemv_token_warp_bytes(int K, int group_size, int splits, int wk_count) {
+  const int64_t per_block = (K / group_size + splits - 1) / splits;
+  const int64_t per_warp = (per_block + wk_count - 1) / wk_count;
+  return static_cast<uint32_t>(per_warp * (group_size / 32 * 64 + 8 * 8));
+}
+// ... of the block, reused afterwards for the warps' reduction (4 sums per lane).
+constexpr uint32_t cuda_gemv_token_smem(int K, int group_size, int splits, int wk_count) {
+  const int64_t stage = int64_t(wk_count) * cuda_gemv_token_warp_bytes(K, group_size, splits, wk_count);
+  const int64_t red = int64_t(wk_count - 1) * 4 * 32 * 4;
+  return static_cast<uint32_t>(stage > red ? stage : red);
+}
+
+struct CudaGemvTokenPlan {
+  int variant = -1;  // index into kCudaGemvTokenConfigs; -1: the kernel does not apply
+  int splits = 1;
+  uint32_t smem = 0;
+  int blocks_per_sm = 0;
+};
+
+// Blocks of `smem` bytes that one SM holds at once, at most `min_blocks`.
+constexpr int cuda_blocks_per_sm(uint32_t smem, int min_blocks) {
+  const int64_t by_smem = kCudaSmemPerSm / (int64_t(smem) + kCudaSmemReservedPerBlock);
+  return static_cast<int>(by_smem < min_blocks ? by_smem : min_blocks);
+}
+
+// The busiest SM's share of the work decides the time of a memory-bound single wave, so
+// the plan takes the (variant, splits) whose blocks all fit at once and give the busiest
+// SM the least work: ceil(blocks / SMs) blocks of ceil(groups / splits) groups each.
+// Ties go to fewer splits (the slices' sums cost a round trip through L2 at the end),
+// unless the warps' chains of steps are long, where more warps on that SM (more loads
+// in flight) pay: H200, K x N = 4096 x 4096: 1 split 7.7 us, 4 splits 9.3 us; 14336 x
+// 4096 (56 steps per warp unsplit): 17.6 us, 15.3 us (benchmarks/gemv_lab_cuda.cu).  No
+// single wave possible (huge N): the most blocks per SM, no split.  `variant` /
+// `splits` >= 0 force them (benchmarks, tests).
+inline CudaGemvTokenPlan plan_cuda_gemv_token(int64_t N, int64_t K, int64_t group_size, int sm_count,
+                                              int variant = -1, int splits = -1) {
+  CudaGemvTokenPlan best;
+  if (group_size != 32 && group_size != 64 && group_size != 128) return best;
+  if (K % group_size != 0 || K < group_size || N % 8 != 0 || N < 1) return best;
+  const int64_t strips = (N + kCudaGemvBlockN - 1) / kCudaGemvBlockN;
+  const int64_t groups = K / group_size;
+  int64_t best_cost = 0, best_warps = 0, best_steps = 0;
+  bool best_wave = false;
+  for (int s = 1; s <= kCudaGemvTokenMaxSplits; ++s) {
+    if (splits > 0 && s != splits) continue;
+    for (int v = 0; v < kCudaGemvTokenVariants; ++v) {
+      if (variant >= 0 && v != variant) continue;
+      const CudaGemvTokenConfig& c = kCudaGemvTokenConfigs[v];
+      if (splits <= 0 && s > 1 && groups / s < c.wk) continue;  // a split leaves every warp a group
+      const uint32_t smem = cuda_gemv_token_smem(static_cast<int>(K), static_cast<int>(group_size), s, c.wk);
+      const int bps = cuda_blocks_per_sm(smem, c.min_blocks);
+      if (smem > kCudaGemvMaxSmem || bps < 1) continue;
+      const int64_t blocks = strips * s;
+      const bool wave = blocks <= int64_t(sm_count) * bps;
+      if (!wave && s > 1 && splits <= 0) continue;  // several waves: no split
+      const int64_t busiest = (blocks + sm_count - 1) / sm_count;  // blocks on the busiest SM
+      const int64_t cost = wave ? busiest * ((groups + s - 1) / s) : -int64_t(bps);
+      const int64_t warps = wave ? busiest * c.wk : 0;  // the busiest SM's warps in flight
+      // Equal work: a warp chain longer than kCudaGemvTokenLongWarp steps is latency-bound
+      // (more warps in flight pay), a shorter one is not (fewer splits to add pay).
+      const bool long_chain = best_steps > kCudaGemvTokenLongWarp;
+      const bool tie_better = long_chain ? warps > best_warps : s < best.splits;
+      if (best.variant < 0 || (wave && !best_wave) ||
+          (wave == best_wave && (cost < best_cost || (cost == best_cost && tie_better)))) {
+        best = {v, s, smem, bps};
+        best_cost = cost;
+        best_wave = wave;
+        best_warps = warps;
+        best_steps = (groups + int64_t(s) * c.wk - 1) / (int64_t(s) * c.wk) * (group_size / 32);
+      }
+    }
+  }
+  return best;
+}
+
 struct CudaGemmPlan {
   CudaGemmKernel kernel;
   int grid_x;
   int grid_y;
   int threads;
-  int gemv_variant = -1;  // Gemv: index into kCudaGemvConfigs
+  int gemv_variant = -1;  // Gemv: index into kCudaGemvConfigs; GemvToken: into kCudaGemvTokenConfigs
+  int splits = 1;         // GemvToken: blocks per strip along K (grid_y)
   bool rows16 = false;    // Gemv: M > 8 (both 8-row halves of the MMA tile)
   uint32_t smem = 0;      // dynamic shared memory bytes
   int block_m = 0;        // rows of the output each block covers
@@ -218,11 +329,16 @@ struct CudaGemmPlan {
 
 // `half_input`: x is float16/bfloat16.  `aligned`: every pointer the MMA kernel
 // reads or writes with 16-byte accesses is 16-byte aligned.
-// `group_size` > 0 enables the Gemv kernel; `gemv_variant` >= 0 forces one of its
-// variants, -2 forces MmaDecode (benchmarks/tests), -1 lets the plan choose.
+// `group_size` > 0 enables the Gemv kernels (GemvToken for M = 1 where it applies);
+// `gemv_variant` >= 0 forces one of Gemv's variants, -2 forces MmaDecode, -3 GemvToken
+// with the plan's variant, -4 - v GemvToken variant v (benchmarks/tests), -1 lets the
+// plan choose; `token_splits` > 0 forces GemvToken's K split.
+constexpr int kCudaGemvTokenForced = -3;
+// Whether M = 1 takes GemvToken without being asked (MLX_MARLIN_CUDA_DECODE=token).
+constexpr bool kCudaGemvTokenByDefault = false;
 inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,
                                    bool transpose, int64_t group_size = 0, int gemv_variant = -1,
-                                   int sm_count = 132) {
+                                   int sm_count = 132, int token_splits = -1) {
   CudaGemmPlan p{};
   if (transpose) {
     p.kernel = CudaGemmKernel::SimtTransposed;
@@ -241,6 +357,23 @@ inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_in
     p.grid_y = static_cast<int>((M + p.block_m - 1) / p.block_m);
     p.threads = 256;
     return p;
+  }
+  if (M == 1 && group_size > 0 &&
+      ((gemv_variant == -1 && kCudaGemvTokenByDefault) || gemv_variant <= kCudaGemvTokenForced)) {
+    const int forced = gemv_variant <= kCudaGemvTokenForced ? kCudaGemvTokenForced - gemv_variant - 1 : -1;
+    const CudaGemvTokenPlan t = plan_cuda_gemv_token(N, K, group_size, sm_count, forced, token_splits);
+    if (t.variant >= 0) {
+      p.kernel = CudaGemmKernel::GemvToken;
+      p.gemv_variant = t.variant;
+      p.splits = t.splits;
+      p.smem = t.smem;
+      p.block_n = kCudaGemvBlockN;
+      p.block_m = 1;
+      p.grid_x = static_cast<int>((N + kCudaGemvBlockN - 1) / kCudaGemvBlockN);
+      p.grid_y = t.splits;
+      p.threads = 32 * kCudaGemvTokenConfigs[t.variant].wk;
+      return p;
+    }
   }
   if (M <= kDecodeMaxRows && group_size > 0 && gemv_variant != -2) {
     const bool rows16 = M > 8;
@@ -296,6 +429,7 @@ inline bool cuda_gemm_via_dense(int64_t M, bool half_input, int override_mode = 
 
 inline const char* cuda_kernel_name(CudaGemmKernel k) {
   return k == CudaGemmKernel::Gemv ? "gemv"
+      : k == CudaGemmKernel::GemvToken  ? "gemv_token"
       : k == CudaGemmKernel::MmaDecode  ? "mma_decode"
       : k == CudaGemmKernel::MmaPrefill ? "mma_prefill"
       : k == CudaGemmKernel::Simt       ? "simt"

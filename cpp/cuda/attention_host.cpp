@@ -76,40 +76,6 @@ bool separate_merge_kernel() {
   return v && std::string(v) == "kernel";
 }
 
-// Counters of the merge fused into attention_mma (AttnArgs::split_counters): zero
-// between launches, since the last block of each row block resets its own.  Every call
-// takes its own run of a per-stream ring, so independent decodes in one command buffer
-// (MLX orders graph nodes only through the arrays they name, and may run them at once)
-// never share a counter.  Before the ring wraps the stream is synchronized: every launch
-// that used its start has finished, since a ring turn (at least 256 calls) outlasts what
-// one command buffer holds (fewer than 255 nodes) and earlier buffers were submitted.
-// nullptr (separate merge kernel) for more row blocks than that allows.
-int* split_counters(mx::cu::CommandEncoder& enc, int64_t n) {
-  constexpr int64_t kRing = int64_t(1) << 20;
-  if (n > kRing / 256) return nullptr;
-  struct Ring {
-    int* base = nullptr;
-    int64_t next = 0;
-  };
-  static std::mutex mutex;
-  static auto* rings = new std::unordered_map<const void*, Ring>;  // never destroyed (nor the rings)
-  std::lock_guard<std::mutex> lock(mutex);
-  Ring& r = (*rings)[&enc];
-  if (!r.base) {
-    void* p = nullptr;
-    cuda::check(cudaMalloc(&p, kRing * sizeof(int)), kOp, "split-K counters");
-    cuda::check(cudaMemsetAsync(p, 0, kRing * sizeof(int), enc.stream()), kOp, "split-K counters");
-    r.base = static_cast<int*>(p);
-  }
-  if (r.next + n > kRing) {
-    cuda::check(cudaStreamSynchronize(enc.stream()), kOp, "split-K counters");
-    r.next = 0;
-  }
-  int* out = r.base + r.next;
-  r.next += n;
-  return out;
-}
-
 } // namespace
 
 void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
@@ -200,7 +166,7 @@ void Attention::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     enc.set_output_array(part);
   }
   if (p.splits > 1 && p.kernel == CudaAttentionKernel::Mma && !separate_merge_kernel())
-    a.split_counters = split_counters(enc, int64_t(p.grid_x) * p.grid_y);
+    a.split_counters = cuda::split_counters(enc, int64_t(p.grid_x) * p.grid_y, kOp);
   const bool fused_merge = a.split_counters != nullptr;
   if (p.splits == 1 || fused_merge) enc.set_output_array(out);
   void* params[] = {&a, &maps[0], &maps[1], &maps[2]};  // the tensor maps: Wgmma only

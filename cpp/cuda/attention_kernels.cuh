@@ -159,13 +159,6 @@ __device__ __forceinline__ Row block_row(const AttnArgs& a, int r, int hkv, int 
   return row;
 }
 
-// atomicAdd with acquire-release semantics at gpu scope; returns the old value.
-__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
-  int old;
-  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
-  return old;
-}
-
 // Features 4c..4c+3 of one output row from its `P` split partials (part_ml: the row's
 // (m, l) pairs; part_o: the row's first partial, advanced to float4 c; partials C float4
 // apart): one pass with a running max M (NaN-sticky), sum L and O rescaled to it, 16

@@ -176,6 +176,38 @@ bool aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
+// See cuda_host.h.  Every call takes its own run of a per-encoder ring, so independent
+// kernels in one command buffer (MLX orders graph nodes only through the arrays they
+// name, and may run them at once) never share a counter.  Before the ring wraps the
+// stream is synchronized: every launch that used its start has finished, since a ring
+// turn (at least 256 calls) outlasts what one command buffer holds (fewer than 255
+// nodes) and earlier buffers were submitted.
+int* split_counters(mx::cu::CommandEncoder& enc, int64_t n, const char* op) {
+  constexpr int64_t kRing = int64_t(1) << 20;
+  if (n > kRing / 256) return nullptr;
+  struct Ring {
+    int* base = nullptr;
+    int64_t next = 0;
+  };
+  static std::mutex mutex;
+  static auto* rings = new std::unordered_map<const void*, Ring>;  // never destroyed (nor the rings)
+  std::lock_guard<std::mutex> lock(mutex);
+  Ring& r = (*rings)[&enc];
+  if (!r.base) {
+    void* p = nullptr;
+    check(cudaMalloc(&p, kRing * sizeof(int)), op, "split-K counters");
+    check(cudaMemsetAsync(p, 0, kRing * sizeof(int), enc.stream()), op, "split-K counters");
+    r.base = static_cast<int*>(p);
+  }
+  if (r.next + n > kRing) {
+    check(cudaStreamSynchronize(enc.stream()), op, "split-K counters");
+    r.next = 0;
+  }
+  int* out = r.base + r.next;
+  r.next += n;
+  return out;
+}
+
 mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype) {
   mx::array a(std::move(shape), dtype, nullptr, {});
   allocate_on_device(a, enc);

@@ -33,6 +33,11 @@ bool aligned16(const void* p);
 // the command buffer that uses it has completed.
 mx::array scratch(mx::cu::CommandEncoder& enc, mx::Shape shape, mx::Dtype dtype);
 
+// `n` counters for a split-K "last block finishes" kernel (attention decode's fused
+// merge, fp4_gemv_token), zero on entry; the kernel's last block of each group puts its
+// counter back to zero.  nullptr for n > 4096 (the caller then needs another path).
+int* split_counters(mx::cu::CommandEncoder& enc, int64_t n, const char* op);
+
 // Records kernel `fn` (a driver-API handle from the kernels' *_fn / *_kernel getters;
 // nullptr throws std::logic_error naming `op`) taking one argument struct `*args`, after
 // declaring what it reads and writes: the encoder orders kernels through these arrays

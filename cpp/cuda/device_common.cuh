@@ -224,6 +224,70 @@ __device__ __forceinline__ void decode_word(uint32_t w, uint32_t (&b)[4]) {
   }
 }
 
+// Unscaled decode (fp4_gemv_token): the same pairs as decode_word without its bf16x2
+// multiply, for kernels that move the exponent offset onto the activations instead.
+// bf16: e2m1 * 2^-126 straight from bit placement (the +-0.5 codes are bf16 subnormals,
+// which the tensor cores take as they are, as they take the f16 decode's); the pair's
+// two nibbles are isolated, copied to the magnitude (bits 6..8) and sign (15) positions of
+// both halves by one multiply by 2^a + 2^b (the copies do not overlap: no carries), and
+// masked; pairs 2, 3 come from w >> 8.  Three instructions a pair instead of five.
+// f16: decode_pair_f16 (e2m1 * 2^-14, no multiply to begin with).
+template <int I>
+__device__ __forceinline__ uint32_t place_pair_bf16(uint32_t w, uint32_t w8) {
+  constexpr int J = I & 1;
+  const uint32_t u = (I < 2 ? w : w8) & (0x000F000Fu << (4 * J));
+  uint32_t p;
+  asm("mul.lo.u32 %0, %1, %2;" : "=r"(p) : "r"(u), "n"(J == 0 ? 0x1040 : 0x104));
+  return p & 0x81C081C0u;
+}
+
+template <typename T>
+struct UnscaledDecode;
+template <>
+struct UnscaledDecode<__nv_bfloat16> {
+  static constexpr uint32_t kXScale = 0x5F805F80u;  // bf16x2 {2^64, 2^64}: x * 2^64 meets e2m1 * 2^-126
+  static constexpr float kOutScale = 0x1p62f;       // undoes the product's 2^-62
+};
+template <>
+struct UnscaledDecode<__half> {
+  static constexpr uint32_t kXScale = 0x3C003C00u;  // f16x2 {1, 1}: x as it is
+  static constexpr float kOutScale = 16384.f;       // undoes the decode's 2^-14
+};
+
+template <typename T>
+__device__ __forceinline__ void decode_word_unscaled(uint32_t w, uint32_t (&b)[4]) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    const uint32_t w8 = w >> 8;
+    b[0] = place_pair_bf16<0>(w, w8);
+    b[1] = place_pair_bf16<1>(w, w8);
+    b[2] = place_pair_bf16<2>(w, w8);
+    b[3] = place_pair_bf16<3>(w, w8);
+  } else {
+    decode_word<T>(w, b);
+  }
+}
+
+// x * UnscaledDecode<T>::kXScale per pair (exact: a power of two; bf16 overflows only
+// for |x| >= 2^64).
+template <typename T>
+__device__ __forceinline__ uint32_t scale_activation_pair(uint32_t v) {
+  if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+    uint32_t out;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(v), "r"(UnscaledDecode<T>::kXScale), "r"(0x80008000u));
+    return out;
+  } else {
+    return v;
+  }
+}
+
+// atomicAdd with acquire-release semantics at gpu scope; returns the old value.  The
+// split-K "last block finishes" counters (attention decode, fp4_gemv_token).
+__device__ __forceinline__ int atomic_add_acq_rel(int* p, int v) {
+  int old;
+  asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+  return old;
+}
+
 // Copies only where `pred` holds, where a zero-size copy (cp_async16's src-size 0) would
 // still write zeros: lanes without data of their own issue nothing, and several lanes
 // never target one shared address.

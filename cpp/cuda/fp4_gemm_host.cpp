@@ -6,6 +6,7 @@
 // out kernel entry points by (kernel, activation type, scale type).
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -32,13 +33,21 @@ bool force_simt() {
 }
 
 // MLX_MARLIN_CUDA_DECODE=<index> forces a Gemv variant for M <= 16 (see
-// kCudaGemvConfigs), =mma the older MmaDecode kernel; read at every call so tests can
-// switch it.
+// kCudaGemvConfigs), =mma the older MmaDecode kernel, =token / =token<index> the
+// one-token kernel (M = 1; kCudaGemvTokenConfigs), whose K split
+// MLX_MARLIN_CUDA_TOKEN_SPLITS=<n> forces; read at every call so tests can switch them.
 int gemv_override() {
   const char* v = std::getenv("MLX_MARLIN_CUDA_DECODE");
   if (!v || !v[0]) return -1;
-  if (std::string(v) == "mma") return -2;
+  const std::string s(v);
+  if (s == "mma") return -2;
+  if (s.rfind("token", 0) == 0) return s.size() == 5 ? kCudaGemvTokenForced : kCudaGemvTokenForced - 1 - std::atoi(v + 5);
   return std::atoi(v);
+}
+
+int token_splits_override() {
+  const char* v = std::getenv("MLX_MARLIN_CUDA_TOKEN_SPLITS");
+  return v && v[0] ? std::atoi(v) : -1;
 }
 
 } // namespace
@@ -77,14 +86,26 @@ void FP4Gemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const bool half_input = x.dtype() == mx::float16 || x.dtype() == mx::bfloat16;
   const bool aligned = cuda::aligned16(args.x) && cuda::aligned16(args.w) && cuda::aligned16(args.scales) && cuda::aligned16(args.out) &&
       (!args.bias || cuda::aligned16(args.bias));
-  const CudaGemmPlan p =
-      plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override(),
-                     cuda::sm_count(enc.device()));
+  auto plan = [&](int token_splits) {
+    return plan_cuda_gemm(M, N, K, half_input && !force_simt(), aligned, transpose_, group_size_, gemv_override(),
+                          cuda::sm_count(enc.device()), token_splits);
+  };
+  CudaGemmPlan p = plan(token_splits_override());
+  if (p.kernel == CudaGemmKernel::GemvToken && p.splits > 1) {
+    args.split_counters = cuda::split_counters(enc, p.grid_x, "fp4_gemm");
+    if (!args.split_counters) p = plan(1);  // more strips than a counter run holds: no K split
+  }
+  std::optional<mx::array> split_part;  // [splits, N] fp32 sums of the K slices
+  if (p.kernel == CudaGemmKernel::GemvToken && p.splits > 1) {
+    split_part = cuda::scratch(enc, {p.splits, N}, mx::float32);
+    args.split_part = mx::gpu_ptr<float>(*split_part);
+  }
 
   enc.device().make_current();
-  void* fn = p.kernel == CudaGemmKernel::Gemv
-      ? cuda::fp4_gemv_kernel(p.gemv_variant, p.rows16, cuda::elem_type(x.dtype(), "fp4_gemm", "x"), cuda::elem_type(sc.dtype(), "fp4_gemm", "scales"))
-      : cuda::fp4_gemm_kernel(p.kernel, cuda::elem_type(x.dtype(), "fp4_gemm", "x"), cuda::elem_type(sc.dtype(), "fp4_gemm", "scales"));
+  const cuda::ElemType xt = cuda::elem_type(x.dtype(), "fp4_gemm", "x"), st = cuda::elem_type(sc.dtype(), "fp4_gemm", "scales");
+  void* fn = p.kernel == CudaGemmKernel::Gemv ? cuda::fp4_gemv_kernel(p.gemv_variant, p.rows16, xt, st)
+      : p.kernel == CudaGemmKernel::GemvToken ? cuda::fp4_gemv_token_kernel(p.gemv_variant, group_size_, p.smem, xt, st)
+                                              : cuda::fp4_gemm_kernel(p.kernel, xt, st);
   if (!fn) throw std::logic_error(std::string("[fp4_gemm] no CUDA kernel for plan ") + cuda_kernel_name(p.kernel));
   void* params[] = {&args};
   enc.add_kernel_node_raw(static_cast<CUfunction>(fn), dim3(p.grid_x, p.grid_y), dim3(p.threads), dim3(1, 1, 1), p.smem, params);

@@ -57,7 +57,40 @@ void* gemv_with_scale(int variant, bool rows16, ElemType s) {
   return nullptr;
 }
 
+template <typename T, typename S, int V, int SPG>
+void* gemv_token_stub() {
+  constexpr CudaGemvTokenConfig c = kCudaGemvTokenConfigs[V];
+  return reinterpret_cast<void*>(&fp4_gemv_token<T, S, c.wk, c.stages, SPG, c.min_blocks>);
+}
+
+template <typename T, typename S, int V = 0>
+void* gemv_token_for(int variant, int group_size) {
+  if constexpr (V >= kCudaGemvTokenVariants) {
+    return nullptr;
+  } else {
+    if (variant != V) return gemv_token_for<T, S, V + 1>(variant, group_size);
+    return group_size == 32 ? gemv_token_stub<T, S, V, 1>()
+        : group_size == 64  ? gemv_token_stub<T, S, V, 2>()
+        : group_size == 128 ? gemv_token_stub<T, S, V, 4>()
+                            : nullptr;
+  }
+}
+
+template <typename T>
+void* gemv_token_with_scale(int variant, int group_size, ElemType s) {
+  if (s == ElemType::Float16) return gemv_token_for<T, __half>(variant, group_size);
+  if (s == ElemType::BFloat16) return gemv_token_for<T, __nv_bfloat16>(variant, group_size);
+  return nullptr;
+}
+
 } // namespace
+
+void* fp4_gemv_token_kernel(int variant, int group_size, uint32_t smem, ElemType x, ElemType s) {
+  void* stub = x == ElemType::Float16 ? gemv_token_with_scale<__half>(variant, group_size, s)
+      : x == ElemType::BFloat16      ? gemv_token_with_scale<__nv_bfloat16>(variant, group_size, s)
+                                     : nullptr;
+  return driver_handle(stub, static_cast<int>(smem));
+}
 
 void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s) {
   void* stub = x == ElemType::Float16 ? gemv_with_scale<__half>(variant, rows16, s)

@@ -302,6 +302,44 @@ __global__ void __launch_bounds__(32 * WM * WN * WK, (WK > 1 ? 2 : 1)) fp4_gemm_
 //     applied to fp32 partial sums once per group, the 2^-14 undone in the epilogue.
 //     The warps of a block are reduced once through shared memory, then bias +
 //     activation, 8-byte stores.
+// The WK warps' R partial sums per lane added into warp 0's, through shared memory `red`
+// ((WK - 1) * R * 32 floats, free by then), in warp order; false for the other warps,
+// which are done.
+template <int WK, int R>
+__device__ __forceinline__ bool reduce_gemv_warps(float* red, float* sums, int wk, int lane) {
+  __syncthreads();
+  if (wk > 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) red[((wk - 1) * R + r) * 32 + lane] = sums[r];
+  }
+  __syncthreads();
+  if (wk > 0) return false;
+#pragma unroll 4
+  for (int o = 0; o < WK - 1; ++o)
+#pragma unroll
+    for (int r = 0; r < R; ++r) sums[r] += red[(o * R + r) * 32 + lane];
+  return true;
+}
+
+// Output row r, columns col .. col + 3 (a lane's column quad) of the decode kernels:
+// bias, activation, one 8-byte store.
+template <typename T>
+__device__ __forceinline__ void store_gemv_quad(const GemmArgs& a, int r, int col, const float (&v)[4]) {
+  float bias[4] = {0.f, 0.f, 0.f, 0.f};
+  if (a.bias) {
+    const float4 b = *reinterpret_cast<const float4*>(a.bias + col);
+    bias[0] = b.x; bias[1] = b.y; bias[2] = b.z; bias[3] = b.w;
+  }
+  uint16_t o[4];
+#pragma unroll
+  for (int c = 0; c < 4; ++c) {
+    const T y = from_float<T>(apply_activation(v[c] + bias[c], a.act));
+    o[c] = *reinterpret_cast<const uint16_t*>(&y);
+  }
+  *reinterpret_cast<uint2*>(static_cast<T*>(a.out) + static_cast<int64_t>(r) * a.N + col) =
+      make_uint2(o[0] | (uint32_t(o[1]) << 16), o[2] | (uint32_t(o[3]) << 16));
+}
+
 // The MMAs of one fp4_gemv k32 step: the decoded words pw[column j][pair i] as A (MMA
 // tile j / 2 takes columns 4g + j as its rows g / g + 8), the H token tiles' activation
 // pairs bf[h] as B.  Also what benchmarks/gemv_lab_cuda.cu's loops run.
@@ -462,28 +500,10 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
 
   // Reduce the WK warps through shared memory (the rings are no longer needed).
   if constexpr (WK > 1) {
-    __syncthreads();
-    float* red = reinterpret_cast<float*>(gemv_smem);
-    constexpr int R = H * 8;
-    if (wk > 0) {
-#pragma unroll
-      for (int r = 0; r < R; ++r) red[((wk - 1) * R + r) * 32 + lane] = (&acc[0][0][0])[r];
-    }
-    __syncthreads();
-    if (wk > 0) return;
-#pragma unroll 4
-    for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-      for (int r = 0; r < R; ++r) (&acc[0][0][0])[r] += red[(o * R + r) * 32 + lane];
+    if (!reduce_gemv_warps<WK, H * 8>(reinterpret_cast<float*>(gemv_smem), &acc[0][0][0], wk, lane)) return;
   }
 
   if (!col_ok) return;
-  float bias[4] = {0.f, 0.f, 0.f, 0.f};
-  if (a.bias) {
-    const float4 b = *reinterpret_cast<const float4*>(a.bias + col);
-    bias[0] = b.x; bias[1] = b.y; bias[2] = b.z; bias[3] = b.w;
-  }
-  T* out = static_cast<T*>(a.out);
 #pragma unroll
   for (int h = 0; h < H; ++h)
 #pragma unroll
@@ -492,15 +512,158 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
       if (r >= a.M) continue;
       const float v[4] = {acc[h][0][i] * 16384.f, acc[h][0][2 + i] * 16384.f, acc[h][1][i] * 16384.f,
                           acc[h][1][2 + i] * 16384.f};
-      uint16_t o[4];
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const T y = from_float<T>(apply_activation(v[c] + bias[c], a.act));
-        o[c] = *reinterpret_cast<const uint16_t*>(&y);
-      }
-      *reinterpret_cast<uint2*>(out + static_cast<int64_t>(r) * N + col) =
-          make_uint2(o[0] | (uint32_t(o[1]) << 16), o[2] | (uint32_t(o[3]) << 16));
+      store_gemv_quad<T>(a, r, col, v);
     }
+}
+
+
+// ---------------------------------------------------------------- GEMV kernel, one token (M = 1)
+// The decode step of LLM inference, where fp4_gemv left ~60% of the memory bandwidth
+// unused: its loop was bound by instructions per weight byte (~160 per warp step) and by
+// a prologue that waited on dependent loads.  This kernel is fp4_gemv's loop for one
+// token with everything that is not weights taken out of it (~72 instructions per step
+// in bf16; benchmarks/gemv_lab_cuda.cu measured the steps one by one):
+//   * Each warp copies its own K range of x, already permuted into B fragments and (bf16)
+//     times 2^64, and its groups' scales into its own shared-memory area once, right
+//     after issuing its first weight loads, every load before any use: no block barrier
+//     and one round trip before the loop.  Per step: one weight load, one 16-byte LDS,
+//     the decode, 4 MMAs; per group one 8-byte LDS and the 4 FMAs token 0 needs.
+//   * The bf16 decode has no multiply (decode_word_unscaled): e2m1 * 2^-126 meets
+//     x * 2^64, and the epilogue undoes 2^-62 (exact, as fp4_gemv's 2^-14).
+//   * Group size is a template parameter (SPG = k32 steps per group), so the loop has no
+//     group bookkeeping; each group's first MMA starts from zero.
+//   * `gridDim.y` = S > 1 splits K over S blocks per strip as well (the plan uses it to
+//     spread the strips evenly over the SMs): each block's fp32 sums go to
+//     split_part[S][N], and the strip's last block (split_counters, reset by it) adds them
+//     in slice order (deterministic) and stores.
+// Weights, B operand order, column quads, the 2^-14-style rescale and the K-split warp
+// reduction are fp4_gemv's (see above).
+template <typename T, typename S, int WK, int ST, int SPG, int MINB>
+__global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
+  static_assert(ST % SPG == 0 && (ST & (ST - 1)) == 0, "a ring pass holds whole groups");
+  extern __shared__ uint4 gemv_smem[];
+  const int lane = threadIdx.x & 31;
+  const int wk = threadIdx.x >> 5;
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  const int N = a.N;
+  const int col = blockIdx.x * kCudaGemvBlockN + 4 * g;
+  const bool col_ok = col < N;  // N % 4 == 0: a lane's 4 columns are all in or all out
+  const int splits = gridDim.y, slice = blockIdx.y;
+  const CudaGemvTokenSlice sl = cuda_gemv_token_slice(a.K, a.group_size, splits, slice, WK, wk);
+  const int s_begin = sl.grp_begin * SPG, s_end = sl.grp_end * SPG;
+  const int64_t step_bytes = static_cast<int64_t>(N) * 16;  // 4 k-words x N columns
+  const char* next_w = reinterpret_cast<const char*>(a.w + static_cast<int64_t>(t) * N + (col_ok ? col : 0)) +
+      s_begin * step_bytes;
+  // Lanes past N read column 0's words (their sums are never stored): no branch per load.
+  uint4 rw[ST];
+#pragma unroll
+  for (int u = 0; u < ST; ++u)
+    if (s_begin + u < s_end) rw[u] = ldg_stream(next_w + u * step_bytes);
+  next_w += ST * step_bytes;
+
+  // The warp's area: its steps' B fragments (4 x 16 B per step), then its groups' scales
+  // (8 column quads x 8 B per group).
+  uint4* xs = gemv_smem + wk * (cuda_gemv_token_warp_bytes(a.K, a.group_size, splits, WK) / 16);
+  const int nx = (s_end - s_begin) * 4, ng = (sl.grp_end - sl.grp_begin) * 8;
+  uint2* ss = reinterpret_cast<uint2*>(xs + nx);
+  const uint4* xg = reinterpret_cast<const uint4*>(static_cast<const T*>(a.x)) + s_begin * 4;
+  const S* sg = static_cast<const S*>(a.scales) + static_cast<int64_t>(sl.grp_begin) * N + blockIdx.x * kCudaGemvBlockN;
+  const int quads = min(8, (N - static_cast<int>(blockIdx.x) * kCudaGemvBlockN) / 4);  // in range
+  for (int c0 = 0; c0 < nx || c0 < ng; c0 += 64) {
+    uint4 v[2];
+    uint2 sv[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {  // every load of the pass before any store
+      const int c = c0 + 32 * i + lane;
+      if (c < nx) v[i] = __ldg(xg + c);
+      sv[i] = make_uint2(0, 0);
+      if (c < ng && (c & 7) < quads) sv[i] = __ldg(reinterpret_cast<const uint2*>(sg + static_cast<int64_t>(c >> 3) * N + 4 * (c & 7)));
+    }
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int c = c0 + 32 * i + lane;
+      if (c < nx) {
+        const uint4 sx = make_uint4(scale_activation_pair<T>(v[i].x), scale_activation_pair<T>(v[i].y),
+                                    scale_activation_pair<T>(v[i].z), scale_activation_pair<T>(v[i].w));
+        uint32_t bf[4];
+        b_frags_from_pairs(sx, bf);
+        xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
+      }
+      if (c < ng) ss[c] = sv[i];
+    }
+  }
+  __syncwarp();
+
+  float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // tile j: rows g (column 4g + 2j), g + 8 (4g + 2j + 1)
+  const uint2* sq = ss + g;
+  const uint4* xq = xs + t;
+  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
+    float part[1][2][4];
+#pragma unroll
+    for (int u = 0; u < ST; ++u) {
+      const int step = s0 + u;
+      if (step >= s_end) break;  // whole groups per warp: breaks only at a group's end
+      const uint4 cw = rw[u];
+      const uint4 bx = *xq;
+      xq += 4;
+      uint32_t pw[4][4];  // [column j][pair i]
+      decode_word_unscaled<T>(cw.x, pw[0]);
+      decode_word_unscaled<T>(cw.y, pw[1]);
+      decode_word_unscaled<T>(cw.z, pw[2]);
+      decode_word_unscaled<T>(cw.w, pw[3]);
+      if (u % SPG == 0) {
+#pragma unroll
+        for (int j = 0; j < 2; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) part[0][j][e] = 0.f;
+      }
+      const uint32_t bf[1][4] = {{bx.x, bx.y, bx.z, bx.w}};
+      gemv_step_mmas<T, 1>(pw, bf, part);
+      // Refill after the step's MMAs (see fp4_gemv).
+      if (step + ST < s_end) rw[u] = ldg_stream(next_w);
+      next_w += step_bytes;
+      if ((u + 1) % SPG == 0) {
+        const uint2 sc = *sq;
+        sq += 8;
+        // Token 0 is the B operand's column 0: c0 (row g) and c2 (row g + 8) of lanes t = 0.
+        acc[0][0] = fmaf(part[0][0][0], scale_to_float<S>(sc.x, 0), acc[0][0]);
+        acc[0][1] = fmaf(part[0][0][2], scale_to_float<S>(sc.x, 1), acc[0][1]);
+        acc[1][0] = fmaf(part[0][1][0], scale_to_float<S>(sc.y, 0), acc[1][0]);
+        acc[1][1] = fmaf(part[0][1][2], scale_to_float<S>(sc.y, 1), acc[1][1]);
+      }
+    }
+  }
+
+  float* sums = &acc[0][0];
+  if constexpr (WK > 1) {
+    if (!reduce_gemv_warps<WK, 4>(reinterpret_cast<float*>(gemv_smem), sums, wk, lane)) return;
+  }
+  if (splits > 1) {
+    // Publish this slice's sums; the strip's last block to arrive adds all slices.
+    if (t == 0 && col_ok)
+      *reinterpret_cast<float4*>(a.split_part + static_cast<int64_t>(slice) * N + col) =
+          make_float4(sums[0], sums[1], sums[2], sums[3]);
+    __syncwarp();  // orders the lanes' stores before lane 0's release
+    int last = 0;
+    if (lane == 0) last = atomic_add_acq_rel(a.split_counters + blockIdx.x, 1) == splits - 1;
+    last = __shfl_sync(0xffffffffu, last, 0);
+    __syncwarp();  // and lane 0's acquire before the lanes' loads
+    if (!last) return;
+    if (t == 0 && col_ok) {
+      float4 total = __ldcg(reinterpret_cast<const float4*>(a.split_part + col));
+      for (int o = 1; o < splits; ++o) {
+        const float4 p = __ldcg(reinterpret_cast<const float4*>(a.split_part + static_cast<int64_t>(o) * N + col));
+        total.x += p.x; total.y += p.y; total.z += p.z; total.w += p.w;
+      }
+      sums[0] = total.x; sums[1] = total.y; sums[2] = total.z; sums[3] = total.w;
+    }
+    if (lane == 0) a.split_counters[blockIdx.x] = 0;
+  }
+  if (t != 0 || !col_ok) return;
+  constexpr float k = UnscaledDecode<T>::kOutScale;
+  const float v[4] = {sums[0] * k, sums[1] * k, sums[2] * k, sums[3] * k};
+  store_gemv_quad<T>(a, 0, col, v);
 }
 
 } // namespace marlin::cuda

@@ -20,6 +20,8 @@ struct GemmArgs {
   int K;
   int group_size;
   int act;
+  float* split_part;    // fp4_gemv_token with K split over blocks: [splits, N] fp32 sums
+  int* split_counters;  // [grid_x], zero between launches (the last block of a strip resets its own)
 };
 
 // Driver-API function handle (CUfunction, as void*) of the `__global__ void(GemmArgs)` kernel `k` for activations of type
@@ -29,5 +31,9 @@ void* fp4_gemm_kernel(CudaGemmKernel k, ElemType x, ElemType s);
 
 // The same for the Gemv kernel: variant = index into kCudaGemvConfigs; rows16 = M > 8.
 void* fp4_gemv_kernel(int variant, bool rows16, ElemType x, ElemType s);
+
+// The same for the one-token kernel: variant = index into kCudaGemvTokenConfigs; nullptr
+// for a group size other than 32, 64, 128.
+void* fp4_gemv_token_kernel(int variant, int group_size, uint32_t smem, ElemType x, ElemType s);
 
 } // namespace marlin::cuda

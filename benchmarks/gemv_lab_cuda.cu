@@ -382,41 +382,23 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_tma(GemmArgs a, const 
 // the multiply (e2m1 * 2^-126; the +-0.5 codes are bf16 subnormals, taken as they are by
 // the tensor cores, as the f16 decode's already are), the 2^-112 moved onto the
 // activations (x * 2^64 once per block in shared memory) and the epilogue (2^62).  DEC 2:
-// DEC 1's bits with one multiply per pair (place_pair_bf16_mul).
+// DEC 1's bits with one multiply per pair (the shipped place_pair_bf16).
 template <int I>
-__device__ __forceinline__ uint32_t place_pair_bf16(uint32_t w) {
+__device__ __forceinline__ uint32_t place_pair_bf16_shift(uint32_t w) {
   constexpr int kMag = 6 - 4 * I, kSign = 12 - 4 * I;
   const uint32_t mag = kMag >= 0 ? (w << (kMag >= 0 ? kMag : 0)) : (w >> (kMag < 0 ? -kMag : 0));
   return (mag & 0x01C001C0u) | ((w << kSign) & 0x80008000u);
-}
-// The pair's two nibbles isolated, then copied to the magnitude (bits 6..8) and sign (15)
-// positions of both halves by one multiply by 2^a + 2^b (the copies do not overlap, so no
-// carries), then masked; pairs 2 and 3 from w >> 8.
-template <int I>
-__device__ __forceinline__ uint32_t place_pair_bf16_mul(uint32_t w, uint32_t w8) {
-  constexpr int J = I & 1;
-  const uint32_t u = (I < 2 ? w : w8) & (0x000F000Fu << (4 * J));
-  uint32_t p;
-  asm("mul.lo.u32 %0, %1, %2;" : "=r"(p) : "r"(u), "n"(J == 0 ? 0x1040 : 0x104));
-  return p & 0x81C081C0u;
 }
 template <int DEC>
 __device__ __forceinline__ void lean_decode(uint32_t w, uint32_t (&b)[4]) {
   if constexpr (DEC == 0) {
     decode_word<bf16>(w, b);
   } else if constexpr (DEC == 1) {
-    b[0] = place_pair_bf16<0>(w); b[1] = place_pair_bf16<1>(w);
-    b[2] = place_pair_bf16<2>(w); b[3] = place_pair_bf16<3>(w);
+    b[0] = place_pair_bf16_shift<0>(w); b[1] = place_pair_bf16_shift<1>(w);
+    b[2] = place_pair_bf16_shift<2>(w); b[3] = place_pair_bf16_shift<3>(w);
   } else {
-    const uint32_t w8 = w >> 8;
-    b[0] = place_pair_bf16_mul<0>(w, w8); b[1] = place_pair_bf16_mul<1>(w, w8);
-    b[2] = place_pair_bf16_mul<2>(w, w8); b[3] = place_pair_bf16_mul<3>(w, w8);
+    decode_word_unscaled<bf16>(w, b);  // the shipped place_pair_bf16
   }
-}
-__device__ __forceinline__ uint32_t bf16x2_times_2_64(uint32_t v) {
-  uint32_t out;
-  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(v), "r"(0x5F805F80u), "r"(0x80008000u));
-  return out;
 }
 
 // M = 1 only, group size 32 * SPG fixed at compile time: x (as B fragments) and the
@@ -446,8 +428,8 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean(GemmArgs a) {
   for (int c = threadIdx.x; c < K / 8; c += 32 * WK) {
     uint4 v = __ldg(reinterpret_cast<const uint4*>(x) + c);
     if constexpr (DEC > 0) {
-      v.x = bf16x2_times_2_64(v.x); v.y = bf16x2_times_2_64(v.y);
-      v.z = bf16x2_times_2_64(v.z); v.w = bf16x2_times_2_64(v.w);
+      v.x = scale_activation_pair<bf16>(v.x); v.y = scale_activation_pair<bf16>(v.y);
+      v.z = scale_activation_pair<bf16>(v.z); v.w = scale_activation_pair<bf16>(v.w);
     }
     uint32_t bf[4];
     b_frags_from_pairs(v, bf);
@@ -558,8 +540,8 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean2(GemmArgs a, floa
       const int c = c0 + 32 * i + lane;
       if (c < nx) {
         uint4 w = v[i];
-        w.x = bf16x2_times_2_64(w.x); w.y = bf16x2_times_2_64(w.y);
-        w.z = bf16x2_times_2_64(w.z); w.w = bf16x2_times_2_64(w.w);
+        w.x = scale_activation_pair<bf16>(w.x); w.y = scale_activation_pair<bf16>(w.y);
+        w.z = scale_activation_pair<bf16>(w.z); w.w = scale_activation_pair<bf16>(w.w);
         uint32_t bf[4];
         b_frags_from_pairs(w, bf);
         xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);

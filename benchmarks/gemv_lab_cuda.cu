@@ -15,8 +15,9 @@
 // `--lean`: lab_gemv_lean, the M = 1 loop with x / scales in shared memory once, group
 // size fixed at compile time and three decodes (DEC 0 decode_word, 1 bit placement with
 // no multiply, 2 the same bits with one multiply per pair), and the shape sweep that
-// showed the 3.4-blocks-per-SM imbalance.  `--lean2`: per-warp staging and K split over
-// blocks (lab_gemv_lean2) and the shipped fp4_gemv_token at forced variants / splits.
+// showed the 3.4-blocks-per-SM imbalance.  `--lean2`: the shipped fp4_gemv_token (per-warp
+// staging, K split over blocks) at forced variants / splits.  Its first lab copy
+// (lab_gemv_lean2, which the session of 2026-12-05 (second) timed) was the same loop and is gone.
 // Results: benchmarks/RESULTS.md, sessions of 2026-12-04 (second and fourth), 2026-12-05 (second).
 #include <algorithm>
 #include <cmath>
@@ -497,142 +498,6 @@ __global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean(GemmArgs a) {
 }
 
 
-// lean2: lean (DEC 2) with each warp staging only its own K range of x and scales (no
-// block barrier before the loop; the warp's x and scale loads all issued before any is
-// used, right after its weight ring), and optionally S > 1 blocks per 32-column strip
-// (gridDim.y = S, each a K slice): fp32 partials to `part` [S][N], the strip's last block
-// (counter, reset to zero by it) sums them in slice order and stores.
-template <int WK, int ST, int SPG, int MINB>
-__global__ void __launch_bounds__(32 * WK, MINB) lab_gemv_lean2(GemmArgs a, float* part, int* counters, int xw_stride) {
-  static_assert(ST % SPG == 0, "a ring pass holds whole groups");
-  extern __shared__ uint4 smem[];
-  const int lane = threadIdx.x & 31, wk = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int N = a.N, K = a.K, S = gridDim.y, sl = blockIdx.y;
-  const int col = blockIdx.x * 32 + 4 * g;
-  const int groups = K / (32 * SPG);
-  const int sg0 = groups * sl / S, sg1 = groups * (sl + 1) / S;  // this block's groups
-  const int grp_begin = sg0 + (sg1 - sg0) * wk / WK, grp_end = sg0 + (sg1 - sg0) * (wk + 1) / WK;
-  const int s_begin = grp_begin * SPG, s_end = grp_end * SPG;
-  const int64_t step_bytes = int64_t(N) * 16;
-  const char* next_w = reinterpret_cast<const char*>(a.w + int64_t(t) * N + col) + s_begin * step_bytes;
-  uint4 rw[ST];
-#pragma unroll
-  for (int u = 0; u < ST; ++u)
-    if (s_begin + u < s_end) rw[u] = ldg_stream(next_w + u * step_bytes);
-  next_w += ST * step_bytes;
-  // The warp's area: x chunks [steps * 4] (B fragments, x * 2^64), then scales [groups * 8] as float4.
-  uint4* xs = smem + wk * xw_stride;
-  const int nx = (s_end - s_begin) * 4, ng = (grp_end - grp_begin) * 8;
-  float4* ss = reinterpret_cast<float4*>(xs + nx);
-  const uint4* xg = reinterpret_cast<const uint4*>(static_cast<const bf16*>(a.x)) + s_begin * 4;
-  const bf16* sc_g = static_cast<const bf16*>(a.scales) + int64_t(grp_begin) * N + blockIdx.x * 32;
-  for (int c0 = 0; c0 < nx || c0 < ng; c0 += 64) {
-    uint4 v[2];
-    uint2 sv[2];
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int c = c0 + 32 * i + lane;
-      if (c < nx) v[i] = __ldg(xg + c);
-      if (c < ng) sv[i] = __ldg(reinterpret_cast<const uint2*>(sc_g + int64_t(c >> 3) * N + 4 * (c & 7)));
-    }
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int c = c0 + 32 * i + lane;
-      if (c < nx) {
-        uint4 w = v[i];
-        w.x = scale_activation_pair<bf16>(w.x); w.y = scale_activation_pair<bf16>(w.y);
-        w.z = scale_activation_pair<bf16>(w.z); w.w = scale_activation_pair<bf16>(w.w);
-        uint32_t bf[4];
-        b_frags_from_pairs(w, bf);
-        xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
-      }
-      if (c < ng)
-        ss[c] = make_float4(scale_to_float<bf16>(sv[i].x, 0), scale_to_float<bf16>(sv[i].x, 1),
-                            scale_to_float<bf16>(sv[i].y, 0), scale_to_float<bf16>(sv[i].y, 1));
-    }
-  }
-  __syncwarp();
-  float acc[2][2] = {};
-  const float4* sq = ss + g;
-  const uint4* xq = xs + t;
-  for (int s0 = s_begin; s0 < s_end; s0 += ST) {
-    float part_[2][4];
-#pragma unroll
-    for (int u = 0; u < ST; ++u) {
-      const int step = s0 + u;
-      if (step >= s_end) break;
-      const uint4 cw = rw[u];
-      const uint4 bx = *xq;
-      xq += 4;
-      uint32_t pw[4][4];
-      lean_decode<2>(cw.x, pw[0]);
-      lean_decode<2>(cw.y, pw[1]);
-      lean_decode<2>(cw.z, pw[2]);
-      lean_decode<2>(cw.w, pw[3]);
-      if (u % SPG == 0) {
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) part_[j][e] = 0.f;
-      }
-      const uint32_t bf[4] = {bx.x, bx.y, bx.z, bx.w};
-      lab_step_mmas(pw, bf, part_);
-      if (step + ST < s_end) rw[u] = ldg_stream(next_w);
-      next_w += step_bytes;
-      if ((u + 1) % SPG == 0) {
-        const float4 sc = *sq;
-        sq += 8;
-        acc[0][0] = fmaf(part_[0][0], sc.x, acc[0][0]);
-        acc[0][1] = fmaf(part_[0][2], sc.y, acc[0][1]);
-        acc[1][0] = fmaf(part_[1][0], sc.z, acc[1][0]);
-        acc[1][1] = fmaf(part_[1][2], sc.w, acc[1][1]);
-      }
-    }
-  }
-  if constexpr (WK > 1) {
-    __syncthreads();
-    float* red = reinterpret_cast<float*>(smem);
-    if (wk > 0)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) red[((wk - 1) * 4 + r) * 32 + lane] = (&acc[0][0])[r];
-    __syncthreads();
-    if (wk > 0) return;
-    for (int o = 0; o < WK - 1; ++o)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) (&acc[0][0])[r] += red[(o * 4 + r) * 32 + lane];
-  }
-  if (S > 1) {
-    if (t == 0 && col < N)
-      *reinterpret_cast<float4*>(part + int64_t(sl) * N + col) = make_float4(acc[0][0], acc[0][1], acc[1][0], acc[1][1]);
-    __threadfence();
-    __syncwarp();
-    int last = 0;
-    if (lane == 0) {
-      int old;
-      asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], %2;\n" : "=r"(old) : "l"(counters + blockIdx.x), "r"(1) : "memory");
-      last = old == S - 1;
-    }
-    last = __shfl_sync(0xffffffffu, last, 0);
-    if (!last) return;
-    if (t == 0 && col < N) {
-      float4 sum = __ldcg(reinterpret_cast<const float4*>(part + col));
-      for (int o = 1; o < S; ++o) {
-        const float4 v = __ldcg(reinterpret_cast<const float4*>(part + int64_t(o) * N + col));
-        sum.x += v.x; sum.y += v.y; sum.z += v.z; sum.w += v.w;
-      }
-      acc[0][0] = sum.x; acc[0][1] = sum.y; acc[1][0] = sum.z; acc[1][1] = sum.w;
-    }
-    if (lane == 0) counters[blockIdx.x] = 0;
-  }
-  if (t != 0 || col >= N) return;
-  const float k = 0x1p62f;
-  bf16* out = static_cast<bf16*>(a.out);
-  out[col + 0] = __float2bfloat16_rn(acc[0][0] * k);
-  out[col + 1] = __float2bfloat16_rn(acc[0][1] * k);
-  out[col + 2] = __float2bfloat16_rn(acc[1][0] * k);
-  out[col + 3] = __float2bfloat16_rn(acc[1][1] * k);
-}
-
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA error %s at %d\n", cudaGetErrorString(e_), __LINE__); exit(1); } } while (0)
 
 struct Problem {
@@ -823,48 +688,6 @@ static void token(const Problem& p, int S, const char* tag, const std::vector<ui
          plan.variant, plan.splits, us, p.bytes() / us / 1e6, check);
 }
 
-template <int WK, int ST, int SPG, int MINB>
-static void lab_lean2(const Problem& p, int S, const char* tag, const std::vector<uint16_t>* ref) {
-  auto k = &lab_gemv_lean2<WK, ST, SPG, MINB>;
-  const int groups = p.K / (32 * SPG);
-  const int gw = (groups + S * WK - 1) / (S * WK) + 1;  // most groups one warp can get
-  const int xw_stride = gw * SPG * 4 + gw * 8;          // uint4 units
-  const int red = (WK - 1) * 4 * 32 * 4;
-  const int smem = std::max(WK * xw_stride * 16, red);
-  CK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  float* part = nullptr;
-  int* counters = nullptr;
-  CK(cudaMalloc(&part, size_t(S) * p.N * 4));
-  CK(cudaMalloc(&counters, p.N * 4));
-  CK(cudaMemset(counters, 0, p.N * 4));
-  auto launch = [&](int set) { k<<<dim3((p.N + 31) / 32, S), 32 * WK, smem>>>(args(p, set), part, counters, xw_stride); };
-  const double us = time_it(p, launch);
-  const char* check = "";
-  if (ref && !ref->empty()) {
-    CK(cudaMemset(p.out, 0xFF, p.N * 2));
-    launch(0);
-    CK(cudaDeviceSynchronize());
-    const std::vector<uint16_t> got = fetch(p);
-    int bad = 0;
-    double worst = 0;
-    for (int i = 0; i < p.N; ++i) {
-      uint32_t a = uint32_t(got[i]) << 16, b = uint32_t((*ref)[i]) << 16;
-      float fa, fb;
-      memcpy(&fa, &a, 4); memcpy(&fb, &b, 4);
-      if (got[i] != (*ref)[i]) ++bad;
-      const double d = std::fabs(double(fa) - fb) / (std::fabs(double(fb)) + 1e-3);
-      if (!(d <= worst)) worst = d;
-    }
-    static char buf[96];
-    snprintf(buf, sizeof buf, bad ? "  %d differ from shipped (max rel %.2g)" : "  bit-exact vs shipped", bad, worst);
-    check = buf;
-  }
-  CK(cudaFree(part));
-  CK(cudaFree(counters));
-  printf("%-34s K=%5d N=%5d wk=%2d st=%d S=%d minb=%d smem=%d %7.2f us  %5.2f TB/s%s\n", tag, p.K, p.N, WK, ST, S, MINB,
-         smem, us, p.bytes() / us / 1e6, check);
-}
-
 int main(int argc, char** argv) {
   const bool ncu = argc > 1 && !strcmp(argv[1], "--ncu");
   cudaDeviceProp prop;
@@ -876,13 +699,6 @@ int main(int argc, char** argv) {
     shipped<2>(p, "shipped v2 (plan's choice)", &ref);
     lab<8, 4, kReadOnly, 0, 4, true, 1>(p, "readonly, register ring", nullptr);
     lab_lean<8, 4, 2, 2, 4>(p, "lean dec2", &ref);
-    lab_lean2<8, 4, 2, 4>(p, 1, "lean2 wk8", &ref);
-    lab_lean2<4, 4, 2, 8>(p, 1, "lean2 wk4", &ref);
-    lab_lean2<4, 4, 2, 8>(p, 2, "lean2 wk4 S2", &ref);
-    lab_lean2<2, 4, 2, 16>(p, 4, "lean2 wk2 S4", &ref);
-    lab_lean2<8, 4, 2, 4>(p, 2, "lean2 wk8 S2 (2 waves)", &ref);
-    lab_lean2<4, 6, 2, 6>(p, 2, "lean2 wk4 S2 st6", &ref);
-    lab_lean2<4, 2, 2, 8>(p, 2, "lean2 wk4 S2 st2", &ref);
     token<0>(p, 1, "token v0 (wk8) S1", &ref);
     token<1>(p, 1, "token v1 (wk4) S1", &ref);
     token<1>(p, 2, "token v1 (wk4) S2", &ref);
@@ -893,8 +709,6 @@ int main(int argc, char** argv) {
       std::vector<uint16_t> r2;
       shipped<2>(q, "shipped v2", &r2);
       lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
-      lab_lean2<8, 4, 2, 4>(q, 1, "lean2 wk8", &r2);
-      lab_lean2<4, 4, 2, 8>(q, 2, "lean2 wk4 S2", &r2);
       token<0>(q, 1, "token v0 S1", &r2);
       token<1>(q, 2, "token v1 S2", &r2);
       token<0>(q, 4, "token v0 S4", &r2);
@@ -904,8 +718,6 @@ int main(int argc, char** argv) {
       std::vector<uint16_t> r2;
       shipped<2>(q, "shipped v2", &r2);
       lab<8, 4, kReadOnly, 0, 4, true, 1>(q, "readonly, register ring", nullptr);
-      lab_lean2<8, 4, 2, 4>(q, 1, "lean2 wk8", &r2);
-      lab_lean2<4, 4, 2, 8>(q, 2, "lean2 wk4 S2", &r2);
       token<0>(q, 1, "token v0 S1", &r2);
       token<1>(q, 2, "token v1 S2", &r2);
       token<0>(q, 4, "token v0 S4", &r2);

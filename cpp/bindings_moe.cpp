@@ -47,20 +47,24 @@ float32 accumulation.  Rows are grouped by expert (counting sort) so each chosen
 expert's weights are streamed once per call.
 
 Args:
-    x (array): ``[T, K]`` (each token's row is shared by its k experts, e.g. gate/up
-        projections) or ``[T, k, K]`` (one row per (token, slot), e.g. the down
-        projection); float16, bfloat16 or float32.
+    x (array): ``[..., K]`` (each token's row is shared by its k experts, e.g. gate/up
+        projections) or ``[..., k, K]`` (one row per (token, slot), e.g. the down
+        projection); float16, bfloat16 or float32.  Its leading dims are those of
+        ``indices`` (``[T, K]`` / ``[T, k, K]`` for ``indices [T, k]``); the rank tells the
+        two forms apart.
     w (array): Packed expert weights ``[E, K/8, N]`` uint32 (:func:`mlx_marlin.quantize`
         of ``[E, N, K]``).
     scales (array): ``[E, K/group_size, N]`` float16 or bfloat16.
-    indices (array): Expert ids ``[T, k]``, any integer dtype.  They are data, known
+    indices (array): Expert ids ``[..., k]``, any integer dtype; the leading dims hold
+        the tokens (none: one token) and are kept in the result, with no reshape, so a
+        shapeless ``mx.compile`` follows changing shapes.  They are data, known
         only when the result is evaluated, where MLX cannot reliably raise: an id
         outside ``[0, E)`` is never clamped or used to address memory; the rows that
-        depend on it are NaN instead (the pair's row of ``[T, k, N]``, or the token's
-        row of ``[T, N]`` with ``weights``), on every backend; every other row is
+        depend on it are NaN instead (the pair's row of ``[..., k, N]``, or the token's
+        row of ``[..., N]`` with ``weights``), on every backend; every other row is
         computed normally.
     group_size (int): 32, 64 or 128.
-    weights (array, optional): ``[T, k]`` combine weights.  When given the result is
+    weights (array, optional): ``[..., k]`` combine weights (``indices``' shape).  When given the result is
         the weighted sum over slots ``sum_j weights[t, j] * y[t, j]`` (fused, accumulated
         in float32; the Metal kernels store the per-slot ``y`` in ``x``'s dtype first).
     activation (str, optional): None, ``"relu"``, ``"gelu"``, ``"gelu_approx"`` or
@@ -68,7 +72,7 @@ Args:
     stream (Stream or Device, optional): Where to run.
 
 Returns:
-    array: ``[T, k, N]``, or ``[T, N]`` when ``weights`` is given, in the dtype of ``x``.)");
+    array: ``[..., k, N]``, or ``[..., N]`` when ``weights`` is given, in the dtype of ``x``.)");
 
   m.def("moe_mlp", &marlin::moe_mlp, "x"_a, "router_logits"_a, "w_gate"_a, "s_gate"_a, "w_up"_a.none(),
         "s_up"_a.none(), "w_down"_a, "s_down"_a, nb::kw_only(), "top_k"_a, "group_size"_a,

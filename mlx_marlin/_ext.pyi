@@ -63,7 +63,8 @@ def moe_gemm(
     activation: str | None = None,
     stream: mlx.core.Stream | mlx.core.Device | None = None,
 ) -> mlx.core.array:
-    """Grouped FP4 expert GEMM: ``[T, k, N]``, or ``[T, N]`` combined with ``weights``.
+    """Grouped FP4 expert GEMM: ``x [..., K]`` or ``[..., k, K]`` with ``indices [..., k]``
+    -> ``[..., k, N]``, or ``[..., N]`` combined with ``weights [..., k]``.
 
     An expert id outside ``[0, E)`` (data, known only at evaluation) makes the rows that
     depend on it NaN, on every backend; it is never clamped or used as an address."""

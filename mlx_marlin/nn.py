@@ -152,18 +152,6 @@ def _squeeze_expert_input(x: mx.array, indices: mx.array) -> mx.array:
     return x
 
 
-def _flatten_tokens(x: mx.array, indices: mx.array):
-    """[..., (k,) K], [..., k] -> [T, (k,) K], [T, k] plus the leading shape."""
-    lead = indices.shape[:-1]
-    k = indices.shape[-1]
-    t = 1
-    for d in lead:
-        t *= d
-    per_slot = x.ndim == indices.ndim + 1
-    xf = x.reshape(t, k, x.shape[-1]) if per_slot else x.reshape(t, x.shape[-1])
-    return xf, indices.reshape(t, k), lead
-
-
 class MarlinSwitchLinear(nn.Module):
     """Drop-in for mlx-lm's ``SwitchLinear``: ``E`` experts ``[N, K]`` in FP4, applied
     to each token's selected experts with :func:`mlx_marlin.moe_gemm`.
@@ -209,18 +197,19 @@ class MarlinSwitchLinear(nn.Module):
         if activation is not None and activation not in _EPILOGUE_ACTIVATIONS:
             raise ValueError(f"activation must be None or one of {sorted(_EPILOGUE_ACTIVATIONS)}, got {activation!r}.")
         has_bias = "bias" in self
-        xf, idx, lead = _flatten_tokens(x, indices)
+        # moe_gemm takes x [..., K] / [..., k, K] and indices [..., k] as they are: no
+        # reshape here, whose target a shapeless mx.compile would fix at trace time.
         # The op fuses the activation into its epilogue, but it has no bias: with one, the
         # activation has to come after the bias, outside the op.
-        y = moe_gemm(xf, self["weight"], self["scales"], idx, group_size=self.group_size,
+        y = moe_gemm(x, self["weight"], self["scales"], indices, group_size=self.group_size,
                      activation=None if has_bias else activation, stream=op_stream("moe_gemm"))
         if has_bias:
             # Ids outside [0, E) give NaN rows in moe_gemm; clamped here, they read no
             # memory outside the bias (MLX's take does no bounds checks) and the NaN stays.
-            y = y + self["bias"][mx.clip(idx, 0, self.num_experts - 1)]
+            y = y + self["bias"][mx.clip(indices, 0, self.num_experts - 1)]
             if activation is not None:
                 y = _EPILOGUE_ACTIVATIONS[activation](y)
-        return y.reshape(*lead, indices.shape[-1], self.output_dims)
+        return y
 
     @classmethod
     def from_switch_linear(cls, layer, group_size: int = DEFAULT_GROUP_SIZE, scale_dtype: mx.Dtype = mx.float16,

@@ -194,6 +194,38 @@ def test_marlin_switch_linear_bias_comes_before_the_activation(rng, bias):
         np.testing.assert_allclose(got, activation(pre, name), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_marlin_switch_layers_under_shapeless_compile(rng, bias):
+    """MarlinSwitchGLU, and MarlinSwitchLinear on mlx-lm's expanded input [..., 1, 1, K],
+    under mx.compile(shapeless=True) with changing leading shapes: moe_gemm takes them as
+    they are (no reshape whose target the trace would fix).  Equal to the uncompiled
+    layers and close to mlx-lm's SwitchGLU on the dequantized weights."""
+    from mlx_lm.models.switch_layers import SwitchGLU
+
+    d, hidden, e, k = 64, 96, 5, 2
+    src = SwitchGLU(d, hidden, e, bias=bias)
+    if bias:
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            p = getattr(src, name)
+            p.bias = mx.array(rng.standard_normal(p.bias.shape).astype(np.float32))
+    marlin = mm.MarlinSwitchGLU.from_switch_glu(src, group_size=32)
+    ref = _switch_glu_with_dequantized_weights(marlin)
+    mx.eval(marlin.parameters(), ref.parameters())
+    c_glu = mx.compile(marlin, shapeless=True)
+    up = marlin.up_proj
+    c_up = mx.compile(lambda x, idx: up(mx.expand_dims(x, (-2, -3)), idx), shapeless=True)
+    for lead in ((3,), (2, 3), (1, 5), (4, 1)):
+        x = mx.array(rng.standard_normal((*lead, d)).astype(np.float32))
+        idx = mx.array(rng.integers(0, e, size=(*lead, k)).astype(np.uint32))
+        ours, eager, want = c_glu(x, idx), marlin(x, idx), ref(x, idx)
+        assert ours.shape == want.shape == (*lead, k, d)
+        np.testing.assert_array_equal(to_np(ours), to_np(eager))
+        np.testing.assert_allclose(to_np(ours), to_np(want), rtol=1e-4, atol=1e-4)
+        y = c_up(x, idx)
+        assert y.shape == (*lead, k, 1, hidden)
+        np.testing.assert_array_equal(to_np(y), to_np(up(mx.expand_dims(x, (-2, -3)), idx)))
+
+
 @pytest.mark.parametrize("mode", ["mxfp4", "nvfp4"])
 def test_marlin_switch_glu_from_mlx_quantized_experts(rng, mode):
     from mlx_lm.models.activations import SwigluOAI

@@ -330,6 +330,62 @@ def test_moe_mlp_leading_dims(stream):
     np.testing.assert_array_equal(np.array(out).reshape(6, N_out), np.array(flat))
 
 
+@pytest.mark.parametrize("form", ["shared", "per_slot"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_moe_gemm_leading_dims(form, weighted, stream):
+    """indices [..., k] with any leading dims (none: one token), x [..., K] or
+    [..., k, K]: the same numbers as the flattened [T, k] call, in indices' shape."""
+    rng = np.random.default_rng(325)
+    E, k, N, K, g = 5, 3, 40, 64, 32
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    for lead in ((2, 3), (1, 4, 2), (7,), ()):
+        T = math.prod(lead)
+        idx = rng.integers(0, E, size=(*lead, k)).astype(np.int32)
+        x = rand(rng, (*lead, K) if form == "shared" else (*lead, k, K))
+        w = rand(rng, (*lead, k)) if weighted else None
+        out = mm.moe_gemm(x, packed, scales, mx.array(idx), group_size=g, weights=w, activation="silu",
+                          stream=stream)
+        assert out.shape == ((*lead, N) if weighted else (*lead, k, N))
+        flat_x = x.reshape(T, K) if form == "shared" else x.reshape(T, k, K)
+        flat_w = w.reshape(T, k) if weighted else None
+        flat = mm.moe_gemm(flat_x, packed, scales, mx.array(idx.reshape(T, k)), group_size=g, weights=flat_w,
+                           activation="silu", stream=stream)
+        np.testing.assert_array_equal(to_np(out).reshape(flat.shape), to_np(flat))
+        ref = ref_moe_gemm(to_np(flat_x), dense, idx.reshape(T, k), to_np(flat_w) if weighted else None, "silu")
+        assert_close(out, ref.reshape(out.shape), "float32")
+
+
+def test_moe_gemm_shapeless_compile_follows_leading_dims(stream):
+    """moe_gemm under mx.compile(shapeless=True) with changing leading shapes (x [..., K],
+    [..., k, K]; weighted or not): equal to the uncompiled op and to float64."""
+    rng = np.random.default_rng(326)
+    E, k, N, K, g = 6, 2, 24, 64, 32
+    packed, scales, dense = make_experts(rng, E, N, K, g)
+    mx.eval(packed, scales)
+
+    def shared(x, idx):
+        return mm.moe_gemm(x, packed, scales, idx, group_size=g, activation="relu", stream=stream)
+
+    def per_slot(x, idx, w):
+        return mm.moe_gemm(x, packed, scales, idx, group_size=g, weights=w, stream=stream)
+
+    c_shared, c_per_slot = mx.compile(shared, shapeless=True), mx.compile(per_slot, shapeless=True)
+    for lead in ((2, 3), (5, 1), (1, 7), (4, 2)):
+        T = math.prod(lead)
+        idx = rng.integers(0, E, size=(*lead, k)).astype(np.uint32)
+        x, xs, w = rand(rng, (*lead, K)), rand(rng, (*lead, k, K)), rand(rng, (*lead, k))
+        y = c_shared(x, mx.array(idx))
+        assert y.shape == (*lead, k, N)
+        np.testing.assert_array_equal(to_np(y), to_np(shared(x, mx.array(idx))))
+        ref = ref_moe_gemm(to_np(x).reshape(T, K), dense, idx.reshape(T, k), None, "relu")
+        assert_close(y, ref.reshape(y.shape), "float32")
+        z = c_per_slot(xs, mx.array(idx), w)
+        assert z.shape == (*lead, N)
+        np.testing.assert_array_equal(to_np(z), to_np(per_slot(xs, mx.array(idx), w)))
+        ref = ref_moe_gemm(to_np(xs).reshape(T, k, K), dense, idx.reshape(T, k), to_np(w).reshape(T, k))
+        assert_close(z, ref.reshape(z.shape), "float32")
+
+
 # ----------------------------------------------------------------- bad inputs
 @pytest.fixture(scope="module")
 def gemm_args():
@@ -349,9 +405,13 @@ def _call_gemm(args, **over):
     "over,match",
     [
         (dict(x=mx.zeros((3, 64), mx.int32)), "x must be float16"),
-        (dict(x=mx.zeros((64,))), r"x must have shape \[T, K\]"),
+        (dict(x=mx.zeros((64,))), r"x must have shape \[\.\.\., K\] = \(3, 64\) \(one row per token\) or "
+                                  r"\[\.\.\., k, K\] = \(3, 2, 64\)"),
+        (dict(x=mx.zeros((1, 3, 64))), r"for indices of shape \[\.\.\., k\] = \(3, 2\), got \(1, 3, 64\)"),
+        (dict(x=mx.zeros((6, 64))), r"x must have shape \[\.\.\., K\] = \(3, 64\)"),
+        (dict(x=mx.array(1.0)), "x must have shape .* got a scalar"),
         (dict(x=mx.zeros((3, 32))), "K = 8 \\* w.shape\\[1\\] = 64"),
-        (dict(x=mx.zeros((3, 3, 64))), r"k = indices.shape\[1\] = 2"),
+        (dict(x=mx.zeros((3, 3, 64))), r"\[\.\.\., k, K\] = \(3, 2, 64\) \(one row per slot\)"),
         (dict(w=mx.zeros((4, 8, 40), mx.int32)), "w must have dtype uint32"),
         (dict(w=mx.zeros((8, 40), mx.uint32)), r"w must have 3 dimensions \[E, K/8, N\]"),
         (dict(scales=mx.zeros((4, 2, 40), mx.float32)), "scales must be float16 or bfloat16"),
@@ -361,9 +421,11 @@ def _call_gemm(args, **over):
         (dict(group_size=128), "multiple of group_size"),
         (dict(indices=mx.zeros((3, 2), mx.float32)), "indices must have an integer dtype"),
         (dict(indices=mx.zeros((3, 2), mx.bool_)), "indices must have an integer dtype"),
-        (dict(indices=mx.zeros((4, 2), mx.int32)), r"indices must have shape \[T, k\] with T = x.shape\[0\] = 3"),
-        (dict(indices=mx.zeros((3,), mx.int32)), r"indices must have shape \[T, k\]"),
-        (dict(weights=mx.zeros((3, 3))), r"weights must have shape \[T, k\]"),
+        (dict(indices=mx.zeros((4, 2), mx.int32)), r"x must have shape \[\.\.\., K\] = \(4, 64\)"),
+        (dict(indices=mx.zeros((2,), mx.int32)), r"x must have shape \[\.\.\., K\] = \(64,\) .* got \(3, 64\)"),
+        (dict(indices=mx.array(1)), r"indices must have shape \[\.\.\., k\], got a scalar"),
+        (dict(weights=mx.zeros((3, 3))), r"weights must have shape \[\.\.\., k\] = \(3, 2\)"),
+        (dict(weights=mx.zeros((6,))), r"weights must have shape \[\.\.\., k\]"),
         (dict(weights=mx.zeros((3, 2), mx.int32)), "weights must be float16"),
         (dict(activation="swish"), "activation must be"),
     ],

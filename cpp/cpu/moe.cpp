@@ -139,12 +139,13 @@ void MoeGemm::eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) {
   cpu::begin_cpu_eval(stream(), inputs, {&out});
   const auto& x = inputs[0];
   const auto& indices = inputs[3];
-  const int64_t T = indices.shape(0);
-  const int64_t k = indices.shape(1);
+  const MoeGemmLayout layout = moe_gemm_layout(x, indices);
+  const int64_t T = layout.T;
+  const int64_t k = layout.k;
   const int E = inputs[1].shape(0);
   const int64_t K = int64_t(inputs[1].shape(1)) * kCodesPerWord;
   const int64_t N = inputs[1].shape(2);
-  const bool shared_x = x.ndim() == 2;
+  const bool shared_x = layout.shared_x;
   const mx::Dtype x_type = x.dtype();
   const void* x_ptr = x.data<void>();
   const mx::Dtype idx_type = indices.dtype();

@@ -207,8 +207,9 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
   const auto& w = inputs[1];
   const auto& sc = inputs[2];
   const auto& indices = inputs[3];
-  const int T = indices.shape(0);
-  const int k = indices.shape(1);
+  const MoeGemmLayout layout = moe_gemm_layout(x, indices);
+  const int T = layout.T;
+  const int k = layout.k;
   const int E = w.shape(0);
   const int N = w.shape(2);
   const int P = T * k;
@@ -227,7 +228,7 @@ void MoeGemm::eval_gpu(const std::vector<mx::array>& inputs, mx::array& out) {
     g = encode_group(enc, indices, E, plan, op);
     rows.groups = &*g;
   }
-  const cuda::MoeXMode xm = x.ndim() == 2 ? cuda::MoeXMode::Shared : cuda::MoeXMode::PerSlot;
+  const cuda::MoeXMode xm = layout.shared_x ? cuda::MoeXMode::Shared : cuda::MoeXMode::PerSlot;
   if (has_weights_) {
     mx::array y = cuda::scratch(enc, {P, N}, mx::float32);
     encode_gemm(enc, plan, cuda::MoeOutMode::Grouped, xm, x, w, sc, nullptr, nullptr, 0, rows, y, N, k, group_size_,

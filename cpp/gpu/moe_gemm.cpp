@@ -8,6 +8,7 @@
 #include "common/moe_params.h"
 #include "common/moe_plan.h"
 #include "gpu/encode_util.h"
+#include "ops/moe.h"
 
 namespace marlin::gpu {
 
@@ -39,14 +40,15 @@ std::optional<mx::array> encode_moe_gemm(KernelLauncher& launcher, const std::ve
   const mx::array& scales = inputs[2];
   const mx::array& indices = inputs[3];
   MoeGemmParams p{};
-  p.T = indices.shape(0);
-  p.k = indices.shape(1);
+  const MoeGemmLayout layout = moe_gemm_layout(x, indices);
+  p.T = layout.T;
+  p.k = layout.k;
   p.E = w.shape(0);
   p.N = w.shape(2);
   p.K = w.shape(1) * kCodesPerWord;
   p.group_size = group_size;
   p.activation = static_cast<int>(activation);
-  p.shared_x = x.ndim() == 2 ? 1 : 0;
+  p.shared_x = layout.shared_x ? 1 : 0;
   p.pairs = p.T * p.k;
   p.weighted = has_weights ? 1 : 0;
   p.ld = p.N;

@@ -1,5 +1,7 @@
 #include "ops/moe.h"
 
+#include <climits>
+
 #include "common/fp4_format.h"
 #include "common/moe_params.h"
 #include "ops/fp4_gemm.h"
@@ -25,6 +27,14 @@ std::string num(int64_t v) { return std::to_string(v); }
 void check_top_k(const std::string& op, int top_k, int E) {
   if (top_k < 1 || top_k > E)
     invalid_argument(op, "top_k must be in [1, E] = [1, " + num(E) + "], got " + num(top_k) + ".");
+}
+
+// indices [..., k] -> [..., k, N], or [..., N] when the k slots are combined.
+mx::Shape moe_gemm_output_shape(const mx::Shape& indices_shape, int N, bool combined) {
+  mx::Shape s = indices_shape;
+  if (combined) s.pop_back();
+  s.push_back(N);
+  return s;
 }
 
 } // namespace
@@ -72,29 +82,37 @@ mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
                    const std::optional<std::string>& activation, mx::StreamOrDevice s) {
   const std::string op = "moe_gemm";
   check_float_input(op, "x", x);
-  if (x.ndim() != 2 && x.ndim() != 3)
-    invalid_argument(op, "x must have shape [T, K] or [T, k, K], got " + shape_str(x.shape()) + ".");
+  if (x.ndim() < 1) invalid_argument(op, "x must have shape [..., K] or [..., k, K], got a scalar.");
   const int K = check_packed_weight(op, "w", w, "scales", scales, group_size, 1);
   const int E = w.shape(0);
   const int N = w.shape(2);
   if (E < 1) invalid_argument(op, "w must hold at least one expert, got shape " + shape_str(w.shape()) + ".");
   if (x.shape(-1) != K)
-    invalid_argument(op, "x must have shape [T, K] or [T, k, K] with K = 8 * w.shape[1] = " + num(K) + ", got " +
+    invalid_argument(op, "x must have shape [..., K] or [..., k, K] with K = 8 * w.shape[1] = " + num(K) + ", got " +
                              shape_str(x.shape()) + ".");
   if (!is_integer_dtype(indices.dtype()))
     invalid_argument(op, "indices must have an integer dtype, got " + dtype_name(indices.dtype()) + ".");
-  const int T = x.shape(0);
-  if (indices.ndim() != 2 || indices.shape(0) != T)
-    invalid_argument(op, "indices must have shape [T, k] with T = x.shape[0] = " + num(T) + ", got " +
-                             shape_str(indices.shape()) + ".");
-  const int k = indices.shape(1);
-  if (x.ndim() == 3 && x.shape(1) != k)
-    invalid_argument(op, "x of shape [T, k, K] must have k = indices.shape[1] = " + num(k) + ", got " +
-                             shape_str(x.shape()) + ".");
+  if (indices.ndim() < 1) invalid_argument(op, "indices must have shape [..., k], got a scalar.");
+  // x's leading dims are indices' leading dims (one row per token, shared by its k
+  // slots) or indices' whole shape (one row per slot); the rank tells them apart.
+  const mx::Shape token_dims(indices.shape().begin(), indices.shape().end() - 1);
+  const mx::Shape x_lead(x.shape().begin(), x.shape().end() - 1);
+  if (x_lead != token_dims && x_lead != indices.shape()) {
+    mx::Shape shared = token_dims, per_slot = indices.shape();
+    shared.push_back(K);
+    per_slot.push_back(K);
+    invalid_argument(op, "x must have shape [..., K] = " + shape_str(shared) + " (one row per token) or [..., k, K] = " +
+                             shape_str(per_slot) + " (one row per slot) for indices of shape [..., k] = " +
+                             shape_str(indices.shape()) + ", got " + shape_str(x.shape()) + ".");
+  }
+  leading_rows(op, "indices", indices);  // more than 2^31 - 1 tokens are refused
+  if (indices.size() > static_cast<size_t>(INT32_MAX))
+    invalid_argument(op, "indices of shape " + shape_str(indices.shape()) + " hold " + std::to_string(indices.size()) +
+                             " (token, slot) pairs, more than 2^31 - 1.");
   if (weights) {
     check_float_input(op, "weights", *weights);
     if (weights->shape() != indices.shape())
-      invalid_argument(op, "weights must have shape [T, k] = " + shape_str(indices.shape()) + " like indices, got " +
+      invalid_argument(op, "weights must have shape [..., k] = " + shape_str(indices.shape()) + " like indices, got " +
                                shape_str(weights->shape()) + ".");
   }
   const Activation act = parse_activation(op, activation);
@@ -107,16 +125,14 @@ mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scal
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream),
                                     row_contiguous(scales, stream), row_contiguous(indices, stream)};
   if (weights) inputs.push_back(row_contiguous(mx::astype(*weights, mx::float32, stream), stream));
-  mx::Shape out_shape = weights ? mx::Shape{T, N} : mx::Shape{T, k, N};
-  return mx::array(out_shape, x.dtype(), std::make_shared<MoeGemm>(stream, group_size, act, weights.has_value()),
-                   std::move(inputs));
+  // No reshape around MoeGemm (whose target a shapeless mx.compile would fix at trace
+  // time): it takes the leading dims as they are and derives its output from them.
+  return mx::array(moe_gemm_output_shape(indices.shape(), N, weights.has_value()), x.dtype(),
+                   std::make_shared<MoeGemm>(stream, group_size, act, weights.has_value()), std::move(inputs));
 }
 
 std::vector<mx::Shape> MoeGemm::output_shapes(const std::vector<mx::array>& inputs) {
-  const int T = inputs[0].shape(0);
-  const int N = inputs[1].shape(2);
-  if (has_weights_) return {{T, N}};
-  return {{T, inputs[3].shape(1), N}};
+  return {moe_gemm_output_shape(inputs[3].shape(), inputs[1].shape(2), has_weights_)};
 }
 
 bool MoeGemm::is_equivalent(const mx::Primitive& other) const {

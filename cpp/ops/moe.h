@@ -22,8 +22,9 @@ namespace mx = mlx::core;
 std::pair<mx::array, mx::array> moe_route(const mx::array& logits, int top_k, bool normalize,
                                           mx::StreamOrDevice s = {});
 
-// x [T, K] or [T, k, K]; w [E, K/8, N] uint32; scales [E, K/g, N]; indices [T, k]
-// integer.  Returns [T, k, N], or [T, N] when weights [T, k] is given.
+// x [..., K] (shared by a token's k slots) or [..., k, K]; w [E, K/8, N] uint32;
+// scales [E, K/g, N]; indices [..., k] integer, its leading dims holding the T tokens.
+// Returns [..., k, N], or [..., N] when weights [..., k] is given.
 mx::array moe_gemm(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& indices,
                    int group_size, const std::optional<mx::array>& weights,
                    const std::optional<std::string>& activation, mx::StreamOrDevice s = {});
@@ -58,9 +59,25 @@ class MoeRoute : public mx::Primitive {
   bool normalize_;
 };
 
-// Inputs: x [T, K] or [T, k, K] (contiguous), w [E, K/8, N], scales [E, K/g, N],
-// indices [T, k] (any integer dtype), optional weights [T, k] float32.
-// Output: [T, k, N], or [T, N] with weights (the combine is fused).
+// moe_gemm's token layout, read from its inputs by every backend: T tokens (the
+// product of indices' leading dims), k slots each, and whether x holds one row per
+// token (x [..., K], shared by its k slots) or one per slot (x [..., k, K]).
+struct MoeGemmLayout {
+  int T;
+  int k;
+  bool shared_x;
+};
+inline MoeGemmLayout moe_gemm_layout(const mx::array& x, const mx::array& indices) {
+  int64_t T = 1;
+  for (int i = 0; i + 1 < indices.ndim(); ++i) T *= indices.shape(i);
+  return {static_cast<int>(T), indices.shape(-1), x.ndim() == indices.ndim()};
+}
+
+// Inputs: x [..., K] or [..., k, K] (contiguous), w [E, K/8, N], scales [E, K/g, N],
+// indices [..., k] (any integer dtype), optional weights [..., k] float32; the leading
+// dims are the T tokens, row-major (moe_gemm_layout).
+// Output: [..., k, N], or [..., N] with weights (the combine is fused), its shape derived
+// from the inputs (shapeless compile).
 class MoeGemm : public mx::UnaryPrimitive {
  public:
   MoeGemm(mx::Stream stream, int group_size, Activation activation, bool has_weights)

@@ -442,6 +442,62 @@ def test_every_cpu_kernel_build(isa):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+BYTE_TABLE_CHECK = r"""
+import mlx.core as mx, numpy as np, mlx_marlin as mm
+mx.set_default_device(mx.cpu)
+from mlx_marlin import _ext
+assert _ext._cpu_isa() == "avx2", _ext._cpu_isa()
+rng = np.random.default_rng(11)
+tol = {mx.float32: 2e-5, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
+# Rows 1-3 take the byte-table kernel, 4 the Decoder one; N around the 8-column vectors
+# and the 512-column strips; every group size and scale dtype; scales over a wide range.
+cases = [(1, 5, 64, 32), (1, 512, 128, 64), (1, 1031, 256, 128), (2, 13, 96, 32), (2, 513, 192, 64),
+         (3, 8, 128, 128), (3, 2053, 64, 32), (4, 519, 128, 64)]
+for i, (m, n, k, g) in enumerate(cases):
+    w = rng.standard_normal((n, k)).astype(np.float32) * np.exp2(rng.integers(-6, 7, size=(n, 1)))
+    p, s = mm.quantize(mx.array(w), g, mx.bfloat16 if i % 2 else mx.float16)
+    wd = np.array(mm.dequantize(p, s, g).astype(mx.float32)).astype(np.float64)
+    for dt in (mx.float32, mx.bfloat16):
+        x = mx.array(rng.standard_normal((m, k)).astype(np.float32)).astype(dt)
+        b = mx.array(rng.standard_normal(n).astype(np.float32))
+        y = np.array(mm.fp4_gemm(x, p, s, b, group_size=g, activation="silu").astype(mx.float32))
+        pre = np.array(x.astype(mx.float32)).astype(np.float64) @ wd.T + np.array(b)
+        ref = pre * 0.5 * (1 + np.tanh(pre / 2))  # silu, without exp overflow
+        assert np.isfinite(y).all(), (m, n, k, g)
+        err = np.abs(y - ref).max() / np.abs(ref).max()
+        assert err < tol[dt], (m, n, k, g, dt, err)
+# One-token MoE: each expert's GEMM is a byte-table decode.
+E, k, N, K, g = 6, 2, 520, 128, 32
+pw, sw = mm.quantize(mx.array(rng.standard_normal((E, N, K)).astype(np.float32)), g, mx.float16)
+wd = np.array(mm.dequantize(pw, sw, g)).astype(np.float64)
+for T in (1, 3):
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    idx = rng.integers(0, E, size=(T, k)).astype(np.int32)
+    y = np.array(mm.moe_gemm(mx.array(x), pw, sw, mx.array(idx), group_size=g))
+    ref = np.einsum("tk,tsnk->tsn", x.astype(np.float64), wd[idx])
+    assert np.abs(y - ref).max() <= 2e-5 * np.abs(ref).max(), T
+print("ok")
+"""
+
+
+def test_avx2_byte_table_kernel():
+    """The AVX2 build's byte-table decode (1-3 rows, strips of 512 columns visited group
+    by group) against float64, in a process that forces the AVX2 build (so AVX-512
+    machines run it too)."""
+    import mlx_marlin._ext as ext
+
+    if EMULATOR:
+        pytest.skip("CPU kernel builds are not used by fp4_gemm in the Metal emulator build")
+    if ext._cpu_isa() not in ("avx2", "avx512") or not _cpu_has("avx2"):
+        pytest.skip("x86 AVX2 kernel build only")
+    env = dict(os.environ, MLX_MARLIN_CPU_ISA="avx2")
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")])
+    r = subprocess.run([sys.executable, "-c", BYTE_TABLE_CHECK], env=env, capture_output=True, text=True, timeout=300,
+                       cwd=pkg_parent)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("act", [None, "silu", "gelu"])
 def test_empty_k_gives_activation_of_bias(stream, act):
     """K = 0: no products, so act(bias) (act(0) without one) in every row; no kernel runs."""

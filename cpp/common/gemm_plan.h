@@ -28,16 +28,29 @@ struct CpuGemmPlan {
   static constexpr int kNc = 64;
   static constexpr int kKc = 128;
   static constexpr int kMr = 6;
+  // Builds that decode through byte tables (AVX2: vpshufb, cpu/fp4_gemm_kernels.cpp)
+  // stream up to this many rows that way, over strips of kByteStripCols columns
+  // visited one quantization group at a time: each group's word rows are then read as
+  // 2 KiB sequential runs the hardware prefetchers follow (a 64-column strip walked
+  // down all of K reads 256 bytes per page and ran at ~4 GB/s per core from DRAM).
+  static constexpr int kByteTableMaxRows = 3;
+  static constexpr int kByteStripCols = 512;
 
   bool streaming;
-  int col_block;  // columns per task
+  bool byte_tables;  // the byte-table streaming kernel (only where the build has one)
+  int col_block;     // columns per task
   int num_col_blocks;
 };
 
-inline CpuGemmPlan plan_cpu_gemm(int64_t M, int64_t N) {
+// `byte_tables`: whether the kernel build streams through byte tables
+// (KernelTable::byte_table_streaming).
+inline CpuGemmPlan plan_cpu_gemm(int64_t M, int64_t N, bool byte_tables = false) {
   CpuGemmPlan p{};
   p.streaming = M <= CpuGemmPlan::kStreamingMaxRows;
-  p.col_block = p.streaming ? CpuGemmPlan::kStreamingCols : CpuGemmPlan::kNc;
+  p.byte_tables = byte_tables && M >= 1 && M <= CpuGemmPlan::kByteTableMaxRows;
+  p.col_block = p.byte_tables ? CpuGemmPlan::kByteStripCols
+      : p.streaming           ? CpuGemmPlan::kStreamingCols
+                              : CpuGemmPlan::kNc;
   p.num_col_blocks = static_cast<int>((N + p.col_block - 1) / p.col_block);
   return p;
 }

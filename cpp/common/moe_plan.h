@@ -300,9 +300,9 @@ struct CpuMoePlan {
   bool parallel_over_experts;
 };
 
-inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, int threads) {
+inline CpuMoePlan plan_cpu_moe(int active_experts, int64_t max_rows, int64_t N, int threads, bool byte_tables = false) {
   CpuMoePlan p{};
-  const CpuGemmPlan gemm = plan_cpu_gemm(std::max<int64_t>(1, max_rows), N);
+  const CpuGemmPlan gemm = plan_cpu_gemm(std::max<int64_t>(1, max_rows), N, byte_tables);
   // Tasks one expert's GEMM offers; the tiled kernel also splits rows.
   int64_t tasks = gemm.num_col_blocks;
   if (!gemm.streaming) tasks *= std::max<int64_t>(1, max_rows / (8 * CpuGemmPlan::kMr));

@@ -68,7 +68,8 @@ inline void for_each_active_expert(const ExpertGroups& groups, int64_t N, const 
   active.reserve(groups.active_experts);
   for (int e = 0; e < groups.num_experts; ++e)
     if (groups.count(e) > 0) active.push_back(e);
-  const CpuMoePlan plan = plan_cpu_moe(static_cast<int>(active.size()), groups.max_rows, N, num_threads());
+  const CpuMoePlan plan = plan_cpu_moe(static_cast<int>(active.size()), groups.max_rows, N, num_threads(),
+                                       select_kernels().byte_table_streaming);
   if (plan.parallel_over_experts) {
     // Largest groups first so the dynamic hand-out balances (nested GEMMs run serially).
     std::stable_sort(active.begin(), active.end(), [&](int a, int b) { return groups.count(a) > groups.count(b); });

@@ -10,6 +10,8 @@
 //    sum instead of once per weight.  Bound by reading the packed weights.
 //  * tiled (many rows): a [Kc x 64] tile is decoded (scale applied) into an L1-sized
 //    fp32 buffer and reused by every row through a 6x64 register block.  Bound by FMA.
+//  * AVX2 only, 1-3 rows: streaming with the codes looked up 32 at a time through
+//    byte tables (ByteTables), over strips visited group by group.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -203,6 +205,147 @@ void stream_rows(const GemmArgs& a, const Decoder& dec, int64_t m0, int64_t n0, 
     for (int v = 0; v < NV; ++v) store(acc_out + r * acc_stride + v * kLanes, acc[r][v]);
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// ------------------------------------------------------- streaming, AVX2 byte tables
+// One or two rows with AVX2.  Why not Decoder: vpermps turns one code per lane into a
+// float per instruction, and AVX2 needs four more instructions per code to move its
+// nibble and sign into place (~7 per 8 weights with the FMA).  vpshufb looks up 32
+// codes at once instead: every E2M1 value is exact in bf16, so a code's float is its
+// bf16 bits << 16, and two 16-entry byte tables (the bf16's low and high byte) give
+// them for the 32 low (or high) nibbles of 8 words; one unpack pairs the bytes into
+// bf16 elements, and a shift or a mask per 32-bit lane makes each half a float.
+// ~27 instructions per 8 words (64 weights) instead of ~60.
+//
+// The lanes of those floats hold a fixed mix of columns and k.  With the 8 words of
+// columns c0..c7 (byte b of word c holds codes 2b, 2b + 1) and n the low or high
+// nibbles, unpacklo(L, H) holds columns (0,0,1,1 | 4,4,5,5) and unpackhi columns
+// (2,2,3,3 | 6,6,7,7); << 16 takes codes (0, 4) of each lane pair, the mask codes
+// (2, 6), each + 1 for the high nibbles.  So x is stored once per call as the pairs
+// (x0,x4, x2,x6, x1,x5, x3,x7) of each word row and met by 64-bit broadcasts, the
+// scales are permuted into the two column patterns once per group, and one hadd
+// puts the sums back in column order.
+struct ByteTables {
+  __m256i low_byte, high_byte;
+  ByteTables() {
+    alignas(32) uint8_t lo[32], hi[32];
+    for (int c = 0; c < 32; ++c) {
+      uint32_t bits;
+      std::memcpy(&bits, &kE2M1Table[c % kNumCodes], sizeof(bits));
+      lo[c] = static_cast<uint8_t>(bits >> 16);  // bits 0..15 are zero: exact in bf16
+      hi[c] = static_cast<uint8_t>(bits >> 24);
+    }
+    low_byte = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
+    high_byte = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+  }
+};
+
+// Word row kb of x as the pairs the decoded lanes meet (see ByteTables).
+constexpr int kPairOrder[kCodesPerWord] = {0, 4, 2, 6, 1, 5, 3, 7};
+
+void store_x_pairs(const GemmArgs& a, int64_t rows, float* pairs) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = a.x + r * a.x_row_stride;
+    float* out = pairs + r * a.w.K;
+    for (int64_t k = 0; k < a.w.K; k += kCodesPerWord)
+      for (int i = 0; i < kCodesPerWord; ++i) out[k + i] = x[k + kPairOrder[i]];
+  }
+}
+
+// One quantization group g of one 8-column vector (columns n0..n0+7): total[r] +=
+// scale * (the group's products, summed unscaled in C independent chains per column
+// pattern), as stream_rows does per group.
+template <int R, int C>
+inline void group_vector_bytes(const GemmArgs& a, const ByteTables& t, const float* x_pairs, int64_t g, int64_t n0,
+                               __m256 (&total)[R][2]) {
+  const PackedWeight& w = a.w;
+  const int valid = lanes_valid(n0, w.N);
+  const int64_t words_per_group = w.group_size / kCodesPerWord;
+  const __m256i nibble = _mm256_set1_epi8(0x0F);
+  const __m256i high_half = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  __m256 part[R][2][C];
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < 2; ++p)
+      for (int c = 0; c < C; ++c) part[r][p][c] = _mm256_setzero_ps();
+  for (int64_t kb = g * words_per_group; kb < (g + 1) * words_per_group; ++kb) {
+    const __m256i words = (__m256i)load_words(w, kb, n0, valid);
+    const __m256i nibbles[2] = {_mm256_and_si256(words, nibble), _mm256_and_si256(_mm256_srli_epi32(words, 4), nibble)};
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; ++h) {
+      const __m256i lo = _mm256_shuffle_epi8(t.low_byte, nibbles[h]);
+      const __m256i hi = _mm256_shuffle_epi8(t.high_byte, nibbles[h]);
+      const __m256i bf16[2] = {_mm256_unpacklo_epi8(lo, hi), _mm256_unpackhi_epi8(lo, hi)};
+#pragma GCC unroll 2
+      for (int p = 0; p < 2; ++p) {
+        const __m256 even = _mm256_castsi256_ps(_mm256_slli_epi32(bf16[p], 16));
+        const __m256 odd = _mm256_castsi256_ps(_mm256_and_si256(bf16[p], high_half));
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) {
+          const double* xq = reinterpret_cast<const double*>(x_pairs + r * w.K + kb * kCodesPerWord) + 2 * h;
+          __m256& even_sum = part[r][p][(2 * h) % C];
+          __m256& odd_sum = part[r][p][(2 * h + 1) % C];
+          even_sum = _mm256_fmadd_ps(even, _mm256_castpd_ps(_mm256_broadcast_sd(xq)), even_sum);
+          odd_sum = _mm256_fmadd_ps(odd, _mm256_castpd_ps(_mm256_broadcast_sd(xq + 1)), odd_sum);
+        }
+      }
+    }
+  }
+  const __m256 s = (__m256)load_scales(w, g, n0, valid);
+  const __m256 s_pattern[2] = {_mm256_permutevar8x32_ps(s, _mm256_setr_epi32(0, 0, 1, 1, 4, 4, 5, 5)),
+                               _mm256_permutevar8x32_ps(s, _mm256_setr_epi32(2, 2, 3, 3, 6, 6, 7, 7))};
+  for (int r = 0; r < R; ++r)
+    for (int p = 0; p < 2; ++p) {
+      __m256 sum = part[r][p][0];
+      for (int c = 1; c < C; ++c) sum = _mm256_add_ps(sum, part[r][p][c]);
+      total[r][p] = _mm256_fmadd_ps(sum, s_pattern[p], total[r][p]);
+    }
+}
+
+constexpr bool kByteTableStreaming = true;
+
+// R rows x one strip of `cols` (<= kByteStripCols) columns, group by group: within a
+// group the strip's vectors are visited in turn, so the group's word rows are read as
+// sequential runs (plan_cpu_gemm says why).
+template <int R>
+void stream_strip_bytes(const GemmArgs& a, const ByteTables& t, const float* x_pairs, int64_t n0, int cols, float* acc,
+                        int64_t acc_stride) {
+  constexpr int C = R == 1 ? 4 : R == 2 ? 2 : 1;  // chains per pattern that fit the 16 registers
+  const int vectors = (cols + kLanes - 1) / kLanes;
+  alignas(32) __m256 totals[CpuGemmPlan::kByteStripCols / kLanes][R][2];
+  for (int v = 0; v < vectors; ++v)
+    for (int r = 0; r < R; ++r) totals[v][r][0] = totals[v][r][1] = _mm256_setzero_ps();
+  const int64_t num_groups = a.w.K / a.w.group_size;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    __builtin_prefetch(a.w.scales + (g + kScalePrefetchGroups) * a.w.N + n0);
+    for (int v = 0; v < vectors; ++v) group_vector_bytes<R, C>(a, t, x_pairs, g, n0 + v * kLanes, totals[v]);
+  }
+  for (int v = 0; v < vectors; ++v)
+    for (int r = 0; r < R; ++r)
+      _mm256_storeu_ps(acc + r * acc_stride + v * kLanes, _mm256_hadd_ps(totals[v][r][0], totals[v][r][1]));
+}
+
+using ByteStripTask = void (*)(const GemmArgs&, const ByteTables&, const float*, int64_t, int, float*, int64_t);
+constexpr ByteStripTask kByteStripTasks[CpuGemmPlan::kByteTableMaxRows + 1] = {
+    nullptr, stream_strip_bytes<1>, stream_strip_bytes<2>, stream_strip_bytes<3>};
+
+void gemm_streaming_bytes(const GemmArgs& a, const CpuGemmPlan& plan) {
+  constexpr int kCols = CpuGemmPlan::kByteStripCols;
+  const ByteTables tables;
+  std::vector<float> x_pairs(a.M * a.w.K);
+  store_x_pairs(a, a.M, x_pairs.data());
+  parallel_for(plan.num_col_blocks, [&](int block) {
+    const int64_t n0 = int64_t(block) * kCols;
+    const int cols = static_cast<int>(std::min<int64_t>(kCols, a.w.N - n0));
+    // Padded so the last vector may store 8 columns past `cols`.
+    alignas(64) float acc[CpuGemmPlan::kByteTableMaxRows * (kCols + kLanes)];
+    const int64_t stride = kCols + kLanes;
+    kByteStripTasks[a.M](a, tables, x_pairs.data(), n0, cols, acc, stride);
+    write_epilogue(a, acc, stride, 0, static_cast<int>(a.M), n0, cols);
+  });
+}
+#else
+constexpr bool kByteTableStreaming = false;
+#endif
+
 // Vectors per row that fit the register file, capped at one task's width:
 //  partial sums (R <= 2): running sums, partial sums and words;
 //  scaled decode: R*NV accumulators plus scales, words and decoded vectors.
@@ -232,7 +375,10 @@ constexpr StreamTask kStreamTasks[CpuGemmPlan::kStreamingRowChunk + 1] = {
 void gemm_streaming(const GemmArgs& a) {
   constexpr int kCols = CpuGemmPlan::kStreamingCols;
   constexpr int kChunk = CpuGemmPlan::kStreamingRowChunk;
-  const CpuGemmPlan plan = plan_cpu_gemm(a.M, a.w.N);
+  const CpuGemmPlan plan = plan_cpu_gemm(a.M, a.w.N, kByteTableStreaming);
+#if defined(__AVX2__) && !defined(__AVX512F__)
+  if (plan.byte_tables) return gemm_streaming_bytes(a, plan);
+#endif
   const Decoder dec;
   // Rows in chunks of at most kChunk, of balanced sizes (M = 12: 6 + 6, not 8 + 4).
   const int64_t chunks = (a.M + kChunk - 1) / kChunk;
@@ -396,7 +542,8 @@ void gemm_transposed(const GemmTransposedArgs& a) {
 } // namespace MARLIN_ISA
 
 KernelTable MARLIN_CAT(kernels_, MARLIN_ISA)() {
-  return {MARLIN_STRINGIFY(MARLIN_ISA), &MARLIN_ISA::gemm, &MARLIN_ISA::gemm_transposed};
+  return {MARLIN_STRINGIFY(MARLIN_ISA), MARLIN_ISA::kByteTableStreaming, &MARLIN_ISA::gemm,
+          &MARLIN_ISA::gemm_transposed};
 }
 
 } // namespace marlin::cpu

@@ -43,6 +43,7 @@ struct GemmTransposedArgs {
 
 struct KernelTable {
   const char* isa;
+  bool byte_table_streaming;  // plan_cpu_gemm's byte_tables (common/gemm_plan.h)
   void (*gemm)(const GemmArgs&);
   void (*gemm_transposed)(const GemmTransposedArgs&);
 };

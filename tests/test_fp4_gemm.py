@@ -419,6 +419,19 @@ def _cpu_has(flag):
         return False
 
 
+def _assert_check_passes_with_isa(isa, script, *args):
+    """Runs `script` in a child process whose CPU kernels are the `isa` build (the choice
+    is made once per process); it must exit cleanly and print "ok"."""
+    env = dict(os.environ, MLX_MARLIN_CPU_ISA=isa)
+    # Run from the package's parent so the child imports the same mlx_marlin as this process.
+    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")])
+    r = subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300, cwd=pkg_parent
+    )
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_cpu_kernel_build(isa):
     """Each instruction-set build of the CPU kernels is correct (one process per ISA,
@@ -432,14 +445,7 @@ def test_every_cpu_kernel_build(isa):
             pytest.skip("x86 kernel builds only")
         if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
             pytest.skip(f"CPU lacks {isa}")
-    env = dict(os.environ, MLX_MARLIN_CPU_ISA=isa)
-    # Run from the package's parent so the child imports the same mlx_marlin as this process.
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")])
-    r = subprocess.run(
-        [sys.executable, "-c", ISA_CHECK, isa], env=env, capture_output=True, text=True, timeout=300, cwd=pkg_parent
-    )
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+    _assert_check_passes_with_isa(isa, ISA_CHECK, isa)
 
 
 BYTE_TABLE_CHECK = r"""
@@ -490,12 +496,7 @@ def test_avx2_byte_table_kernel():
         pytest.skip("CPU kernel builds are not used by fp4_gemm in the Metal emulator build")
     if ext._cpu_isa() not in ("avx2", "avx512") or not _cpu_has("avx2"):
         pytest.skip("x86 AVX2 kernel build only")
-    env = dict(os.environ, MLX_MARLIN_CPU_ISA="avx2")
-    pkg_parent = os.path.dirname(os.path.dirname(os.path.abspath(mm.__file__)))
-    env["PYTHONPATH"] = os.pathsep.join([pkg_parent, env.get("PYTHONPATH", "")])
-    r = subprocess.run([sys.executable, "-c", BYTE_TABLE_CHECK], env=env, capture_output=True, text=True, timeout=300,
-                       cwd=pkg_parent)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+    _assert_check_passes_with_isa("avx2", BYTE_TABLE_CHECK)
 
 
 @pytest.mark.parametrize("act", [None, "silu", "gelu"])

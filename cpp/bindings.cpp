@@ -11,6 +11,7 @@
 #include "common/moe_plan.h"
 #include "cpu/fp4_gemm_kernels.h"
 #include "gpu/gpu_ops.h"
+#include "ops/dense_linear.h"
 #include "ops/fp4_dequantize.h"
 #include "ops/fp4_gemm.h"
 #if defined(MLX_MARLIN_METAL_EMULATOR)
@@ -71,6 +72,29 @@ Args:
 
 Returns:
     array: ``[K, N]`` of ``dtype``.)");
+
+  m.def("dense_linear", &marlin::dense_linear, "x"_a, "w"_a, "bias"_a = nb::none(), nb::kw_only(),
+        "stream"_a = nb::none(),
+        nb::sig("def dense_linear(x: mlx.core.array, w: mlx.core.array, bias: mlx.core.array | None = None, *, "
+                "stream: mlx.core.Stream | mlx.core.Device | None = None) -> mlx.core.array"),
+        R"(Unquantized linear layer ``x @ w.T + bias`` (what ``nn.Linear`` computes), fast on the CPU.
+
+For the layers a model keeps in float16/bfloat16/float32 (output head, tied embeddings,
+MoE routers).  On a CPU stream it runs mlx-marlin's kernel, accumulating in float32 and
+rounding once; MLX's own CPU matmul on Linux is a reference BLAS (~60 ms for a
+32000 x 2048 bfloat16 head at one token).  On a GPU stream it is MLX's ``addmm`` /
+``matmul`` (fast there).
+
+Args:
+    x (array): ``[..., K]``; float16, bfloat16 or float32.
+    w (array): ``[N, K]`` (``nn.Linear.weight`` orientation); float16, bfloat16 or float32.
+    bias (array, optional): ``[N]``.
+    stream (Stream or Device, optional): Where to run.
+
+Returns:
+    array: ``[..., N]`` in the promoted dtype of ``x``, ``w`` and ``bias``.
+
+Differentiable with respect to ``x``, ``w`` and ``bias``.)");
 
   init_moe(m);
   init_plans(m);

@@ -4,14 +4,15 @@
 # (this also makes in-tree development builds importable).
 import mlx.core as _mx  # noqa: F401
 
-from ._ext import attention, fp4_gemm
+from ._ext import attention, dense_linear, fp4_gemm
 from ._ext import moe_gemm, moe_mlp, moe_route
 from .quant import dequantize, from_mlx, quantize, E2M1_VALUES
-from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
-from .lm import load, quantize_model, save
+from .nn import DenseEmbedding, DenseLinear, MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear
+from .lm import load, quantize_model, save, use_dense_kernels
 
 __all__ = [
     "fp4_gemm",
+    "dense_linear",
     "attention",
     "moe_route",
     "moe_gemm",
@@ -23,8 +24,11 @@ __all__ = [
     "MarlinLinear",
     "MarlinSwitchLinear",
     "MarlinSwitchGLU",
+    "DenseLinear",
+    "DenseEmbedding",
     "quantize_model",
     "load",
     "save",
+    "use_dense_kernels",
 ]
 __version__ = "0.1.0"

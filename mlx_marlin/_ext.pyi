@@ -37,7 +37,21 @@ def fp4_gemm(
     group_size: int,
     activation: Optional[str] = None,
     stream: Union[None, mlx.core.Stream, mlx.core.Device] = None,
-) -> mlx.core.array: ...
+) -> mlx.core.array:
+    """FP4 product ``act(x [..., K] @ dequantize(w, scales) + bias)`` -> ``[..., N]`` (lazy;
+    fp32 accumulation, result in ``x``'s dtype; CPU, Metal and CUDA)."""
+    ...
+
+def dense_linear(
+    x: mlx.core.array,
+    w: mlx.core.array,
+    bias: mlx.core.array | None = None,
+    *,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> mlx.core.array:
+    """Unquantized ``x [..., K] @ w[N, K].T + bias`` -> ``[..., N]`` (``nn.Linear``'s product):
+    mlx-marlin's kernel on CPU streams (fp32 accumulation), MLX's matmul on GPU streams."""
+    ...
 
 # --- moe
 # Fused Mixture-of-Experts ops (cpp/ops/moe.h, cpp/bindings_moe.cpp).

@@ -25,7 +25,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .nn import MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear, _quantized_fp4_mode
+from .nn import DenseEmbedding, DenseLinear, MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear, _quantized_fp4_mode
 from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
 
 FORMAT_NAME = "mlx_marlin_fp4"
@@ -83,6 +83,29 @@ def _convert(path: str, module: nn.Module, group_size: int, scale_dtype, scale_s
     return None
 
 
+def use_dense_kernels(model: nn.Module) -> nn.Module:
+    """Run the model's unquantized ``nn.Linear`` layers and tied output heads
+    (``nn.Embedding.as_linear``) through :func:`mlx_marlin.dense_linear`, in place.
+
+    Each exact ``nn.Linear`` becomes a :class:`~mlx_marlin.DenseLinear` and each exact
+    ``nn.Embedding`` a :class:`~mlx_marlin.DenseEmbedding` holding the same arrays, so
+    parameter names, checkpoints and results stay as they were.  On the CPU this replaces
+    MLX's reference-BLAS matmul by mlx-marlin's kernel (the bfloat16 output head that
+    :func:`quantize_model` keeps is otherwise most of a CPU decode step); on a GPU the
+    product stays MLX's own.  :func:`quantize_model` and :func:`load` call it; it works on
+    any model, quantized or not.  Returns ``model``.
+    """
+    replaced = []
+    for path, module in model.named_modules():
+        if type(module) is nn.Linear:
+            replaced.append((path, DenseLinear.from_linear(module)))
+        elif type(module) is nn.Embedding:
+            replaced.append((path, DenseEmbedding.from_embedding(module)))
+    if replaced:
+        model.update_modules(_unflatten_modules(replaced))
+    return model
+
+
 def quantize_model(
     model: nn.Module,
     *,
@@ -101,7 +124,8 @@ def quantize_model(
     mxfp4/nvfp4 keep their E2M1 codes, re-encoded at ``group_size`` with bfloat16 scales
     (exact for mxfp4 at ``group_size=32``).  Layers in MLX's other quantization modes stay
     as they are.  Embeddings stay as they are; by default so do the output head and MoE
-    routers (see :func:`default_predicate`).
+    routers (see :func:`default_predicate`).  The layers left unquantized then run through
+    :func:`use_dense_kernels` (same weights, a fast CPU product).
 
     Args:
         model: An ``nn.Module`` (e.g. from ``mlx_lm.load``).
@@ -145,6 +169,7 @@ def quantize_model(
         converted_paths.append(path)
     if replaced:
         model.update_modules(_unflatten_modules(replaced))
+    use_dense_kernels(model)
     mlx_quantized = _mlx_quantized_layers(model)
     config = {
         "method": FORMAT_NAME,
@@ -294,7 +319,7 @@ def load(path: Union[str, Path], *, lazy: bool = False, return_config: bool = Fa
         def build(args):
             model = model_class(args)
             _build_structure(model, qconfig)
-            return model
+            return use_dense_kernels(model)
 
         return build, args_class
 

@@ -4,6 +4,11 @@
 and ``MarlinSwitchGLU`` replace mlx-lm's ``SwitchLinear`` / ``SwitchGLU`` (same call
 signature ``(x, indices)``).  Packed weights and scales are frozen parameters, so LoRA-style
 adapters train on top of them like on ``nn.QuantizedLinear``.
+
+``DenseLinear`` / ``DenseEmbedding`` are ``nn.Linear`` / ``nn.Embedding`` with the same
+parameters whose products (``x @ W.T``, and ``as_linear`` for tied output heads) run
+through :func:`mlx_marlin.dense_linear`: mlx-marlin's kernel on the CPU, MLX's matmul on
+a GPU.  They carry the layers a model keeps unquantized (output head, routers).
 """
 
 from __future__ import annotations
@@ -134,6 +139,46 @@ class MarlinLinear(nn.Module):
 # The fused epilogue activations of moe_gemm, as MLX ops: the same functions, applied
 # after a bias that the op itself does not add.
 _EPILOGUE_ACTIVATIONS = {"relu": nn.relu, "silu": nn.silu, "gelu": nn.gelu, "gelu_approx": nn.gelu_approx}
+
+
+def _same_layer_as(cls, module: nn.Module):
+    """A `cls` holding `module`'s arrays (shared), frozen keys and training mode."""
+    layer = cls.__new__(cls)
+    nn.Module.__init__(layer)
+    for key, value in module.items():
+        setattr(layer, key, value)
+    layer._no_grad = set(module._no_grad)
+    layer.train(module.training)
+    return layer
+
+
+class DenseLinear(nn.Linear):
+    """``nn.Linear`` (same parameters, same result up to float32 summation order) whose
+    product runs through :func:`mlx_marlin.dense_linear`: on the CPU mlx-marlin's kernel
+    instead of MLX's reference-BLAS matmul (for a 32000 x 2048 bfloat16 output head at one
+    token, ~6 ms instead of ~60 on a 2-core x86 machine); on a GPU, MLX's own ``addmm``.
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return _ext.dense_linear(x, self["weight"], self.get("bias"))
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> "DenseLinear":
+        """The same layer (its arrays are shared, not copied)."""
+        return _same_layer_as(cls, linear)
+
+
+class DenseEmbedding(nn.Embedding):
+    """``nn.Embedding`` whose ``as_linear`` (the output head of models with tied
+    embeddings) runs through :func:`mlx_marlin.dense_linear`; lookups are unchanged."""
+
+    def as_linear(self, x: mx.array) -> mx.array:
+        return _ext.dense_linear(x, self["weight"])
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> "DenseEmbedding":
+        """The same layer (its arrays are shared, not copied)."""
+        return _same_layer_as(cls, embedding)
 
 
 def _quantized_fp4_mode(layer) -> Optional[str]:

@@ -1,9 +1,14 @@
 import os
 import zlib
 
-import mlx.core as mx
-import numpy as np
-import pytest
+# Every CPU op output starts as NaN bytes (cpp/cpu/tensor_view.cpp), so an element a
+# kernel never writes fails the float64 comparisons instead of passing as a zero.  Set
+# before any op runs; the child processes of the ISA tests inherit it.
+os.environ.setdefault("MLX_MARLIN_CPU_POISON", "1")
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Which stream the op tests run on: the CPU backend by default; MLX_MARLIN_TEST_DEVICE=gpu
 # runs the same suite through eval_gpu (CUDA build on a GPU machine, or the Metal emulator

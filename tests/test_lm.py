@@ -67,7 +67,7 @@ def test_quantize_model_convert_load_generate_round_trip(tmp_path):
 
     loaded, tok = mm.load(out)
     assert isinstance(loaded.model.layers[0].self_attn.q_proj, mm.MarlinLinear)
-    assert type(loaded.lm_head) is nn.Linear
+    assert type(loaded.lm_head) is mm.DenseLinear  # kept unquantized, on the dense kernel
     # Bit-exact save/load round trip of every parameter.
     from mlx.utils import tree_flatten
 
@@ -535,3 +535,64 @@ def test_python_api_bad_input(tmp_path):
     with pytest.raises(ValueError, match="activation"):
         mm.MarlinSwitchLinear.from_switch_linear(SwitchLinear(64, 32, 2), 32).apply_experts(
             mx.zeros((1, 64)), mx.zeros((1, 1), dtype=mx.uint32), activation="tanh")
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_unquantized_layers_run_on_the_dense_kernel(tmp_path, tied):
+    """convert / load leave the output head unquantized and run it (or a tied head's
+    Embedding.as_linear) through dense_linear: same parameters, and the same logits as
+    the model with MLX's own nn.Linear / nn.Embedding put back."""
+    src = make_model_dir(tmp_path / "src", dict(llama_config(), tie_word_embeddings=tied))
+    out, qmodel, _ = mm.convert.convert(src, tmp_path / "fp4", group_size=32, progress=False)
+    model, _ = mm.load(out)
+    assert type(model.model.embed_tokens) is mm.DenseEmbedding
+    assert tied == ("lm_head" not in model)
+    if not tied:
+        assert type(model.lm_head) is mm.DenseLinear
+    tokens = mx.array([[5, 17, 33, 2, 90, 41]])
+    logits = model(tokens)
+    np.testing.assert_array_equal(to_np(logits), to_np(qmodel(tokens)))
+
+    plain = []  # MLX's layers back in place, sharing the arrays
+    for path, m in model.named_modules():
+        if type(m) is mm.DenseLinear:
+            d = nn.Linear(m.weight.shape[1], m.weight.shape[0], bias="bias" in m)
+            d.update(m.parameters())
+            plain.append((path, d))
+        elif type(m) is mm.DenseEmbedding:
+            e = nn.Embedding(*m.weight.shape)
+            e.update(m.parameters())
+            plain.append((path, e))
+    from mlx.utils import tree_unflatten
+
+    model.update_modules(tree_unflatten(plain))
+    assert type(model.model.embed_tokens) is nn.Embedding
+    np.testing.assert_allclose(to_np(model(tokens)), to_np(logits), rtol=1e-4, atol=1e-4)
+
+
+def test_use_dense_kernels_on_an_unquantized_model(rng):
+    """Any model: every exact nn.Linear / nn.Embedding is swapped, subclasses are left, the
+    arrays are shared (not copied) and frozen parameters stay frozen."""
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = nn.Embedding(50, 24)
+            self.a = nn.Linear(24, 30)
+            self.b = nn.Linear(30, 24, bias=False)
+            self.q = nn.QuantizedLinear(64, 8)
+
+        def __call__(self, t):
+            return self.emb.as_linear(self.b(nn.relu(self.a(self.emb(t)))))
+
+    net = Net()
+    net.b.freeze()
+    t = mx.array([[1, 4, 9]])
+    expect = net(t)
+    weight = net.a.weight
+    assert mm.use_dense_kernels(net) is net
+    assert type(net.a) is mm.DenseLinear and type(net.b) is mm.DenseLinear and type(net.emb) is mm.DenseEmbedding
+    assert type(net.q) is nn.QuantizedLinear
+    assert net.a.weight is weight
+    assert "b" not in net.trainable_parameters() or not net.trainable_parameters()["b"]
+    np.testing.assert_allclose(to_np(net(t)), to_np(expect), rtol=1e-5, atol=1e-5)

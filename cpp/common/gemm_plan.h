@@ -4,6 +4,7 @@
 // the same functions (and tests can enumerate every plan).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -52,6 +53,28 @@ inline CpuGemmPlan plan_cpu_gemm(int64_t M, int64_t N, bool byte_tables = false)
       : p.streaming           ? CpuGemmPlan::kStreamingCols
                               : CpuGemmPlan::kNc;
   p.num_col_blocks = static_cast<int>((N + p.col_block - 1) / p.col_block);
+  return p;
+}
+
+// dense_linear on the CPU (y = x @ W^T with W [N, K] in float16/bfloat16/float32):
+// each output is a dot product over K of one x row and one W row, in register blocks
+// of up to kMaxRows x rows by up to kMaxCols W rows (ISA-dependent, from the register
+// file).  Tasks own `rows_per_task` W rows: sized so a task's rows stay in L2 while
+// every block of x rows passes over them, at least one register block, at most 64.
+struct CpuDenseLinearPlan {
+  static constexpr int64_t kTaskWeightBytes = 128 * 1024;
+  static constexpr int kMaxRowsPerTask = 64;
+  int rows_per_task;
+  int num_tasks;
+};
+
+inline CpuDenseLinearPlan plan_cpu_dense_linear(int64_t N, int64_t K, int weight_bytes, int block_cols) {
+  const int64_t row_bytes = std::max<int64_t>(1, K * weight_bytes);
+  int64_t rows = CpuDenseLinearPlan::kTaskWeightBytes / row_bytes;
+  rows = std::min<int64_t>(CpuDenseLinearPlan::kMaxRowsPerTask, std::max<int64_t>(block_cols, rows / block_cols * block_cols));
+  CpuDenseLinearPlan p{};
+  p.rows_per_task = static_cast<int>(rows);
+  p.num_tasks = static_cast<int>((N + rows - 1) / rows);
   return p;
 }
 

@@ -29,21 +29,6 @@ namespace marlin::cpu {
 namespace MARLIN_ISA {
 namespace {
 
-// Loads `valid` (1..16) consecutive elements, zero-filling the rest, so ragged
-// column tails run through the same vector code as full blocks.
-template <typename V, typename T>
-inline V load_partial(const T* p, int valid) {
-  V v{};
-  if (valid >= kLanes) {
-    std::memcpy(&v, p, sizeof(v));
-  } else {
-    T tmp[kLanes] = {};
-    std::memcpy(tmp, p, sizeof(T) * valid);
-    std::memcpy(&v, tmp, sizeof(v));
-  }
-  return v;
-}
-
 // Decodes nibble `shift/4` of 16 packed words into 16 floats through the E2M1 table.
 struct Decoder {
 #if defined(__AVX512F__)
@@ -73,26 +58,8 @@ struct Decoder {
 #endif
 };
 
-inline vf widen_scales(vh h, bool bf16) {
-  if (bf16) {
-    vu u = __builtin_convertvector(h, vu) << 16;
-    return (vf)u;
-  }
-#if defined(__AVX512F__)
-  __m256i hi;
-  std::memcpy(&hi, &h, sizeof(hi));
-  return (vf)_mm512_cvtph_ps(hi);
-#elif defined(__AVX2__) && defined(__F16C__)
-  return (vf)_mm256_cvtph_ps((__m128i)h);
-#else
-  vf r;
-  for (int i = 0; i < kLanes; ++i) r[i] = fp16_to_float(h[i]);
-  return r;
-#endif
-}
-
 inline vf load_scales(const PackedWeight& w, int64_t group, int64_t n, int valid) {
-  return widen_scales(load_partial<vh>(w.scales + group * w.N + n, valid), w.scales_bf16);
+  return widen_halves(load_partial<vh>(w.scales + group * w.N + n, valid), w.scales_bf16);
 }
 
 inline vu load_words(const PackedWeight& w, int64_t word_row, int64_t n, int valid) {

@@ -16,6 +16,8 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu/half_convert.h"
+
 #ifndef MARLIN_ISA
 #define MARLIN_ISA generic
 #endif
@@ -70,6 +72,40 @@ inline float hsum(vf v) {
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
   return s;
+#endif
+}
+
+// Loads `valid` (1..kLanes) consecutive elements, zero-filling the rest, so ragged
+// tails run through the same vector code as full blocks.
+template <typename V, typename T>
+inline V load_partial(const T* p, int valid) {
+  V v{};
+  if (valid >= kLanes) {
+    std::memcpy(&v, p, sizeof(v));
+  } else {
+    T tmp[kLanes] = {};
+    std::memcpy(tmp, p, sizeof(T) * valid);
+    std::memcpy(&v, tmp, sizeof(v));
+  }
+  return v;
+}
+
+// kLanes float16 or bfloat16 values (raw bits) as floats.
+inline vf widen_halves(vh h, bool bf16) {
+  if (bf16) {
+    vu u = __builtin_convertvector(h, vu) << 16;
+    return (vf)u;
+  }
+#if defined(__AVX512F__)
+  __m256i hi;
+  std::memcpy(&hi, &h, sizeof(hi));
+  return (vf)_mm512_cvtph_ps(hi);
+#elif defined(__AVX2__) && defined(__F16C__)
+  return (vf)_mm256_cvtph_ps((__m128i)h);
+#else
+  vf r;
+  for (int i = 0; i < kLanes; ++i) r[i] = fp16_to_float(h[i]);
+  return r;
 #endif
 }
 

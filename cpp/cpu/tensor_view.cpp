@@ -1,5 +1,8 @@
 #include "cpu/tensor_view.h"
 
+#include <cstdlib>
+#include <cstring>
+
 #include "common/fp4_format.h"
 #include "cpu/half_convert.h"
 
@@ -52,8 +55,15 @@ mx::cpu::CommandEncoder& begin_cpu_eval(mx::Stream s, const std::vector<mx::arra
                                         std::initializer_list<mx::array*> outputs) {
   auto& encoder = mx::cpu::get_command_encoder(s);
   for (auto& in : inputs) encoder.set_input_array(in);
+  // MLX_MARLIN_CPU_POISON=1 (tests): outputs start as all-ones bytes (NaN in every float
+  // type), so an element a kernel fails to write shows up instead of reading as 0.
+  static const bool poison = [] {
+    const char* v = std::getenv("MLX_MARLIN_CPU_POISON");
+    return v && v[0] && std::strcmp(v, "0") != 0;
+  }();
   for (auto* out : outputs) {
     out->set_data(mx::allocator::malloc(out->nbytes()));
+    if (poison) std::memset(out->data<void>(), 0xFF, out->nbytes());
     encoder.set_output_array(*out);
   }
   return encoder;

@@ -1,0 +1,88 @@
+#include "ops/dense_linear.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "ops/row_contiguous.h"
+#include "ops/validate.h"
+
+namespace marlin {
+
+namespace {
+const char* kOp = "dense_linear";
+
+// x @ w.T (+ bias) from MLX ops, exactly as nn.Linear computes it.
+mx::array mlx_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, mx::Stream s) {
+  auto wt = mx::transpose(w, s);
+  return bias ? mx::addmm(*bias, x, wt, 1.f, 1.f, s) : mx::matmul(x, wt, s);
+}
+} // namespace
+
+mx::array dense_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias,
+                       mx::StreamOrDevice s) {
+  check_float_input(kOp, "x", x);
+  check_float_input(kOp, "w", w);
+  if (x.ndim() < 1) invalid_argument(kOp, "x must have at least 1 dimension [..., K], got a scalar.");
+  if (w.ndim() != 2) invalid_argument(kOp, "w must have 2 dimensions [N, K], got shape " + shape_str(w.shape()) + ".");
+  const int N = w.shape(0);
+  const int K = w.shape(1);
+  if (x.shape(-1) != K)
+    invalid_argument(kOp, "x must have shape [..., K] with K = w.shape[1] = " + std::to_string(K) + ", got " +
+                              shape_str(x.shape()) + ".");
+  mx::Dtype out_type = mx::promote_types(x.dtype(), w.dtype());
+  if (bias) {
+    if (bias->ndim() != 1 || bias->shape(0) != N)
+      invalid_argument(kOp, "bias must have shape [N] = (" + std::to_string(N) + ",), got " + shape_str(bias->shape()) + ".");
+    check_float_input(kOp, "bias", *bias);
+    out_type = mx::promote_types(out_type, bias->dtype());
+  }
+  auto stream = mx::to_stream(s);
+  leading_rows(kOp, "x", x);  // rows past int32 are refused here
+  if (stream.device == mx::Device::gpu || K == 0) return mlx_linear(x, w, bias, stream);
+
+  std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream)};
+  if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = N;
+  return mx::array(std::move(out_shape), out_type, std::make_shared<DenseLinear>(stream, bias.has_value()),
+                   std::move(inputs));
+}
+
+std::vector<mx::Shape> DenseLinear::output_shapes(const std::vector<mx::array>& inputs) {
+  mx::Shape shape = inputs[0].shape();
+  shape.back() = inputs[1].shape(0);
+  return {std::move(shape)};
+}
+
+void DenseLinear::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  // dense_linear builds MLX's matmul on GPU streams instead of this primitive.
+  throw std::logic_error("[dense_linear] the DenseLinear primitive only runs on CPU streams.");
+}
+
+// d/dx = g @ w, d/dw = g^T x (over every leading dim), d/dbias = sum of g: MLX ops.
+std::vector<mx::array> DenseLinear::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                        const std::vector<int>& argnums, const std::vector<mx::array>&) {
+  auto s = stream();
+  const auto& x = primals[0];
+  const auto& w = primals[1];
+  const auto& g = cotangents[0];
+  std::vector<int> lead_axes(g.ndim() - 1);
+  for (int i = 0; i + 1 < g.ndim(); ++i) lead_axes[i] = i;
+  std::vector<mx::array> grads;
+  for (int arg : argnums) {
+    if (arg == 0) {
+      grads.push_back(mx::astype(mx::matmul(g, mx::astype(w, g.dtype(), s), s), x.dtype(), s));
+    } else if (arg == 1) {
+      const int K = w.shape(1);
+      const int N = w.shape(0);
+      auto g2 = mx::reshape(g, {-1, N}, s);
+      auto x2 = mx::reshape(mx::astype(x, g.dtype(), s), {-1, K}, s);
+      grads.push_back(mx::astype(mx::matmul(mx::transpose(g2, s), x2, s), w.dtype(), s));
+    } else {
+      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), lead_axes, false, s));
+    }
+  }
+  return grads;
+}
+
+} // namespace marlin

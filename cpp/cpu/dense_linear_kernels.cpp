@@ -6,7 +6,14 @@
 // register block of MR x rows and NR W rows loads MR + NR vectors per MR * NR FMAs and
 // converts each W vector once for all MR rows; nothing is packed or transposed, so a
 // decode step (M = 1) streams W straight from memory once, NR rows side by side.
+//
+// bfloat16 W (most output heads) skips the widening shift: interleaving 2 * kLanes
+// bf16 values with zeros (unpacklo / unpackhi of 16-bit elements) gives two float
+// vectors directly, one instruction each, in a fixed lane order (kInterleaved below);
+// x is stored once per call in that order, since a dot product does not care which
+// lane holds which k.
 #include <algorithm>
+#include <vector>
 
 #include "common/gemm_plan.h"
 #include "cpu/dense_linear_kernels.h"
@@ -38,33 +45,122 @@ constexpr int block_cols() {
 constexpr int kMaxBlockRows = kVectorRegisters >= 32 ? 4 : 3;
 
 template <ElemType W, int MR, int NR>
-inline void dot_step(const DenseLinearArgs& a, const float* x, int64_t w0, int64_t k, int valid, vf (&acc)[MR][NR]) {
+inline void dot_step(const DenseLinearArgs& a, const float* x, int64_t x_stride, int64_t w0, int64_t k, int valid,
+                     vf (&acc)[MR][NR]) {
   vf xv[MR];
-  for (int r = 0; r < MR; ++r) xv[r] = load_partial<vf>(x + r * a.K + k, valid);
+  for (int r = 0; r < MR; ++r) xv[r] = load_partial<vf>(x + r * x_stride + k, valid);
   for (int j = 0; j < NR; ++j) {
     const vf wv = load_weights<W>(a.w, w0 + j * a.w_row_stride + k, valid);
     for (int r = 0; r < MR; ++r) acc[r][j] += xv[r] * wv;
   }
 }
 
-template <ElemType W, int MR, int NR>
-void dot_block(const DenseLinearArgs& a, int64_t m0, int64_t n0, float (&sums)[MR][NR]) {
-  const float* x = a.x + m0 * a.K;
-  const int64_t w0 = n0 * a.w_row_stride;
-  vf acc[MR][NR] = {};
-  int64_t k = 0;
-  for (; k + kLanes <= a.K; k += kLanes) dot_step<W, MR, NR>(a, x, w0, k, kLanes, acc);
-  if (k < a.K) dot_step<W, MR, NR>(a, x, w0, k, static_cast<int>(a.K - k), acc);  // ragged K, zero-filled
-  for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NR; ++j) sums[r][j] = hsum(acc[r][j]);
+// ---------------------------------------------------------------- bfloat16, interleaved
+// 2 * kLanes bf16 values of W as two float vectors: `low` holds elements
+// 8b + {0..3} of each 8-element block b, `high` 8b + {4..7} (the 16-bit unpacks work
+// within 128-bit lanes).
+constexpr int kInterleaved = 2 * kLanes;
+typedef uint16_t vh2 __attribute__((vector_size(kVectorBytes)));
+
+inline int interleaved_source(int lane, bool high) {
+  return 8 * (lane / 4) + (high ? 4 : 0) + lane % 4;
+}
+
+template <bool High>
+inline vf widen_interleaved(vh2 h) {
+#if defined(__AVX512F__)
+  const __m512i z = _mm512_setzero_si512();
+  return (vf)(High ? _mm512_unpackhi_epi16(z, (__m512i)h) : _mm512_unpacklo_epi16(z, (__m512i)h));
+#elif defined(__AVX2__)
+  const __m256i z = _mm256_setzero_si256();
+  return (vf)(High ? _mm256_unpackhi_epi16(z, (__m256i)h) : _mm256_unpacklo_epi16(z, (__m256i)h));
+#else
+  vu u;
+  for (int l = 0; l < kLanes; ++l) u[l] = static_cast<uint32_t>(h[interleaved_source(l, High)]) << 16;
+  return (vf)u;
+#endif
+}
+
+// x [M, K] -> [M, Kp] in interleaved order, Kp = K rounded up to kInterleaved, zero-padded.
+void store_x_interleaved(const DenseLinearArgs& a, int64_t Kp, float* out) {
+  for (int64_t m = 0; m < a.M; ++m)
+    for (int64_t k0 = 0; k0 < Kp; k0 += kInterleaved)
+      for (int half = 0; half < 2; ++half)
+        for (int l = 0; l < kLanes; ++l) {
+          const int64_t k = k0 + interleaved_source(l, half == 1);
+          out[m * Kp + k0 + half * kLanes + l] = k < a.K ? a.x[m * a.K + k] : 0.f;
+        }
 }
 
 template <int MR, int NR>
-void store_block(const DenseLinearArgs& a, int64_t m0, int64_t n0, const float (&sums)[MR][NR]) {
-  for (int r = 0; r < MR; ++r)
+inline void dot_step_bf16(const DenseLinearArgs& a, const float* x, int64_t x_stride, int64_t w0, int64_t k, int valid,
+                          vf (&acc)[MR][NR]) {
+  const uint16_t* w = static_cast<const uint16_t*>(a.w) + w0 + k;
+  // Low halves, then high halves: MR x vectors live at a time, and each W vector is
+  // loaded twice (the second time from L1) rather than kept.
+  for (int half = 0; half < 2; ++half) {
+    vf xv[MR];
+    for (int r = 0; r < MR; ++r) xv[r] = load(x + r * x_stride + k + half * kLanes);
     for (int j = 0; j < NR; ++j) {
-      const float v = sums[r][j] + (a.bias ? a.bias[n0 + j] : 0.f);
-      const int64_t i = (m0 + r) * a.N + n0 + j;
+      vh2 raw;
+      if (valid == kInterleaved) {
+        std::memcpy(&raw, w + j * a.w_row_stride, sizeof(raw));
+      } else {
+        uint16_t tmp[kInterleaved] = {};
+        std::memcpy(tmp, w + j * a.w_row_stride, sizeof(uint16_t) * valid);
+        std::memcpy(&raw, tmp, sizeof(raw));
+      }
+      const vf wv = half ? widen_interleaved<true>(raw) : widen_interleaved<false>(raw);
+      for (int r = 0; r < MR; ++r) acc[r][j] += xv[r] * wv;
+    }
+  }
+}
+
+// sums[r][j] += x[m0 + r, k0:k1] . W[n0 + j, k0:k1]; x rows are x_stride apart (in
+// interleaved order for bfloat16 W).
+template <ElemType W, int MR, int NR>
+void dot_block(const DenseLinearArgs& a, const float* x_rows, int64_t x_stride, int64_t m0, int64_t n0, int64_t k0,
+               int64_t k1, float* sums, int64_t sums_stride) {
+  const float* x = x_rows + m0 * x_stride;
+  const int64_t w0 = n0 * a.w_row_stride;
+  vf acc[MR][NR] = {};
+  int64_t k = k0;
+  if constexpr (W == ElemType::BFloat16) {
+    for (; k + kInterleaved <= k1; k += kInterleaved) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, kInterleaved, acc);
+    if (k < k1) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, static_cast<int>(k1 - k), acc);  // ragged end
+  } else {
+    for (; k + kLanes <= k1; k += kLanes) dot_step<W, MR, NR>(a, x, x_stride, w0, k, kLanes, acc);
+    if (k < k1) dot_step<W, MR, NR>(a, x, x_stride, w0, k, static_cast<int>(k1 - k), acc);  // ragged end, zero-filled
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) sums[r * sums_stride + j] += hsum(acc[r][j]);
+}
+
+// MR x rows against W rows [n_begin, n_end) over K [k0, k1): full blocks of NR rows,
+// then one at a time.  sums holds the task's [MR][n_end - n_begin] running sums.
+template <ElemType W, int MR>
+void row_block(const DenseLinearArgs& a, const float* x, int64_t x_stride, int64_t m0, int64_t n_begin, int64_t n_end,
+               int64_t k0, int64_t k1, float* sums, int64_t sums_stride) {
+  constexpr int NR = block_cols<MR>();
+  int64_t n = n_begin;
+  for (; n + NR <= n_end; n += NR) dot_block<W, MR, NR>(a, x, x_stride, m0, n, k0, k1, sums + (n - n_begin), sums_stride);
+  for (; n < n_end; ++n) dot_block<W, MR, 1>(a, x, x_stride, m0, n, k0, k1, sums + (n - n_begin), sums_stride);
+}
+
+template <ElemType W, int MR = kMaxBlockRows>
+void rows_tail(const DenseLinearArgs& a, const float* x, int64_t x_stride, int rows, int64_t m0, int64_t n_begin,
+               int64_t n_end, int64_t k0, int64_t k1, float* sums, int64_t sums_stride) {
+  if constexpr (MR > 0) {
+    if (rows == MR) return row_block<W, MR>(a, x, x_stride, m0, n_begin, n_end, k0, k1, sums, sums_stride);
+    rows_tail<W, MR - 1>(a, x, x_stride, rows, m0, n_begin, n_end, k0, k1, sums, sums_stride);
+  }
+}
+
+void store_rows(const DenseLinearArgs& a, int64_t n_begin, int cols, const float* sums) {
+  for (int64_t m = 0; m < a.M; ++m)
+    for (int j = 0; j < cols; ++j) {
+      const float v = sums[m * cols + j] + (a.bias ? a.bias[n_begin + j] : 0.f);
+      const int64_t i = m * a.N + n_begin + j;
       switch (a.out_type) {
         case ElemType::Float32: static_cast<float*>(a.out)[i] = v; break;
         case ElemType::Float16: static_cast<uint16_t*>(a.out)[i] = float_to_fp16(v); break;
@@ -73,42 +169,31 @@ void store_block(const DenseLinearArgs& a, int64_t m0, int64_t n0, const float (
     }
 }
 
-// MR x rows against W rows [n_begin, n_end): full blocks of NR rows, then one at a time.
-template <ElemType W, int MR>
-void row_block(const DenseLinearArgs& a, int64_t m0, int64_t n_begin, int64_t n_end) {
-  constexpr int NR = block_cols<MR>();
-  int64_t n = n_begin;
-  for (; n + NR <= n_end; n += NR) {
-    float sums[MR][NR];
-    dot_block<W, MR, NR>(a, m0, n, sums);
-    store_block<MR, NR>(a, m0, n, sums);
-  }
-  for (; n < n_end; ++n) {
-    float sums[MR][1];
-    dot_block<W, MR, 1>(a, m0, n, sums);
-    store_block<MR, 1>(a, m0, n, sums);
-  }
-}
-
-template <ElemType W, int MR = kMaxBlockRows>
-void rows_tail(const DenseLinearArgs& a, int rows, int64_t m0, int64_t n_begin, int64_t n_end) {
-  if constexpr (MR > 0) {
-    if (rows == MR) return row_block<W, MR>(a, m0, n_begin, n_end);
-    rows_tail<W, MR - 1>(a, rows, m0, n_begin, n_end);
-  }
-}
-
 template <ElemType W>
 void linear_typed(const DenseLinearArgs& a) {
   const int weight_bytes = W == ElemType::Float32 ? 4 : 2;
   const CpuDenseLinearPlan plan = plan_cpu_dense_linear(a.N, a.K, weight_bytes, block_cols<kMaxBlockRows>());
+  const float* x = a.x;
+  int64_t x_stride = a.K;
+  std::vector<float> x_interleaved;
+  if constexpr (W == ElemType::BFloat16) {
+    x_stride = (a.K + kInterleaved - 1) / kInterleaved * kInterleaved;
+    x_interleaved.resize(a.M * x_stride);
+    store_x_interleaved(a, x_stride, x_interleaved.data());
+    x = x_interleaved.data();
+  }
   parallel_for(plan.num_tasks, [&](int task) {
     const int64_t n_begin = int64_t(task) * plan.rows_per_task;
     const int64_t n_end = std::min<int64_t>(a.N, n_begin + plan.rows_per_task);
-    // Every block of x rows passes over the task's W rows (L2-resident after the first).
+    const int cols = static_cast<int>(n_end - n_begin);
+    thread_local std::vector<float> sums;
+    sums.assign(a.M * cols, 0.f);
     int64_t m = 0;
-    for (; m + kMaxBlockRows <= a.M; m += kMaxBlockRows) row_block<W, kMaxBlockRows>(a, m, n_begin, n_end);
-    if (m < a.M) rows_tail<W>(a, static_cast<int>(a.M - m), m, n_begin, n_end);
+    for (; m + kMaxBlockRows <= a.M; m += kMaxBlockRows)
+      row_block<W, kMaxBlockRows>(a, x, x_stride, m, n_begin, n_end, 0, a.K, sums.data() + m * cols, cols);
+    if (m < a.M)
+      rows_tail<W>(a, x, x_stride, static_cast<int>(a.M - m), m, n_begin, n_end, 0, a.K, sums.data() + m * cols, cols);
+    store_rows(a, n_begin, cols, sums.data());
   });
 }
 

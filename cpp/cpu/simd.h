@@ -68,6 +68,12 @@ inline vf splat(float s) {
 inline float hsum(vf v) {
 #if defined(__AVX512F__)
   return _mm512_reduce_add_ps((__m512)v);
+#elif defined(__AVX2__)
+  // A shuffle tree (3 dependent adds) rather than 7 dependent scalar adds.
+  __m128 q = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+  q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+  q = _mm_add_ss(q, _mm_movehdup_ps(q));
+  return _mm_cvtss_f32(q);
 #else
   float s = 0.f;
   for (int i = 0; i < kLanes; ++i) s += v[i];
@@ -93,8 +99,17 @@ inline V load_partial(const T* p, int valid) {
 // kLanes float16 or bfloat16 values (raw bits) as floats.
 inline vf widen_halves(vh h, bool bf16) {
   if (bf16) {
+#if defined(__AVX512F__)
+    __m256i hi;
+    std::memcpy(&hi, &h, sizeof(hi));
+    return (vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16);
+#elif defined(__AVX2__)
+    // One vpmovzxwd (GCC lowers the generic convert to four shuffles).
+    return (vf)_mm256_slli_epi32(_mm256_cvtepu16_epi32((__m128i)h), 16);
+#else
     vu u = __builtin_convertvector(h, vu) << 16;
     return (vf)u;
+#endif
   }
 #if defined(__AVX512F__)
   __m256i hi;

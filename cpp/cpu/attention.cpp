@@ -13,15 +13,8 @@ namespace marlin {
 
 namespace cpu {
 const AttentionKernelTable& select_attention_kernels() {
-  // Same instruction set as the GEMM kernels (including MLX_MARLIN_CPU_ISA).
-  static const AttentionKernelTable table = [] {
-#if defined(MARLIN_HAVE_X86_KERNELS)
-    const char* isa = select_kernels().isa;
-    if (!std::strcmp(isa, "avx512")) return attention_kernels_avx512();
-    if (!std::strcmp(isa, "avx2")) return attention_kernels_avx2();
-#endif
-    return attention_kernels_generic();
-  }();
+  static const AttentionKernelTable table =
+      table_for_selected_isa(attention_kernels_generic, attention_kernels_avx2, attention_kernels_avx512);
   return table;
 }
 } // namespace cpu

@@ -1,6 +1,5 @@
 // DenseLinear::eval_cpu: x to fp32 rows once, then the kernel build matching the FP4
 // kernels' instruction set (including MLX_MARLIN_CPU_ISA).
-#include <cstring>
 #include <vector>
 
 #include "cpu/dense_linear_kernels.h"
@@ -12,14 +11,8 @@ namespace marlin {
 
 namespace cpu {
 const DenseLinearKernelTable& select_dense_linear_kernels() {
-  static const DenseLinearKernelTable table = [] {
-#if defined(MARLIN_HAVE_X86_KERNELS)
-    const char* isa = select_kernels().isa;
-    if (!std::strcmp(isa, "avx512")) return dense_linear_kernels_avx512();
-    if (!std::strcmp(isa, "avx2")) return dense_linear_kernels_avx2();
-#endif
-    return dense_linear_kernels_generic();
-  }();
+  static const DenseLinearKernelTable table =
+      table_for_selected_isa(dense_linear_kernels_generic, dense_linear_kernels_avx2, dense_linear_kernels_avx512);
   return table;
 }
 } // namespace cpu

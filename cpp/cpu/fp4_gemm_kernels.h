@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "common/activation.h"
 
@@ -55,5 +56,20 @@ KernelTable kernels_avx512();
 
 // The best table for this CPU (decided once).
 const KernelTable& select_kernels();
+
+// Another per-ISA kernel family's table for the instruction set select_kernels() chose
+// (including MLX_MARLIN_CPU_ISA), so every family runs the same build.
+template <typename Table>
+Table table_for_selected_isa(Table (*generic)(), Table (*avx2)(), Table (*avx512)()) {
+#if defined(MARLIN_HAVE_X86_KERNELS)
+  const std::string_view isa = select_kernels().isa;
+  if (isa == "avx512") return avx512();
+  if (isa == "avx2") return avx2();
+#else
+  (void)avx2;
+  (void)avx512;
+#endif
+  return generic();
+}
 
 } // namespace marlin::cpu

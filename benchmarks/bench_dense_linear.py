@@ -1,10 +1,10 @@
 """dense_linear (the unquantized layers: output heads, tied embeddings, routers) against
 MLX's own dense matmul (`x @ w.T`, what nn.Linear runs) and numpy, side by side in one
-run, plus the floors; and one CPU decode step of a random Llama-shaped FP4 model with its
-bfloat16 head on each.
+run, plus the floors.  (A whole decode step with the head on each:
+benchmarks/bench_decode_cpu.py.)
 
     python benchmarks/bench_dense_linear.py [--device cpu|gpu] [--shapes 1x32000x2048 ...]
-        [--dtype bfloat16] [--model-decode] [--slow-budget 2]
+        [--dtype bfloat16] [--slow-budget 2]
 
 M x N x K: x [M, K] @ w[N, K].T.  Defaults: heads of Llama-2-7B-sized vocabularies at
 two widths (32000 x 2048, 32000 x 4096), Llama-3.2-1B's tied head (128256 x 2048),
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import mlx.core as mx
 import numpy as np
@@ -52,52 +51,6 @@ def op_table(args, bandwidth):
               f"{floor * 1e3:.2f} | {ours / floor:.2f}x | {2 * M * N * K / ours / 1e9:.0f} | {diff:.2g} |")
 
 
-def decode_table(args):
-    """One decode step of a random Llama-shaped model converted by quantize_model (FP4
-    body, bf16 head kept), with the head on dense_linear and on MLX's nn.Linear."""
-    import mlx.nn as nn
-    from mlx.utils import tree_unflatten
-    from mlx_lm.models import llama
-    from mlx_lm.models.cache import make_prompt_cache
-
-    cfg = llama.ModelArgs(model_type="llama", hidden_size=2048, num_hidden_layers=8, intermediate_size=5632,
-                          num_attention_heads=32, num_key_value_heads=4, rms_norm_eps=1e-5, vocab_size=32000,
-                          head_dim=64, tie_word_embeddings=False)
-    mx.random.seed(0)
-    model = llama.Model(cfg)
-    model.set_dtype(mx.bfloat16)
-    mm.quantize_model(model, group_size=64)
-    mx.eval(model.parameters())
-    head = model.lm_head
-
-    def step_ms(prompt_len=128, steps=20):
-        cache = make_prompt_cache(model)
-        prompt = mx.array(np.random.default_rng(0).integers(0, cfg.vocab_size, (1, prompt_len)))
-        mx.eval(model(prompt, cache=cache)[:, -1])
-        tok = mx.array([[1]])
-        ts = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            tok = mx.argmax(model(tok, cache=cache)[:, -1:], axis=-1)
-            mx.eval(tok)
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts)) * 1e3
-
-    ours = step_ms()
-    plain = nn.Linear(head.weight.shape[1], head.weight.shape[0], bias=False)
-    plain.update(head.parameters())
-    model.update_modules(tree_unflatten([("lm_head", plain)]))
-    theirs = step_ms(steps=5)
-    print()
-    print("Decode step, random Llama-shaped model (8 layers, hidden 2048, MLP 5632, 32/4 heads, vocab 32000) "
-          "after `quantize_model(group_size=64)`, bf16, 128-token prompt in the KV cache (ms per token, median):")
-    print()
-    print("| head | ms / token |")
-    print("|---|---|")
-    print(f"| bf16 head on dense_linear (DenseLinear) | {ours:.1f} |")
-    print(f"| bf16 head on MLX's nn.Linear | {theirs:.1f} |")
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -105,17 +58,14 @@ def main():
                                                     "1x151936x896", "1x64x2048", "8x32000x2048", "128x32000x2048"])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     ap.add_argument("--slow-budget", type=float, default=2.0, help="seconds per MLX matmul measurement")
-    ap.add_argument("--model-decode", action="store_true", help="also time a decode step of a random model")
     args = ap.parse_args()
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     bandwidth = read_bandwidth_gbs() if args.device == "cpu" else float("nan")
     print(f"# hardware: {hardware()}, mlx_marlin CPU kernels: {mm._ext._cpu_isa()}")
     print(f"# command: python benchmarks/bench_dense_linear.py --device {args.device} --dtype {args.dtype} "
-          f"--shapes {' '.join(args.shapes)}{' --model-decode' if args.model_decode else ''}")
+          f"--shapes {' '.join(args.shapes)}")
     print(f"# read bandwidth: {bandwidth:.1f} GB/s; load average at start: {os.getloadavg()[0]:.1f}")
     op_table(args, bandwidth)
-    if args.model_decode:
-        decode_table(args)
 
 
 if __name__ == "__main__":

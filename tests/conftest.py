@@ -1,4 +1,5 @@
 import os
+import sys
 import zlib
 
 # Every CPU op output starts as NaN bytes (cpp/cpu/tensor_view.cpp), so an element a
@@ -39,3 +40,15 @@ def pytest_runtest_makereport(item, call):
         for name, value in item.user_properties:
             if name == "seed":
                 print(f"\n[{item.nodeid}] rng seed = {value}")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_attention_route():
+    """mlx_marlin.load / quantize_model route mlx-lm's attention (a process-wide patch):
+    each test starts with no route chosen, as a fresh process would."""
+    yield
+    lm = sys.modules.get("mlx_marlin.lm")
+    if lm is not None and lm._attention_route is not None:
+        lm.use_marlin_attention(False)
+        lm._attention_route = None
+

@@ -314,6 +314,9 @@ def test_gpt_oss_mxfp4_model_convert_load_generate(tmp_path):
     assert set(qconfig["layers"]) == {"model.layers.0.mlp.experts", "model.layers.1.mlp.experts"}
     assert qconfig["mlx_quantized"]["model.layers.1.self_attn.o_proj"] == {"group_size": 64, "bits": 8,
                                                                           "mode": "affine"}
+    # From here on MLX's attention (convert chose the CPU route to mlx_marlin.attention,
+    # which the block below checks on its own).
+    mm.lm.use_marlin_attention(False)
     before = qmodel(tokens)
     loaded, tok = mm.load(out)
     experts = loaded.model.layers[1].mlp.experts
@@ -596,3 +599,42 @@ def test_use_dense_kernels_on_an_unquantized_model(rng):
     assert net.a.weight is weight
     assert "b" not in net.trainable_parameters() or not net.trainable_parameters()["b"]
     np.testing.assert_allclose(to_np(net(t)), to_np(expect), rtol=1e-5, atol=1e-5)
+
+
+def test_load_routes_cpu_attention_unless_the_user_chose(tmp_path):
+    """mm.load (and quantize_model) send mlx-lm's attention on the CPU through
+    mlx_marlin.attention (MLX's is built from reference-BLAS matmuls there) with the same
+    logits; a route the user chose before (use_marlin_attention(False)) is kept.  The
+    Metal-emulator build leaves the CPU route off (its CPU stream stands in for a GPU)."""
+    from mlx_lm.models import base, llama
+
+    src = make_model_dir(tmp_path / "src", dict(llama_config(), hidden_size=256, num_attention_heads=4,
+                                                num_key_value_heads=2))  # head dim 64
+    out, _, _ = mm.convert.convert(src, tmp_path / "fp4", group_size=32, progress=False)
+    tokens = mx.array([[4, 9, 16, 25, 36, 49, 64, 81]])
+    calls = []
+    original_attention = mm._ext.attention
+
+    def counting_attention(*args, **kwargs):
+        calls.append(kwargs.get("mask"))
+        return original_attention(*args, **kwargs)
+
+    mm.lm.use_marlin_attention(False)  # the user's choice: MLX's attention
+    mm.lm._attention_route = None  # ... forgotten: a fresh process, where load chooses
+    model, _ = mm.load(out)
+    assert mm.lm._attention_route == "cpu"
+    assert llama.scaled_dot_product_attention is mm.lm._marlin_sdpa
+    mm._ext.attention = counting_attention
+    try:
+        routed = model(tokens)
+    finally:
+        mm._ext.attention = original_attention
+    on_cpu_kernels = mm._ext._backend() == "cpu"
+    assert len(calls) == (2 if on_cpu_kernels else 0)  # one per layer
+
+    mm.lm.use_marlin_attention(False)
+    assert llama.scaled_dot_product_attention is base.scaled_dot_product_attention
+    model, _ = mm.load(out)
+    assert mm.lm._attention_route == "off"
+    assert llama.scaled_dot_product_attention is base.scaled_dot_product_attention
+    np.testing.assert_allclose(to_np(model(tokens)), to_np(routed), rtol=1e-4, atol=1e-4)

@@ -116,43 +116,44 @@ inline void dot_step_bf16(const DenseLinearArgs& a, const float* x, int64_t x_st
   }
 }
 
-// sums[r][j] += x[m0 + r, k0:k1] . W[n0 + j, k0:k1]; x rows are x_stride apart (in
+// sums[r][j] = x[m0 + r, :] . W[n0 + j, :]; x rows are x_stride apart (in
 // interleaved order for bfloat16 W).
 template <ElemType W, int MR, int NR>
-void dot_block(const DenseLinearArgs& a, const float* x_rows, int64_t x_stride, int64_t m0, int64_t n0, int64_t k0,
-               int64_t k1, float* sums, int64_t sums_stride) {
+void dot_block(const DenseLinearArgs& a, const float* x_rows, int64_t x_stride, int64_t m0, int64_t n0, float* sums,
+               int64_t sums_stride) {
   const float* x = x_rows + m0 * x_stride;
   const int64_t w0 = n0 * a.w_row_stride;
   vf acc[MR][NR] = {};
-  int64_t k = k0;
+  const int64_t K = a.K;
+  int64_t k = 0;
   if constexpr (W == ElemType::BFloat16) {
-    for (; k + kInterleaved <= k1; k += kInterleaved) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, kInterleaved, acc);
-    if (k < k1) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, static_cast<int>(k1 - k), acc);  // ragged end
+    for (; k + kInterleaved <= K; k += kInterleaved) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, kInterleaved, acc);
+    if (k < K) dot_step_bf16<MR, NR>(a, x, x_stride, w0, k, static_cast<int>(K - k), acc);  // ragged end
   } else {
-    for (; k + kLanes <= k1; k += kLanes) dot_step<W, MR, NR>(a, x, x_stride, w0, k, kLanes, acc);
-    if (k < k1) dot_step<W, MR, NR>(a, x, x_stride, w0, k, static_cast<int>(k1 - k), acc);  // ragged end, zero-filled
+    for (; k + kLanes <= K; k += kLanes) dot_step<W, MR, NR>(a, x, x_stride, w0, k, kLanes, acc);
+    if (k < K) dot_step<W, MR, NR>(a, x, x_stride, w0, k, static_cast<int>(K - k), acc);  // ragged end, zero-filled
   }
   for (int r = 0; r < MR; ++r)
-    for (int j = 0; j < NR; ++j) sums[r * sums_stride + j] += hsum(acc[r][j]);
+    for (int j = 0; j < NR; ++j) sums[r * sums_stride + j] = hsum(acc[r][j]);
 }
 
-// MR x rows against W rows [n_begin, n_end) over K [k0, k1): full blocks of NR rows,
+// MR x rows against W rows [n_begin, n_end): full blocks of NR rows,
 // then one at a time.  sums holds the task's [MR][n_end - n_begin] running sums.
 template <ElemType W, int MR>
 void row_block(const DenseLinearArgs& a, const float* x, int64_t x_stride, int64_t m0, int64_t n_begin, int64_t n_end,
-               int64_t k0, int64_t k1, float* sums, int64_t sums_stride) {
+               float* sums, int64_t sums_stride) {
   constexpr int NR = block_cols<MR>();
   int64_t n = n_begin;
-  for (; n + NR <= n_end; n += NR) dot_block<W, MR, NR>(a, x, x_stride, m0, n, k0, k1, sums + (n - n_begin), sums_stride);
-  for (; n < n_end; ++n) dot_block<W, MR, 1>(a, x, x_stride, m0, n, k0, k1, sums + (n - n_begin), sums_stride);
+  for (; n + NR <= n_end; n += NR) dot_block<W, MR, NR>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
+  for (; n < n_end; ++n) dot_block<W, MR, 1>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
 }
 
 template <ElemType W, int MR = kMaxBlockRows>
 void rows_tail(const DenseLinearArgs& a, const float* x, int64_t x_stride, int rows, int64_t m0, int64_t n_begin,
-               int64_t n_end, int64_t k0, int64_t k1, float* sums, int64_t sums_stride) {
+               int64_t n_end, float* sums, int64_t sums_stride) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_block<W, MR>(a, x, x_stride, m0, n_begin, n_end, k0, k1, sums, sums_stride);
-    rows_tail<W, MR - 1>(a, x, x_stride, rows, m0, n_begin, n_end, k0, k1, sums, sums_stride);
+    if (rows == MR) return row_block<W, MR>(a, x, x_stride, m0, n_begin, n_end, sums, sums_stride);
+    rows_tail<W, MR - 1>(a, x, x_stride, rows, m0, n_begin, n_end, sums, sums_stride);
   }
 }
 
@@ -187,12 +188,12 @@ void linear_typed(const DenseLinearArgs& a) {
     const int64_t n_end = std::min<int64_t>(a.N, n_begin + plan.rows_per_task);
     const int cols = static_cast<int>(n_end - n_begin);
     thread_local std::vector<float> sums;
-    sums.assign(a.M * cols, 0.f);
+    sums.resize(a.M * cols);  // every element written by its dot block
     int64_t m = 0;
     for (; m + kMaxBlockRows <= a.M; m += kMaxBlockRows)
-      row_block<W, kMaxBlockRows>(a, x, x_stride, m, n_begin, n_end, 0, a.K, sums.data() + m * cols, cols);
+      row_block<W, kMaxBlockRows>(a, x, x_stride, m, n_begin, n_end, sums.data() + m * cols, cols);
     if (m < a.M)
-      rows_tail<W>(a, x, x_stride, static_cast<int>(a.M - m), m, n_begin, n_end, 0, a.K, sums.data() + m * cols, cols);
+      rows_tail<W>(a, x, x_stride, static_cast<int>(a.M - m), m, n_begin, n_end, sums.data() + m * cols, cols);
     store_rows(a, n_begin, cols, sums.data());
   });
 }

@@ -237,6 +237,32 @@ struct KvRing {
   __device__ __forceinline__ uint32_t v_tile(int s) const { return v_smem + s * kTileBytes; }
 };
 
+// The producer's copies of one work item: its Q tile, then every K / V tile through the
+// ring from position it0, a stage refilled once both MMA warpgroups have released it.
+template <int D>
+__device__ __forceinline__ void load_item(const BlockWork& w, const KvRing<D>& ring, int it0, uint32_t q_smem,
+                                          uint32_t q_full, const CUtensorMap* tm_q, const CUtensorMap* tm_k,
+                                          const CUtensorMap* tm_v) {
+  constexpr int S = KvRing<D>::S;
+  wg::mbar_arrive_expect(q_full, BM * D * 2);
+#pragma unroll
+  for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, tm_q, db * 64, w.q0, w.hq, w.b, q_full);
+  for (int t = 0; t < w.ntiles; ++t) {
+    const int it = it0 + t, s = it % S;
+    const uint32_t ph = (it / S) & 1;
+    if (it >= S) wg::mbar_wait(ring.k_empty(s), ph ^ 1);
+    wg::mbar_arrive_expect(ring.k_full(s), KvRing<D>::kTileBytes);
+#pragma unroll
+    for (int db = 0; db < D / 64; ++db)
+      wg::tma_load_4d(ring.k_tile(s) + db * BN * 128, tm_k, db * 64, t * BN, w.hkv, w.b, ring.k_full(s));
+    if (it >= S) wg::mbar_wait(ring.v_empty(s), ph ^ 1);
+    wg::mbar_arrive_expect(ring.v_full(s), KvRing<D>::kTileBytes);
+#pragma unroll
+    for (int db = 0; db < D / 64; ++db)
+      wg::tma_load_4d(ring.v_tile(s) + db * BN * 128, tm_v, db * 64, t * BN, w.hkv, w.b, ring.v_full(s));
+  }
+}
+
 // One MMA warpgroup's pass over a work item in ping-pong: the first Q K^T, then per
 // tile the softmax and one batch (the tile's P V with the next tile's Q K^T), the two
 // warpgroups taking turns to issue (named barriers my_turn / other_turn).  `it0`: the
@@ -317,10 +343,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   const uint32_t q_smem = smem0, k_smem = q_smem + kQBytes, v_smem = k_smem + S * kTileBytes;
   const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
   const uint32_t q_full = bar0;
-  auto k_full = [&](int s) { return bar0 + 8 * (1 + s); };
-  auto v_full = [&](int s) { return bar0 + 8 * (1 + S + s); };
-  auto k_empty = [&](int s) { return bar0 + 8 * (1 + 2 * S + s); };
-  auto v_empty = [&](int s) { return bar0 + 8 * (1 + 3 * S + s); };
+  const KvRing<D> ring{k_smem, v_smem, bar0 + 8};
   constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
 
   const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7;
@@ -328,10 +351,10 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   if (tid == 0) {
     wg::mbar_init(q_full, 1);
     for (int s = 0; s < S; ++s) {
-      wg::mbar_init(k_full(s), 1);
-      wg::mbar_init(v_full(s), 1);
-      wg::mbar_init(k_empty(s), kConsumers);
-      wg::mbar_init(v_empty(s), kConsumers);
+      wg::mbar_init(ring.k_full(s), 1);
+      wg::mbar_init(ring.v_full(s), 1);
+      wg::mbar_init(ring.k_empty(s), kConsumers);
+      wg::mbar_init(ring.v_empty(s), kConsumers);
     }
     wg::mbar_init_fence();
   }
@@ -341,25 +364,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     // Producer: one thread issues every copy; a stage is refilled once both MMA
     // warpgroups have released it.
     wg::regs_release<40>();
-    if (tid == 0) {
-      wg::mbar_arrive_expect(q_full, kQBytes);
-#pragma unroll
-      for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, &tm_q, db * 64, w.q0, w.hq, w.b, q_full);
-      for (int t = 0; t < w.ntiles; ++t) {
-        const int s = t % S;
-        const uint32_t ph = (t / S) & 1;
-        if (t >= S) wg::mbar_wait(k_empty(s), ph ^ 1);
-        wg::mbar_arrive_expect(k_full(s), kTileBytes);
-#pragma unroll
-        for (int db = 0; db < D / 64; ++db)
-          wg::tma_load_4d(k_smem + s * kTileBytes + db * BN * 128, &tm_k, db * 64, t * BN, w.hkv, w.b, k_full(s));
-        if (t >= S) wg::mbar_wait(v_empty(s), ph ^ 1);
-        wg::mbar_arrive_expect(v_full(s), kTileBytes);
-#pragma unroll
-        for (int db = 0; db < D / 64; ++db)
-          wg::tma_load_4d(v_smem + s * kTileBytes + db * BN * 128, &tm_v, db * 64, t * BN, w.hkv, w.b, v_full(s));
-      }
-    }
+    if (tid == 0) load_item<D>(w, ring, 0, q_smem, q_full, &tm_q, &tm_k, &tm_v);
     return;
   }
   wg::regs_acquire<232>();
@@ -381,7 +386,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     // one extra turn at the end so both barriers finish with whole phases.
     const int my_turn = 1 + cw, other_turn = 2 - cw;
     if (cw == 1) wg::named_bar_arrive(1, kConsumers);
-    pingpong_item<T, D, false>(a, w, rows, KvRing<D>{k_smem, v_smem, bar0 + 8}, q_rows, 0, my_turn, other_turn, 0u, o,
+    pingpong_item<T, D, false>(a, w, rows, ring, q_rows, 0, my_turn, other_turn, 0u, o,
                                m, l, lane);
     if (cw == 0) wg::named_bar_sync(my_turn, kConsumers);
   } else {
@@ -392,16 +397,16 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
       // Every consumer waits for and releases every stage (also those it skips), so a
       // stage's release count is always both warpgroups of the same tile.
       const bool active = rows.sees(w, k0);
-      wg::mbar_wait(k_full(s), ph);
-      if (active) qk_product<T, D>(sc, q_rows, k_smem + s * kTileBytes);
-      wg::mbar_arrive(k_empty(s));
+      wg::mbar_wait(ring.k_full(s), ph);
+      if (active) qk_product<T, D>(sc, q_rows, ring.k_tile(s));
+      wg::mbar_arrive(ring.k_empty(s));
       if (active) {
         softmax_scores<D>(sc, m, l, alpha, k0, w.ke, rows.lim, rows.full(w, k0), a.scale_log2, lane);
         softmax_rescale<T, D>(sc, o, alpha, pa);
       }
-      wg::mbar_wait(v_full(s), ph);
-      if (active) pv_product<T, D>(o, pa, v_smem + s * kTileBytes);
-      wg::mbar_arrive(v_empty(s));
+      wg::mbar_wait(ring.v_full(s), ph);
+      if (active) pv_product<T, D>(o, pa, ring.v_tile(s));
+      wg::mbar_arrive(ring.v_empty(s));
     }
   }
   store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);
@@ -434,10 +439,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
   const uint32_t q_smem = smem0, k_smem = q_smem + kQBytes, v_smem = k_smem + S * kTileBytes;
   const uint32_t bar0 = static_cast<uint32_t>(__cvta_generic_to_shared(bars));
   const uint32_t q_full = bar0, q_empty = bar0 + 8;
-  auto k_full = [&](int s) { return bar0 + 8 * (2 + s); };
-  auto v_full = [&](int s) { return bar0 + 8 * (2 + S + s); };
-  auto k_empty = [&](int s) { return bar0 + 8 * (2 + 2 * S + s); };
-  auto v_empty = [&](int s) { return bar0 + 8 * (2 + 3 * S + s); };
+  const KvRing<D> ring{k_smem, v_smem, bar0 + 16};
   constexpr int kConsumers = kCudaAttnWgmmaThreads - 128;
   const int G = gridDim.x, c = blockIdx.x;
   const int total = a.B * a.Hkv * a.head_blocks * a.query_blocks;
@@ -447,10 +449,10 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     wg::mbar_init(q_full, 1);
     wg::mbar_init(q_empty, kConsumers);
     for (int s = 0; s < S; ++s) {
-      wg::mbar_init(k_full(s), 1);
-      wg::mbar_init(v_full(s), 1);
-      wg::mbar_init(k_empty(s), kConsumers);
-      wg::mbar_init(v_empty(s), kConsumers);
+      wg::mbar_init(ring.k_full(s), 1);
+      wg::mbar_init(ring.v_full(s), 1);
+      wg::mbar_init(ring.k_empty(s), kConsumers);
+      wg::mbar_init(ring.v_empty(s), kConsumers);
     }
     wg::mbar_init_fence();
   }
@@ -465,23 +467,8 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
         if (item >= total) break;
         const BlockWork w = item_work(a, item);
         if (j > 0) wg::mbar_wait(q_empty, (j - 1) & 1);
-        wg::mbar_arrive_expect(q_full, kQBytes);
-#pragma unroll
-        for (int db = 0; db < D / 64; ++db) wg::tma_load_4d(q_smem + db * BM * 128, &tm_q, db * 64, w.q0, w.hq, w.b, q_full);
-        for (int t = 0; t < w.ntiles; ++t, ++it) {
-          const int s = it % S;
-          const uint32_t ph = (it / S) & 1;
-          if (it >= S) wg::mbar_wait(k_empty(s), ph ^ 1);
-          wg::mbar_arrive_expect(k_full(s), kTileBytes);
-#pragma unroll
-          for (int db = 0; db < D / 64; ++db)
-            wg::tma_load_4d(k_smem + s * kTileBytes + db * BN * 128, &tm_k, db * 64, t * BN, w.hkv, w.b, k_full(s));
-          if (it >= S) wg::mbar_wait(v_empty(s), ph ^ 1);
-          wg::mbar_arrive_expect(v_full(s), kTileBytes);
-#pragma unroll
-          for (int db = 0; db < D / 64; ++db)
-            wg::tma_load_4d(v_smem + s * kTileBytes + db * BN * 128, &tm_v, db * 64, t * BN, w.hkv, w.b, v_full(s));
-        }
+        load_item<D>(w, ring, it, q_smem, q_full, &tm_q, &tm_k, &tm_v);
+        it += w.ntiles;
       }
     }
     return;
@@ -503,7 +490,7 @@ __global__ void __launch_bounds__(kCudaAttnWgmmaThreads, 1)
     for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
     float m[2] = {neg_inf(), neg_inf()}, l[2] = {0.f, 0.f};
     wg::mbar_wait(q_full, j & 1);
-    pingpong_item<T, D, true>(a, w, rows, KvRing<D>{k_smem, v_smem, bar0 + 16}, q_rows, it, my_turn, other_turn,
+    pingpong_item<T, D, true>(a, w, rows, ring, q_rows, it, my_turn, other_turn,
                               q_empty, o, m, l, lane);
     it += w.ntiles;
     store_rows<T, D>(a, w.b, w.hq, rows.qr, o, l, lane);

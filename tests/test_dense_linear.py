@@ -17,7 +17,7 @@ DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 # On a GPU stream dense_linear is MLX's matmul, whose float32 product may run as TF32
 # (10-bit mantissa): float32 results are held to that there.
 if os.environ.get("MLX_MARLIN_TEST_DEVICE", "cpu") == "gpu":
-    TOL = dict(TOL, **{mx.float32: 4e-3})
+    TOL = {**TOL, mx.float32: 4e-3}
 
 
 def reference(x, w, bias=None):

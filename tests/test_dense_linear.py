@@ -77,6 +77,28 @@ def test_empty_k_gives_bias(rng, stream):
     assert np.array_equal(np.array(y), np.broadcast_to(np.array(b), (3, 6)))
 
 
+def _cuda_stream(stream) -> bool:
+    return stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_empty_k_under_shapeless_compile(rng, stream, with_bias):
+    """K = 0 under mx.compile(shapeless=True): act(bias) broadcast to x's leading shape
+    at run time, whatever shape the trace had (MLX's addmm fixed it: NaN, then a
+    reshape error, before)."""
+    w = mx.zeros((6, 0), mx.bfloat16)
+    b = randn(rng, (6,)) if with_bias else None
+    f = mx.compile(lambda x: mm.dense_linear(x, w, b, stream=stream), shapeless=True)
+    leads = [(1,), (5,), (2, 3), (4, 1)]
+    if not _cuda_stream(stream):  # MLX 0.32.4's CUDA fused kernels divide by zero on empty outputs
+        leads.append((0, 2))
+    for lead in leads:
+        y = f(mx.zeros((*lead, 0), mx.bfloat16))
+        assert y.shape == (*lead, 6) and y.dtype == (mx.float32 if with_bias else mx.bfloat16)
+        want = np.broadcast_to(np.array(b) if with_bias else np.zeros(6), y.shape)
+        assert np.array_equal(to_np(y), want)
+
+
 def test_non_contiguous_inputs(rng, stream):
     x = randn(rng, (40, 5)).T  # [5, 40] view
     w = randn(rng, (26, 80))[::2, ::2]  # [13, 40] strided view

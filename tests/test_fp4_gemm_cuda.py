@@ -142,8 +142,8 @@ def test_token_kernel(variant, splits, dtype, monkeypatch):
     """The one-token decode kernel (fp4_gemv_token, M = 1): every compiled variant, K
     split over 1..16 blocks per strip (uneven slices, splits that leave warps or whole
     blocks without a group), all three group sizes, N off the strip width, leading dims,
-    bias + activation, and activations whose magnitudes reach 2^40 and 2^-60 (bf16 runs
-    x * 2^64 through the MMA)."""
+    bias + activation, and activations whose magnitudes reach 2^40 and 2^-60 within one
+    group (bf16 runs each group of x times its own power of two through the MMA)."""
     monkeypatch.setenv("MLX_MARLIN_CUDA_DECODE", variant)
     if splits:
         monkeypatch.setenv("MLX_MARLIN_CUDA_TOKEN_SPLITS", splits)
@@ -163,6 +163,37 @@ def test_token_kernel(variant, splits, dtype, monkeypatch):
             ref = ref + np.array(b).astype(np.float64)
         err = _rel(y[0], _act(ref, act))
         assert err < TOL[dtype], f"{variant} splits={splits} N={N} K={K} g={g}: rel err {err:.3e}"
+
+
+@pytest.mark.parametrize("variant,splits", [("token0", "1"), ("token1", "3"), ("token2", "2")])
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_token_kernel_bfloat16_extremes(variant, splits, g, monkeypatch):
+    """bf16 activations across bfloat16's exponent range (2^-100 .. 2^101 per group,
+    against group scales of 2^-101 .. 2^116, 2^120 on all-zero groups), one group of x
+    all zero and one all 2^-120: fp4_gemv_token scales each group of x by its own power
+    of two (a fixed 2^64 overflowed to inf above 2^64)."""
+    from reference import extreme_scale_exponents, extreme_scale_weights
+
+    monkeypatch.setenv("MLX_MARLIN_CUDA_DECODE", variant)
+    monkeypatch.setenv("MLX_MARLIN_CUDA_TOKEN_SPLITS", splits)
+    rng = np.random.default_rng(_SEED + 41 + g + int(splits))
+    n, k = 200, 24 * g
+    exps = extreme_scale_exponents(rng, k // g)
+    exps[5] = 116  # the 2^-120 group's products land near 2^-4
+    w, s, W, x_mag = extreme_scale_weights(rng, (), n, k, g, exps)
+    xv = rng.standard_normal(k) * x_mag
+    xv[3 * g:4 * g] = 0.0
+    xv[5 * g:6 * g] = 2.0**-120 * np.sign(rng.standard_normal(g))
+    x = mx.array(xv.astype(np.float32)[None, :]).astype(mx.bfloat16)
+    y = mm.fp4_gemm(x, w, s, group_size=g, stream=mx.gpu)
+    ref = np.array(x.astype(mx.float32)).astype(np.float64) @ W.T
+    assert _rel(y, ref) < TOL[mx.bfloat16], f"{variant} splits={splits} g={g}"
+    # The 2^-120 group alone, against scales up to 2^116: a result of its own
+    # (a flushed group would give zeros).
+    x_tiny = mx.array(np.where(np.arange(k) // g == 5, xv, 0.0).astype(np.float32)[None, :]).astype(mx.bfloat16)
+    y_tiny = mm.fp4_gemm(x_tiny, w, s, group_size=g, stream=mx.gpu)
+    ref_tiny = np.array(x_tiny.astype(mx.float32)).astype(np.float64) @ W.T
+    assert _rel(y_tiny, ref_tiny) < TOL[mx.bfloat16], f"{variant} splits={splits} g={g}: tiny group"
 
 
 def test_token_kernel_is_deterministic():

@@ -155,7 +155,7 @@ def test_cuda_gemv_token_plan_partitions_k_and_balances_sms(N, K, g, sms):
     assert len(slices) == p["splits"] * p["wk"]
     assert slices[0][0] == 0 and slices[-1][1] == groups
     assert all(a[1] == b[0] for a, b in zip(slices, slices[1:])) and all(lo <= hi for lo, hi in slices)
-    assert max(hi - lo for lo, hi in slices) * (g // 32 * 64 + 64) <= p["warp_bytes"]
+    assert max(hi - lo for lo, hi in slices) * (g // 32 * 64 + 64 + 4) <= p["warp_bytes"] and p["warp_bytes"] % 16 == 0
     assert p["smem"] == max(p["wk"] * p["warp_bytes"], (p["wk"] - 1) * 4 * 32 * 4) <= 227 * 1024
 
     def cost(q):

@@ -275,11 +275,13 @@ constexpr CudaGemvTokenSlice cuda_gemv_token_slice(int K, int group_size, int sp
 }
 
 // Shared memory of one warp: the most groups a warp gets, each its k32 steps' B
-// fragments (64 bytes a step) and its 8 column quads' scales (8 bytes each).
+// fragments (64 bytes a step), its 8 column quads' scales (8 bytes each) and its
+// activation exponent's fp32 factor (4 bytes), rounded up to 16 bytes (the next
+// warp's fragments are uint4).
 constexpr uint32_t cuda_gemv_token_warp_bytes(int K, int group_size, int splits, int wk_count) {
   const int64_t per_block = (K / group_size + splits - 1) / splits;
   const int64_t per_warp = (per_block + wk_count - 1) / wk_count;
-  return static_cast<uint32_t>(per_warp * (group_size / 32 * 64 + 8 * 8));
+  return static_cast<uint32_t>((per_warp * (group_size / 32 * 64 + 8 * 8 + 4) + 15) / 16 * 16);
 }
 // ... of the block, reused afterwards for the warps' reduction (4 sums per lane).
 constexpr uint32_t cuda_gemv_token_smem(int K, int group_size, int splits, int wk_count) {
@@ -371,8 +373,10 @@ struct CudaGemmPlan {
 // with the plan's variant, -4 - v GemvToken variant v (benchmarks/tests), -1 lets the
 // plan choose; `token_splits` > 0 forces GemvToken's K split.
 constexpr int kCudaGemvTokenForced = -3;
-// Whether M = 1 takes GemvToken without being asked (MLX_MARLIN_CUDA_DECODE=token).
-constexpr bool kCudaGemvTokenByDefault = false;
+// Whether M = 1 takes GemvToken without being asked (else MLX_MARLIN_CUDA_DECODE=token):
+// its MLX path passed every CUDA and op-suite test on an H200 and took the 1 x 14336 x
+// 4096 op from ~0.026 to ~0.021-0.022 ms (benchmarks/RESULTS.md, 2026-12-05 (fifth)).
+constexpr bool kCudaGemvTokenByDefault = true;
 inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,
                                    bool transpose, int64_t group_size = 0, int gemv_variant = -1,
                                    int sm_count = 132, int token_splits = -1) {

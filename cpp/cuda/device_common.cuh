@@ -245,6 +245,8 @@ template <typename T>
 struct UnscaledDecode;
 template <>
 struct UnscaledDecode<__nv_bfloat16> {
+  // A fixed x * 2^64 (benchmarks/gemv_lab_cuda.cu); fp4_gemv_token scales each group of
+  // x by its own power of two instead (bf16_group_shift).
   static constexpr uint32_t kXScale = 0x5F805F80u;  // bf16x2 {2^64, 2^64}: x * 2^64 meets e2m1 * 2^-126
   static constexpr float kOutScale = 0x1p62f;       // undoes the product's 2^-62
 };
@@ -267,17 +269,47 @@ __device__ __forceinline__ void decode_word_unscaled(uint32_t w, uint32_t (&b)[4
   }
 }
 
-// x * UnscaledDecode<T>::kXScale per pair (exact: a power of two; bf16 overflows only
-// for |x| >= 2^64).
+// v * mul per bf16 pair; the -0 addend keeps -0 (exact where mul is a power of two and
+// nothing over- or underflows).
+__device__ __forceinline__ uint32_t mul_bf16_pair(uint32_t v, uint32_t mul) {
+  uint32_t out;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(v), "r"(mul), "r"(0x80008000u));
+  return out;
+}
+
+// x * UnscaledDecode<T>::kXScale per pair (bf16 overflows for |x| >= 2^64).
 template <typename T>
 __device__ __forceinline__ uint32_t scale_activation_pair(uint32_t v) {
   if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-    uint32_t out;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;\n" : "=r"(out) : "r"(v), "r"(UnscaledDecode<T>::kXScale), "r"(0x80008000u));
-    return out;
+    return mul_bf16_pair(v, UnscaledDecode<T>::kXScale);
   } else {
     return v;
   }
+}
+
+// The largest |x| of 8 bf16 values, as its bits (magnitudes order as integers).
+__device__ __forceinline__ uint32_t max_abs_bf16_bits(const uint4& v) {
+  const uint32_t m = __vmaxu2(__vmaxu2(v.x & 0x7FFF7FFFu, v.y & 0x7FFF7FFFu), __vmaxu2(v.z & 0x7FFF7FFFu, v.w & 0x7FFF7FFFu));
+  return max(m & 0xFFFFu, m >> 16);
+}
+
+// The power of two 2^d one group of bf16 activations is multiplied by before meeting the
+// unscaled decode's e2m1 * 2^-126, and the 2^(126 - d) its fp32 sums are multiplied by
+// afterwards.  d puts the group's largest |x| near 2^64, so every product that matters
+// is a normal fp32 whatever x's exponent: a fixed 2^64 overflowed for |x| >= 2^64 and
+// lost groups below ~2^-62 (bf16 activations span 2^-133 .. 2^128).  2^d travels as two
+// bf16 factors (2^191 is not a bf16); -1 <= d <= 191, so 2^(126 - d) is a normal float.
+struct Bf16GroupShift {
+  uint32_t mul_lo;  // bf16x2 {2^min(d, 127)} twice
+  uint32_t mul_hi;  // bf16x2 {2^(d - min(d, 127))} twice
+  float out;        // 2^(126 - d)
+};
+__device__ __forceinline__ Bf16GroupShift bf16_group_shift(uint32_t max_abs_bits) {
+  const int exponent_field = static_cast<int>(max_abs_bits >> 7);  // 0 (zero / subnormal) .. 255 (inf / NaN)
+  const int d = max(191 - exponent_field, -1);
+  const int d_lo = min(d, 127);
+  const uint32_t e_lo = static_cast<uint32_t>(d_lo + 127) << 7, e_hi = static_cast<uint32_t>(d - d_lo + 127) << 7;
+  return {e_lo | e_lo << 16, e_hi | e_hi << 16, __uint_as_float(static_cast<uint32_t>(253 - d) << 23)};
 }
 
 // atomicAdd with acquire-release semantics at gpu scope; returns the old value.  The

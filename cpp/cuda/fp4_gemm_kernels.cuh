@@ -524,12 +524,15 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv(GemmArgs a) {
 // token with everything that is not weights taken out of it (~72 instructions per step
 // in bf16; benchmarks/gemv_lab_cuda.cu measured the steps one by one):
 //   * Each warp copies its own K range of x, already permuted into B fragments and (bf16)
-//     times 2^64, and its groups' scales into its own shared-memory area once, right
-//     after issuing its first weight loads, every load before any use: no block barrier
-//     and one round trip before the loop.  Per step: one weight load, one 16-byte LDS,
-//     the decode, 4 MMAs; per group one 8-byte LDS and the 4 FMAs token 0 needs.
+//     each group times its own power of two, and its groups' scales into its own
+//     shared-memory area once, right after issuing its first weight loads, every load
+//     before any use: no block barrier and one round trip before the loop.  Per step:
+//     one weight load, one 16-byte LDS, the decode, 4 MMAs; per group one 8-byte LDS (and
+//     in bf16 a 4-byte one) and the 4 FMAs token 0 needs.
 //   * The bf16 decode has no multiply (decode_word_unscaled): e2m1 * 2^-126 meets
-//     x * 2^64, and the epilogue undoes 2^-62 (exact, as fp4_gemv's 2^-14).
+//     x * 2^d, d per group of x from its largest |x| (bf16_group_shift), and the group's
+//     sums are multiplied by 2^(126 - d) as its scale is applied (exact, as fp4_gemv's
+//     2^-14; one fp32 multiply per group and sum, bf16 activations of any exponent).
 //   * Group size is a template parameter (SPG = k32 steps per group), so the loop has no
 //     group bookkeeping; each group's first MMA starts from zero.
 //   * `gridDim.y` = S > 1 splits K over S blocks per strip as well (the plan uses it to
@@ -567,6 +570,9 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
   uint4* xs = gemv_smem + wk * (cuda_gemv_token_warp_bytes(a.K, a.group_size, splits, WK) / 16);
   const int nx = (s_end - s_begin) * 4, ng = (sl.grp_end - sl.grp_begin) * 8;
   uint2* ss = reinterpret_cast<uint2*>(xs + nx);
+  float* fs = reinterpret_cast<float*>(ss + ng);  // bf16: the groups' 2^(126 - d)
+  constexpr bool kGroupShift = std::is_same<T, __nv_bfloat16>::value;
+  constexpr int kChunksPerGroup = 4 * SPG;  // 16-byte chunks of x (8 values) per group
   const uint4* xg = reinterpret_cast<const uint4*>(static_cast<const T*>(a.x)) + s_begin * 4;
   const S* sg = static_cast<const S*>(a.scales) + static_cast<int64_t>(sl.grp_begin) * N + blockIdx.x * kCudaGemvBlockN;
   const int quads = min(8, (N - static_cast<int>(blockIdx.x) * kCudaGemvBlockN) / 4);  // in range
@@ -583,9 +589,21 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       const int c = c0 + 32 * i + lane;
+      uint4 sx = v[i];
+      if constexpr (kGroupShift) {
+        // A group's chunks sit on kChunksPerGroup consecutive lanes (c0 and the warp's
+        // first chunk start groups): their largest |x| by a butterfly within them.
+        uint32_t m = c < nx ? max_abs_bf16_bits(v[i]) : 0u;
+#pragma unroll
+        for (int o = 1; o < kChunksPerGroup; o <<= 1) m = max(m, __shfl_xor_sync(0xffffffffu, m, o));
+        const Bf16GroupShift sh = bf16_group_shift(m);
+        sx = make_uint4(mul_bf16_pair(mul_bf16_pair(sx.x, sh.mul_lo), sh.mul_hi),
+                        mul_bf16_pair(mul_bf16_pair(sx.y, sh.mul_lo), sh.mul_hi),
+                        mul_bf16_pair(mul_bf16_pair(sx.z, sh.mul_lo), sh.mul_hi),
+                        mul_bf16_pair(mul_bf16_pair(sx.w, sh.mul_lo), sh.mul_hi));
+        if (c < nx && c % kChunksPerGroup == 0) fs[c / kChunksPerGroup] = sh.out;
+      }
       if (c < nx) {
-        const uint4 sx = make_uint4(scale_activation_pair<T>(v[i].x), scale_activation_pair<T>(v[i].y),
-                                    scale_activation_pair<T>(v[i].z), scale_activation_pair<T>(v[i].w));
         uint32_t bf[4];
         b_frags_from_pairs(sx, bf);
         xs[c] = make_uint4(bf[0], bf[1], bf[2], bf[3]);
@@ -597,6 +615,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
 
   float acc[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // tile j: rows g (column 4g + 2j), g + 8 (4g + 2j + 1)
   const uint2* sq = ss + g;
+  const float* fq = fs;
   const uint4* xq = xs + t;
   for (int s0 = s_begin; s0 < s_end; s0 += ST) {
     float part[1][2][4];
@@ -626,11 +645,15 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
       if ((u + 1) % SPG == 0) {
         const uint2 sc = *sq;
         sq += 8;
+        // bf16: the group's 2^(126 - d), on the sums before the scale (a scale of 2^120
+        // times such a factor could be inf).
+        float f = 1.f;
+        if constexpr (kGroupShift) f = *fq++;
         // Token 0 is the B operand's column 0: c0 (row g) and c2 (row g + 8) of lanes t = 0.
-        acc[0][0] = fmaf(part[0][0][0], scale_to_float<S>(sc.x, 0), acc[0][0]);
-        acc[0][1] = fmaf(part[0][0][2], scale_to_float<S>(sc.x, 1), acc[0][1]);
-        acc[1][0] = fmaf(part[0][1][0], scale_to_float<S>(sc.y, 0), acc[1][0]);
-        acc[1][1] = fmaf(part[0][1][2], scale_to_float<S>(sc.y, 1), acc[1][1]);
+        acc[0][0] = fmaf(part[0][0][0] * f, scale_to_float<S>(sc.x, 0), acc[0][0]);
+        acc[0][1] = fmaf(part[0][0][2] * f, scale_to_float<S>(sc.x, 1), acc[0][1]);
+        acc[1][0] = fmaf(part[0][1][0] * f, scale_to_float<S>(sc.y, 0), acc[1][0]);
+        acc[1][1] = fmaf(part[0][1][2] * f, scale_to_float<S>(sc.y, 1), acc[1][1]);
       }
     }
   }
@@ -661,7 +684,7 @@ __global__ void __launch_bounds__(32 * WK, MINB) fp4_gemv_token(GemmArgs a) {
     if (lane == 0) a.split_counters[blockIdx.x] = 0;
   }
   if (t != 0 || !col_ok) return;
-  constexpr float k = UnscaledDecode<T>::kOutScale;
+  constexpr float k = kGroupShift ? 1.f : UnscaledDecode<T>::kOutScale;  // bf16: undone per group
   const float v[4] = {sums[0] * k, sums[1] * k, sums[2] * k, sums[3] * k};
   store_gemv_quad<T>(a, 0, col, v);
 }

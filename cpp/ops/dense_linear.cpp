@@ -11,10 +11,23 @@ namespace marlin {
 namespace {
 const char* kOp = "dense_linear";
 
-// x @ w.T (+ bias) from MLX ops, exactly as nn.Linear computes it.
-mx::array mlx_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, mx::Stream s) {
+// x @ w.T (+ bias) from MLX ops, each of which takes its output shape from its inputs
+// when a shapeless mx.compile replays it: matmul keeps x's leading dims, the bias is
+// added by broadcasting, and K = 0 sums x over its empty last axis (zeros [..., 1]).
+// (addmm, which nn.Linear uses, reshapes [..., K] rows to a shape the trace fixes, and
+// its K = 0 result broadcasts c to the traced shape as well.)  2-D x keeps addmm, bit
+// for bit nn.Linear's product.
+mx::array mlx_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, mx::Dtype out_type,
+                     mx::Stream s) {
+  const int N = w.shape(0);
+  if (w.shape(1) == 0) {
+    auto zeros = mx::astype(mx::sum(x, -1, true, s), out_type, s);
+    return mx::add(zeros, bias ? mx::astype(*bias, out_type, s) : mx::zeros({N}, out_type, s), s);
+  }
   auto wt = mx::transpose(w, s);
-  return bias ? mx::addmm(*bias, x, wt, 1.f, 1.f, s) : mx::matmul(x, wt, s);
+  if (bias && x.ndim() <= 2) return mx::addmm(*bias, x, wt, 1.f, 1.f, s);
+  auto y = mx::matmul(x, wt, s);
+  return bias ? mx::add(y, *bias, s) : y;
 }
 } // namespace
 
@@ -38,7 +51,7 @@ mx::array dense_linear(const mx::array& x, const mx::array& w, const std::option
   }
   auto stream = mx::to_stream(s);
   leading_rows(kOp, "x", x);  // rows past int32 are refused here
-  if (stream.device == mx::Device::gpu || K == 0) return mlx_linear(x, w, bias, stream);
+  if (stream.device == mx::Device::gpu || K == 0) return mlx_linear(x, w, bias, out_type, stream);
 
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream)};
   if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));

@@ -374,7 +374,7 @@ struct CudaGemmPlan {
 // plan choose; `token_splits` > 0 forces GemvToken's K split.
 constexpr int kCudaGemvTokenForced = -3;
 // Whether M = 1 takes GemvToken without being asked (else MLX_MARLIN_CUDA_DECODE=token):
-// its MLX path passed every CUDA and op-suite test on an H200 and took the 1 x 14336 x
+// its MLX path passed the CUDA tests and the fp4_gemm op suite on an H200 and took the 1 x 14336 x
 // 4096 op from ~0.026 to ~0.021-0.022 ms (benchmarks/RESULTS.md, 2026-12-05 (fifth)).
 constexpr bool kCudaGemvTokenByDefault = true;
 inline CudaGemmPlan plan_cuda_gemm(int64_t M, int64_t N, int64_t K, bool half_input, bool aligned,

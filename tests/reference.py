@@ -13,6 +13,11 @@ E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -
 TOL = {mx.float32: 2e-5, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
 
 
+def on_cuda(stream) -> bool:
+    """Whether `stream` (the tests' `stream` fixture) runs on MLX's CUDA backend."""
+    return stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
+
+
 def to_np(a: mx.array) -> np.ndarray:
     return np.array(a.astype(mx.float32)).astype(np.float64)
 

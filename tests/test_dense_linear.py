@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
-from reference import TOL, rel_err, to_np
+from reference import TOL, on_cuda, rel_err, to_np
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 # On a GPU stream dense_linear is MLX's matmul, whose float32 product may run as TF32
@@ -77,10 +77,6 @@ def test_empty_k_gives_bias(rng, stream):
     assert np.array_equal(np.array(y), np.broadcast_to(np.array(b), (3, 6)))
 
 
-def _cuda_stream(stream) -> bool:
-    return stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
-
-
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_empty_k_under_shapeless_compile(rng, stream, with_bias):
     """K = 0 under mx.compile(shapeless=True): act(bias) broadcast to x's leading shape
@@ -90,7 +86,7 @@ def test_empty_k_under_shapeless_compile(rng, stream, with_bias):
     b = randn(rng, (6,)) if with_bias else None
     f = mx.compile(lambda x: mm.dense_linear(x, w, b, stream=stream), shapeless=True)
     leads = [(1,), (5,), (2, 3), (4, 1)]
-    if not _cuda_stream(stream):  # MLX 0.32.4's CUDA fused kernels divide by zero on empty outputs
+    if not on_cuda(stream):  # MLX 0.32.4's CUDA fused kernels divide by zero on empty outputs
         leads.append((0, 2))
     for lead in leads:
         y = f(mx.zeros((*lead, 0), mx.bfloat16))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mlx_marlin as mm
-from reference import TOL, activation, extreme_scale_weights, rel_err, to_np
+from reference import TOL, activation, extreme_scale_weights, on_cuda, rel_err, to_np
 
 DTYPES = [mx.float32, mx.float16, mx.bfloat16]
 
@@ -220,7 +220,7 @@ def test_empty_k_under_shapeless_compile(stream):
     # kernel with an empty output (get_launch_args: a block of min(1024, 0) threads), so
     # the zero-row case runs everywhere but there: mx.compile(lambda a: mx.maximum(a + 1,
     # 0))(mx.zeros((0, 4, 16))) alone crashes on an H200 (benchmarks/RESULTS.md).
-    if not (stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()):
+    if not on_cuda(stream):
         leads.append((0, 4))
     for lead in leads:
         y = compiled(mx.zeros((*lead, 0)))

@@ -47,6 +47,9 @@ def main():
     ap.add_argument("--dtype", type=str, default="bfloat16")
     ap.add_argument("--configs", type=str, default="default")
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--decode-calls", type=int, default=40,
+                    help="decode ops evaluated together (400: the steady state of a long chain, "
+                         "benchmarks/bench_gemm_cuda.py explains)")
     ap.add_argument("--json", type=str, default=None)
     ap.add_argument("--ncu", action="store_true", help="run each op twice per case, no timing (under ncu)")
     args = ap.parse_args()
@@ -70,7 +73,7 @@ def main():
             q, k, v = rand((1, Hq, Lq, D)), rand((1, Hkv, Lk, D)), rand((1, Hkv, Lk, D))
             mx.eval(q, k, v)
             inputs.append((q, k, v))
-        calls = 40 if kind == "decode" else (10 if Lq >= 4096 else 20)
+        calls = args.decode_calls if kind == "decode" else (10 if Lq >= 4096 else 20)
         if args.ncu:
             for cfg in args.configs.split(","):
                 if cfg == "default":

@@ -4,7 +4,11 @@ For each M: fp4_gemm (bf16 and f16 activations), bf16 dense ``x @ w.T``, and
 ``mx.quantized_matmul`` in mxfp4 / nvfp4 / affine (4-bit, group 64).  Each timing is
 the median over `--reps` repetitions of (R calls evaluated together, then
 ``mx.synchronize()``) / R, rotating over several weight sets so the 50 MB L2 does not
-hold the weights between calls.
+hold the weights between calls.  MLX's CUDA backend sends the GPU a graph of 20 ops at a
+time, so with R = 40 the GPU idles while the host records the first graph: the time per
+op is about (20 x host time + 40 x kernel time) / 40.  ``--calls 400`` measures the
+steady state of a long chain of ops (a model's forward pass), where recording overlaps
+the kernels and each op costs about max(host time, kernel time).
 
     python benchmarks/bench_gemm_cuda.py --json out.json
 """
@@ -23,8 +27,11 @@ from common import batched_op_time  # noqa: E402
 import mlx_marlin as mm  # noqa: E402
 
 
-def bench(fn, inputs, calls=40, reps=15, warmup=3):
-    return batched_op_time(fn, inputs, calls, reps, warmup)
+CALLS = 40
+
+
+def bench(fn, inputs, reps=15, warmup=3):
+    return batched_op_time(fn, inputs, CALLS, reps, warmup)
 
 
 def main():
@@ -34,8 +41,11 @@ def main():
     ap.add_argument("--M", type=str, default="1,16,2048")
     ap.add_argument("--group", type=int, default=64)
     ap.add_argument("--sets", type=int, default=4)
+    ap.add_argument("--calls", type=int, default=CALLS, help="ops evaluated together per timing")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args()
+    global CALLS
+    CALLS = args.calls
     K, N, g = args.K, args.N, args.group
     mx.set_default_device(mx.gpu)
     rng = np.random.default_rng(0)
@@ -59,7 +69,7 @@ def main():
         xb = mx.array(rng.standard_normal((M, K)).astype(np.float32)).astype(mx.bfloat16)
         xh = xb.astype(mx.float16)
         mx.eval(xb, xh)
-        res = {"M": M, "N": N, "K": K}
+        res = {"M": M, "N": N, "K": K, "calls": CALLS}
         res["fp4_gemm_bf16"] = bench(lambda p, s: mm.fp4_gemm(xb, p, s, group_size=g), [(p, s) for p, s, _, _ in sets])
         if M > 16:  # both large-M routes, forced (gemm_plan.h: cuda_gemm_via_dense)
             for route in ("kernel", "dense"):
@@ -104,7 +114,7 @@ def main():
         print(f"M={M}: fp4_gemm bf16 {t:.4f} ms ({res['fp4_bytes'] / t / 1e6:.0f} GB/s, "
               f"{res['flops'] / t / 1e9:.1f} TFLOP/s) | " +
               " | ".join(f"{k} {v[0]:.4f}" if isinstance(v, tuple) else f"{k} {v}" for k, v in res.items()
-                         if k not in ("M", "N", "K", "fp4_gemm_bf16", "fp4_bytes", "flops")), flush=True)
+                         if k not in ("M", "N", "K", "calls", "fp4_gemm_bf16", "fp4_bytes", "flops")), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -2,7 +2,7 @@
 # Device-side, one call: build, every CUDA test with poisoned outputs, the whole op suite
 # (mlx-lm layers and tiny models included) on the GPU stream, then the three op benchmarks
 # against MLX.  After `source .device-mlx/b/activate.sh`, from the repository root; logs
-# under $OUT.   STEPS="ceil build cuda suite bench ncu" picks the parts (default: all but
+# under $OUT.   STEPS="ceil build cuda suite bench steady ncu" picks the parts (default: all but
 # ncu); with PACK=1 the logs end up in $OUT/logs.tgz alone (the device tool returns at most 8 files).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,13 @@ if has bench; then
   timeout 150 python3 benchmarks/bench_moe_cuda.py --json "$OUT/bench_moe.json" > "$OUT/bench_moe.log" 2>&1
   timeout 150 python3 benchmarks/bench_attention_cuda.py --json "$OUT/bench_attn.json" ${ATTN_ARGS:-} > "$OUT/bench_attn.log" 2>&1
   stamp "benchmarks done"; tail -n 12 "$OUT/bench_gemm.log" "$OUT/bench_moe.log" "$OUT/bench_attn.log"
+fi
+if has steady; then
+  # Decode ops in chains of 400 (MLX's 20-op graphs overlap the host's recording with the
+  # kernels, as in a model's forward pass) instead of 40.
+  timeout 150 python3 benchmarks/bench_gemm_cuda.py --M 1,16 --calls 400 --sets 8 --json "$OUT/bench_gemm_steady.json" > "$OUT/bench_gemm_steady.log" 2>&1
+  timeout 120 python3 benchmarks/bench_attention_cuda.py --prefill "" --decode-calls 400 --json "$OUT/bench_attn_steady.json" > "$OUT/bench_attn_steady.log" 2>&1
+  stamp "steady-state benchmarks done"; tail -n 6 "$OUT/bench_gemm_steady.log" "$OUT/bench_attn_steady.log"
 fi
 if has ncu; then
   # Kernel times without MLX's dispatch, and the decode kernel's per-instruction counts.

@@ -35,6 +35,7 @@ def bench(fn, inputs, reps=15, warmup=3):
 
 
 def main():
+    global CALLS
     ap = argparse.ArgumentParser()
     ap.add_argument("--K", type=int, default=4096)
     ap.add_argument("--N", type=int, default=14336)
@@ -44,7 +45,6 @@ def main():
     ap.add_argument("--calls", type=int, default=CALLS, help="ops evaluated together per timing")
     ap.add_argument("--json", type=str, default=None)
     args = ap.parse_args()
-    global CALLS
     CALLS = args.calls
     K, N, g = args.K, args.N, args.group
     mx.set_default_device(mx.gpu)

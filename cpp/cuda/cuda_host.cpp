@@ -21,13 +21,16 @@ void check(cudaError_t err, const char* op, const char* what) {
 namespace {
 
 // Where outputs come from (MLX_MARLIN_CUDA_ALLOC, read per call for the overhead
-// benchmark): by default stream-ordered from our pool (marlin_pool) on the encoder's
-// stream, returned with cudaFreeAsync; "mlx" asks MLX's allocator through its exported
-// interface (which gives unified memory).  On the H100 both cost within ~1 us per op
+// benchmark): by default MLX's allocator through its exported interface, as MLX's own
+// ops do (its buffer cache hands a freed buffer back without a CUDA call); "pool" takes
+// them stream-ordered from our pool (marlin_pool) on the encoder's stream, returned with
+// cudaFreeAsync.  On the H100 (2026-12-05, sixth session) MLX's allocator took the
+// 1 x 14336 x 4096 op from 0.019-0.024 to 0.0165 ms, attention decode at Lk = 4096 from
+// 0.0175-0.018 to 0.0126-0.013 ms and prefill at L = 4096 from 0.294 to 0.269-0.289 ms
 // (benchmarks/RESULTS.md).
 bool use_mlx_allocator() {
   const char* v = std::getenv("MLX_MARLIN_CUDA_ALLOC");
-  return v && std::string(v) == "mlx";
+  return !(v && std::string(v) == "pool");
 }
 
 // Bytes our pool keeps reserved across synchronizations (beyond them it trims).
@@ -111,11 +114,11 @@ DeferredFrees& deferred_frees() {
 
 }  // namespace
 
+// By default MLX's allocator (see use_mlx_allocator).  With MLX_MARLIN_CUDA_ALLOC=pool:
 // MLX 0.32 does not export its CUDA allocator's stream-ordered entry point
-// (cu::malloc_async), and its exported allocator interface hands out unified memory.
-// So outputs are device memory of our own, wrapped in MLX's CudaBuffer so every MLX
-// kernel and host read (which may move it to unified memory) sees an ordinary device
-// array.  These bytes are not counted by mx.get_active_memory().
+// (cu::malloc_async), so outputs are device memory of our own pool, wrapped in MLX's
+// CudaBuffer so every MLX kernel and host read (which may move it to unified memory)
+// sees an ordinary device array; those bytes are not counted by mx.get_active_memory().
 void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc) {
   const size_t bytes = std::max<size_t>(out.nbytes(), 16);
   auto& dev = enc.device();

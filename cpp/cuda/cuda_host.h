@@ -17,8 +17,9 @@ namespace marlin::cuda {
 // Throws std::runtime_error "[op] what: <cuda message>" unless err == cudaSuccess.
 void check(cudaError_t err, const char* op, const char* what);
 
-// Gives `out` device memory, stream-ordered on the encoder's stream from mlx_marlin's
-// own pool (see cuda_host.cpp for why not MLX's allocator, and the alternatives).
+// Gives `out` memory from MLX's allocator, or with MLX_MARLIN_CUDA_ALLOC=pool device
+// memory stream-ordered on the encoder's stream from mlx_marlin's own pool (see
+// cuda_host.cpp for the measurements behind the default).
 void allocate_on_device(mx::array& out, mx::cu::CommandEncoder& enc);
 
 // MLX_MARLIN_CUDA_POISON=1: tests fill every output with NaN bits before the kernel, so

@@ -14,7 +14,7 @@ TOL = {mx.float32: 2e-5, mx.float16: 2e-3, mx.bfloat16: 1.6e-2}
 
 
 def on_cuda(stream) -> bool:
-    """Whether `stream` (the tests' `stream` fixture) runs on MLX's CUDA backend."""
+    """Whether `stream` (the tests' `stream` fixture, or a device) runs on MLX's CUDA backend."""
     return stream == mx.gpu and hasattr(mx, "cuda") and mx.cuda.is_available()
 
 

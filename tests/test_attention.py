@@ -9,6 +9,7 @@ import pytest
 
 import mlx_marlin as mm
 from reference import attention as reference
+from reference import on_cuda
 
 DTYPES = {"float32": mx.float32, "float16": mx.float16, "bfloat16": mx.bfloat16}
 TOL = {"float32": 2e-5, "float16": 2e-3, "bfloat16": 1.6e-2}
@@ -21,11 +22,6 @@ def make(rng, B, Hq, Hkv, Lq, Lk, D, dtype, scale_q=1.0):
         for shape, sc in (((B, Hq, Lq, D), scale_q), ((B, Hkv, Lk, D), 1.0), ((B, Hkv, Lk, D), 1.0))
     ]
     return arrs, [np.array(a.astype(mx.float32)) for a in arrs]
-
-
-def _on_cuda_gpu():
-    """The op tests run on the GPU stream of MLX's CUDA backend (MLX_MARLIN_TEST_DEVICE=gpu)."""
-    return os.environ.get("MLX_MARLIN_TEST_DEVICE") == "gpu" and hasattr(mx, "cuda") and mx.cuda.is_available()
 
 
 def check(out, expected, dtype):
@@ -169,7 +165,7 @@ def test_matches_mlx_sdpa(dtype, mask):
     ours = np.array(mm.attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     theirs = np.array(mx.fast.scaled_dot_product_attention(q, k, v, scale=0.1, mask=m).astype(mx.float32))
     tol = 2 * TOL[dtype]
-    if dtype == "float32" and _on_cuda_gpu():
+    if dtype == "float32" and on_cuda(mx.default_device()):
         # MLX's CUDA sdpa is only TF32-accurate for float32 (max diff ~2e-3 measured on an H100);
         # ours is checked against the float64 reference at 2e-5 by the other tests.
         tol = 2 * TOL["float16"]
@@ -307,7 +303,7 @@ def test_sinks(dtype, Lq, Lk, mask):
         m = mx.array(m_np)
     out = mm.attention(q, k, v, scale=D**-0.5, mask=m, sinks=sinks)
     expected = reference(qn, kn, vn, D**-0.5, mask=m_np, causal=causal, sinks=np.array(sinks.astype(mx.float32)))
-    if dtype == "float32" and _on_cuda_gpu():
+    if dtype == "float32" and on_cuda(mx.default_device()):
         # Calls with sinks run MLX's sdpa on CUDA, TF32-accurate for float32 (see test_matches_mlx_sdpa).
         np.testing.assert_allclose(np.array(out), expected, atol=2 * TOL["float16"], rtol=2 * TOL["float16"])
     else:

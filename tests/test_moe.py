@@ -17,7 +17,6 @@ from reference import moe_mlp as ref_moe_mlp
 from reference import moe_route as ref_route
 
 # CUDA MLX with a GPU (the GPU stream then runs our CUDA kernels; see conftest.py).
-_CUDA = hasattr(mx, "cuda") and mx.cuda.is_available()
 # The property test cannot take the function-scoped `stream` fixture (hypothesis).
 _STREAM = mx.gpu if os.environ.get("MLX_MARLIN_TEST_DEVICE", "cpu") == "gpu" else mx.cpu
 

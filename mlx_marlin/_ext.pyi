@@ -53,6 +53,22 @@ def dense_linear(
     mlx-marlin's kernel on CPU streams (fp32 accumulation), MLX's matmul on GPU streams."""
     ...
 
+def affine_linear(
+    x: mlx.core.array,
+    w: mlx.core.array,
+    scales: mlx.core.array,
+    biases: mlx.core.array,
+    bias: mlx.core.array | None = None,
+    *,
+    group_size: int,
+    bits: int,
+    stream: mlx.core.Stream | mlx.core.Device | None = None,
+) -> mlx.core.array:
+    """``x [..., K] @ mx.dequantize(w, scales, biases, group_size, bits).T + bias`` -> ``[..., N]``
+    (``nn.QuantizedLinear`` in affine mode, bits 4 / 8): mlx-marlin's kernel on CPU streams
+    (fp32 accumulation), MLX's quantized_matmul on GPU streams."""
+    ...
+
 # --- moe
 # Fused Mixture-of-Experts ops (cpp/ops/moe.h, cpp/bindings_moe.cpp).
 

@@ -25,7 +25,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .nn import DenseEmbedding, DenseLinear, MarlinLinear, MarlinSwitchGLU, MarlinSwitchLinear, _quantized_fp4_mode
+from .nn import (AffineEmbedding, AffineLinear, DenseEmbedding, DenseLinear, MarlinLinear, MarlinSwitchGLU,
+                 MarlinSwitchLinear, _quantized_fp4_mode, affine_kernel_applies)
 from .quant import DEFAULT_GROUP_SIZE, GROUP_SIZES
 
 FORMAT_NAME = "mlx_marlin_fp4"
@@ -94,6 +95,13 @@ def use_dense_kernels(model: nn.Module) -> nn.Module:
     :func:`quantize_model` keeps is otherwise most of a CPU decode step); on a GPU the
     product stays MLX's own.  :func:`quantize_model` and :func:`load` call it; it works on
     any model, quantized or not.  Returns ``model``.
+
+    Layers left in MLX's affine quantization with 4 or 8 bits and group size 32, 64 or
+    128 (exact ``nn.QuantizedLinear`` / ``nn.QuantizedEmbedding``, e.g. the 8-bit attention
+    and output head of an "MXFP4-Q8" gpt-oss) likewise become
+    :class:`~mlx_marlin.AffineLinear` / :class:`~mlx_marlin.AffineEmbedding`, through
+    :func:`mlx_marlin.affine_linear`: on the CPU mlx-marlin's kernel instead of MLX's
+    ``quantized_matmul`` (~85 ms for one token through a 2880 x 4096 8-bit layer).
     """
     replaced = []
     for path, module in model.named_modules():
@@ -101,6 +109,10 @@ def use_dense_kernels(model: nn.Module) -> nn.Module:
             replaced.append((path, DenseLinear.from_linear(module)))
         elif type(module) is nn.Embedding:
             replaced.append((path, DenseEmbedding.from_embedding(module)))
+        elif type(module) is nn.QuantizedLinear and affine_kernel_applies(module):
+            replaced.append((path, AffineLinear.from_quantized_linear(module)))
+        elif type(module) is nn.QuantizedEmbedding and affine_kernel_applies(module):
+            replaced.append((path, AffineEmbedding.from_quantized_embedding(module)))
     if replaced:
         model.update_modules(_unflatten_modules(replaced))
     return model

@@ -321,7 +321,9 @@ def test_gpt_oss_mxfp4_model_convert_load_generate(tmp_path):
     loaded, tok = mm.load(out)
     experts = loaded.model.layers[1].mlp.experts
     assert isinstance(experts, mm.MarlinSwitchGLU) and isinstance(experts.activation, SwigluOAI)
-    assert isinstance(loaded.model.layers[0].self_attn.q_proj, nn.QuantizedLinear)
+    # The 8-bit attention stays MLX-quantized, its product through mm.affine_linear.
+    assert type(loaded.model.layers[0].self_attn.q_proj) is mm.AffineLinear
+    assert type(qmodel.model.layers[1].self_attn.o_proj) is mm.AffineLinear
     np.testing.assert_array_equal(to_np(loaded(tokens)), to_np(before))
     np.testing.assert_allclose(to_np(before), to_np(ref), rtol=2e-3, atol=2e-3)
     text = mlx_lm.generate(loaded, tok, prompt="The list", max_tokens=12, verbose=False)
@@ -574,8 +576,9 @@ def test_unquantized_layers_run_on_the_dense_kernel(tmp_path, tied):
 
 
 def test_use_dense_kernels_on_an_unquantized_model(rng):
-    """Any model: every exact nn.Linear / nn.Embedding is swapped, subclasses are left, the
-    arrays are shared (not copied) and frozen parameters stay frozen."""
+    """Any model: every exact nn.Linear / nn.Embedding (and affine nn.QuantizedLinear) is
+    swapped, subclasses are left, the arrays are shared (not copied) and frozen parameters
+    stay frozen."""
 
     class Net(nn.Module):
         def __init__(self):
@@ -595,7 +598,7 @@ def test_use_dense_kernels_on_an_unquantized_model(rng):
     weight = net.a.weight
     assert mm.use_dense_kernels(net) is net
     assert type(net.a) is mm.DenseLinear and type(net.b) is mm.DenseLinear and type(net.emb) is mm.DenseEmbedding
-    assert type(net.q) is nn.QuantizedLinear
+    assert type(net.q) is mm.AffineLinear
     assert net.a.weight is weight
     assert "b" not in net.trainable_parameters() or not net.trainable_parameters()["b"]
     np.testing.assert_allclose(to_np(net(t)), to_np(expect), rtol=1e-5, atol=1e-5)

@@ -69,8 +69,9 @@ struct CpuDenseLinearPlan {
   int num_tasks;
 };
 
-inline CpuDenseLinearPlan plan_cpu_dense_linear(int64_t N, int64_t K, int weight_bytes, int block_cols) {
-  const int64_t row_bytes = std::max<int64_t>(1, K * weight_bytes);
+// `weight_bits`: 32 / 16 for float weights, 8 / 4 for MLX's affine codes (affine_linear).
+inline CpuDenseLinearPlan plan_cpu_dense_linear(int64_t N, int64_t K, int weight_bits, int block_cols) {
+  const int64_t row_bytes = std::max<int64_t>(1, K * weight_bits / 8);
   int64_t rows = CpuDenseLinearPlan::kTaskWeightBytes / row_bytes;
   rows = std::min<int64_t>(CpuDenseLinearPlan::kMaxRowsPerTask, std::max<int64_t>(block_cols, rows / block_cols * block_cols));
   CpuDenseLinearPlan p{};

@@ -1,5 +1,7 @@
-// CPU dense-linear kernel: y[M, N] = x[M, K] @ W[N, K]^T + bias, W in float32,
-// float16 or bfloat16.  Compiled once per instruction set (see simd.h).
+// CPU dense-linear kernels: y[M, N] = x[M, K] @ W[N, K]^T + bias, W in float32,
+// float16 or bfloat16, or in MLX's affine 4 / 8-bit codes (affine_linear: each weight
+// vector dequantized in registers by one FMA with its group's scale and bias).
+// Compiled once per instruction set (see simd.h).
 //
 // W's rows are contiguous along K, so each output is a dot product of an x row and a
 // W row, accumulated lane-wise over K and summed across lanes once at the end.  A
@@ -137,27 +139,134 @@ void dot_block(const DenseLinearArgs& a, const float* x_rows, int64_t x_stride, 
     for (int j = 0; j < NR; ++j) sums[r * sums_stride + j] = hsum(acc[r][j]);
 }
 
-// MR x rows against W rows [n_begin, n_end): full blocks of NR rows,
-// then one at a time.  sums holds the task's [MR][n_end - n_begin] running sums.
-template <ElemType W, int MR>
-void row_block(const DenseLinearArgs& a, const float* x, int64_t x_stride, int64_t m0, int64_t n_begin, int64_t n_end,
-               float* sums, int64_t sums_stride) {
-  constexpr int NR = block_cols<MR>();
-  int64_t n = n_begin;
-  for (; n + NR <= n_end; n += NR) dot_block<W, MR, NR>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
-  for (; n < n_end; ++n) dot_block<W, MR, 1>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
+// ---------------------------------------------------------------- MLX affine codes
+// kLanes codes from a row's byte stream (8 bits: one byte each; 4 bits: two per byte,
+// low nibble first) as floats.
+template <int Bits>
+inline vf widen_codes(const uint8_t* p) {
+#if defined(__AVX512F__) || defined(__AVX2__)
+  __m128i bytes;
+  if constexpr (Bits == 8) {
+#if defined(__AVX512F__)
+    bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+#else
+    bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+#endif
+  } else {
+    int64_t packed = 0;
+    std::memcpy(&packed, p, kLanes / 2);
+    const __m128i v = _mm_cvtsi64_si128(packed);
+    const __m128i nibble = _mm_set1_epi8(0x0f);
+    bytes = _mm_unpacklo_epi8(_mm_and_si128(v, nibble), _mm_and_si128(_mm_srli_epi16(v, 4), nibble));
+  }
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
+#else
+  return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes));
+#endif
+#else
+  vf r;
+  for (int l = 0; l < kLanes; ++l)
+    r[l] = static_cast<float>(Bits == 8 ? p[l] : (p[l / 2] >> (4 * (l & 1))) & 0x0f);
+  return r;
+#endif
 }
 
-template <ElemType W, int MR = kMaxBlockRows>
-void rows_tail(const DenseLinearArgs& a, const float* x, int64_t x_stride, int rows, int64_t m0, int64_t n_begin,
+inline float load_scale(const void* p, int64_t i, ElemType t) {
+  switch (t) {
+    case ElemType::Float32: return static_cast<const float*>(p)[i];
+    case ElemType::Float16: return fp16_to_float(static_cast<const uint16_t*>(p)[i]);
+    case ElemType::BFloat16: return bf16_to_float(static_cast<const uint16_t*>(p)[i]);
+  }
+  return 0.f;
+}
+
+// W rows per register block for MR x rows: the accumulators, each row's scale and bias
+// splat for the group, MR x vectors and one weight vector.
+template <int MR>
+constexpr int affine_block_cols() {
+  constexpr int fit = (kVectorRegisters - 1 - MR) / (MR + 2);
+  return fit < 8 ? fit : 8;
+}
+
+// sums[r][j] = x[m0 + r, :] . W[n0 + j, :], each group's weights dequantized in
+// registers (one FMA per weight vector) before the MR products.
+template <int Bits, int MR, int NR>
+void affine_dot_block(const AffineLinearArgs& a, const float* x_rows, int64_t x_stride, int64_t m0, int64_t n0,
+                      float* sums, int64_t sums_stride) {
+  const float* x = x_rows + m0 * x_stride;
+  const int64_t groups = a.K / a.group_size;
+  const int64_t row_bytes = a.K * Bits / 8;
+  const uint8_t* w = a.w + n0 * row_bytes;
+  vf acc[MR][NR] = {};
+  for (int64_t g = 0; g < groups; ++g) {
+    vf scale[NR], offset[NR];
+    for (int j = 0; j < NR; ++j) {
+      scale[j] = splat(load_scale(a.scales, (n0 + j) * groups + g, a.scale_type));
+      offset[j] = splat(load_scale(a.biases, (n0 + j) * groups + g, a.scale_type));
+    }
+    const int64_t k_end = (g + 1) * a.group_size;
+    for (int64_t k = g * a.group_size; k < k_end; k += kLanes) {  // group_size % kLanes == 0
+      vf xv[MR];
+      for (int r = 0; r < MR; ++r) xv[r] = load(x + r * x_stride + k);
+      for (int j = 0; j < NR; ++j) {
+        const vf wv = widen_codes<Bits>(w + j * row_bytes + k * Bits / 8) * scale[j] + offset[j];
+        for (int r = 0; r < MR; ++r) acc[r][j] += xv[r] * wv;
+      }
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int j = 0; j < NR; ++j) sums[r * sums_stride + j] = hsum(acc[r][j]);
+}
+
+// The two weight formats as block policies of the shared task loop below.
+template <ElemType W>
+struct DenseBlocks {
+  using Args = DenseLinearArgs;
+  template <int MR>
+  static constexpr int cols() { return block_cols<MR>(); }
+  template <int MR, int NR>
+  static void dot(const Args& a, const float* x, int64_t x_stride, int64_t m0, int64_t n0, float* sums,
+                  int64_t sums_stride) {
+    dot_block<W, MR, NR>(a, x, x_stride, m0, n0, sums, sums_stride);
+  }
+};
+
+template <int Bits>
+struct AffineBlocks {
+  using Args = AffineLinearArgs;
+  template <int MR>
+  static constexpr int cols() { return affine_block_cols<MR>(); }
+  template <int MR, int NR>
+  static void dot(const Args& a, const float* x, int64_t x_stride, int64_t m0, int64_t n0, float* sums,
+                  int64_t sums_stride) {
+    affine_dot_block<Bits, MR, NR>(a, x, x_stride, m0, n0, sums, sums_stride);
+  }
+};
+
+// MR x rows against W rows [n_begin, n_end): full blocks of NR rows,
+// then one at a time.  sums holds the task's [MR][n_end - n_begin] running sums.
+template <typename Blocks, int MR>
+void row_block(const typename Blocks::Args& a, const float* x, int64_t x_stride, int64_t m0, int64_t n_begin,
                int64_t n_end, float* sums, int64_t sums_stride) {
+  constexpr int NR = Blocks::template cols<MR>();
+  int64_t n = n_begin;
+  for (; n + NR <= n_end; n += NR)
+    Blocks::template dot<MR, NR>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
+  for (; n < n_end; ++n) Blocks::template dot<MR, 1>(a, x, x_stride, m0, n, sums + (n - n_begin), sums_stride);
+}
+
+template <typename Blocks, int MR = kMaxBlockRows>
+void rows_tail(const typename Blocks::Args& a, const float* x, int64_t x_stride, int rows, int64_t m0,
+               int64_t n_begin, int64_t n_end, float* sums, int64_t sums_stride) {
   if constexpr (MR > 0) {
-    if (rows == MR) return row_block<W, MR>(a, x, x_stride, m0, n_begin, n_end, sums, sums_stride);
-    rows_tail<W, MR - 1>(a, x, x_stride, rows, m0, n_begin, n_end, sums, sums_stride);
+    if (rows == MR) return row_block<Blocks, MR>(a, x, x_stride, m0, n_begin, n_end, sums, sums_stride);
+    rows_tail<Blocks, MR - 1>(a, x, x_stride, rows, m0, n_begin, n_end, sums, sums_stride);
   }
 }
 
-void store_rows(const DenseLinearArgs& a, int64_t n_begin, int cols, const float* sums) {
+template <typename Args>
+void store_rows(const Args& a, int64_t n_begin, int cols, const float* sums) {
   for (int64_t m = 0; m < a.M; ++m)
     for (int j = 0; j < cols; ++j) {
       const float v = sums[m * cols + j] + (a.bias ? a.bias[n_begin + j] : 0.f);
@@ -170,10 +279,30 @@ void store_rows(const DenseLinearArgs& a, int64_t n_begin, int cols, const float
     }
 }
 
+// Tasks of whole W rows over every x row: the x rows in register blocks of
+// kMaxBlockRows (then the remainder), each against the task's W rows.
+template <typename Blocks>
+void run_tasks(const typename Blocks::Args& a, const float* x, int64_t x_stride, int weight_bits) {
+  const CpuDenseLinearPlan plan =
+      plan_cpu_dense_linear(a.N, a.K, weight_bits, Blocks::template cols<kMaxBlockRows>());
+  parallel_for(plan.num_tasks, [&](int task) {
+    const int64_t n_begin = int64_t(task) * plan.rows_per_task;
+    const int64_t n_end = std::min<int64_t>(a.N, n_begin + plan.rows_per_task);
+    const int cols = static_cast<int>(n_end - n_begin);
+    thread_local std::vector<float> sums;
+    sums.resize(a.M * cols);  // every element written by its dot block
+    int64_t m = 0;
+    for (; m + kMaxBlockRows <= a.M; m += kMaxBlockRows)
+      row_block<Blocks, kMaxBlockRows>(a, x, x_stride, m, n_begin, n_end, sums.data() + m * cols, cols);
+    if (m < a.M)
+      rows_tail<Blocks>(a, x, x_stride, static_cast<int>(a.M - m), m, n_begin, n_end, sums.data() + m * cols,
+                        cols);
+    store_rows(a, n_begin, cols, sums.data());
+  });
+}
+
 template <ElemType W>
 void linear_typed(const DenseLinearArgs& a) {
-  const int weight_bytes = W == ElemType::Float32 ? 4 : 2;
-  const CpuDenseLinearPlan plan = plan_cpu_dense_linear(a.N, a.K, weight_bytes, block_cols<kMaxBlockRows>());
   const float* x = a.x;
   int64_t x_stride = a.K;
   std::vector<float> x_interleaved;
@@ -183,19 +312,12 @@ void linear_typed(const DenseLinearArgs& a) {
     store_x_interleaved(a, x_stride, x_interleaved.data());
     x = x_interleaved.data();
   }
-  parallel_for(plan.num_tasks, [&](int task) {
-    const int64_t n_begin = int64_t(task) * plan.rows_per_task;
-    const int64_t n_end = std::min<int64_t>(a.N, n_begin + plan.rows_per_task);
-    const int cols = static_cast<int>(n_end - n_begin);
-    thread_local std::vector<float> sums;
-    sums.resize(a.M * cols);  // every element written by its dot block
-    int64_t m = 0;
-    for (; m + kMaxBlockRows <= a.M; m += kMaxBlockRows)
-      row_block<W, kMaxBlockRows>(a, x, x_stride, m, n_begin, n_end, sums.data() + m * cols, cols);
-    if (m < a.M)
-      rows_tail<W>(a, x, x_stride, static_cast<int>(a.M - m), m, n_begin, n_end, sums.data() + m * cols, cols);
-    store_rows(a, n_begin, cols, sums.data());
-  });
+  run_tasks<DenseBlocks<W>>(a, x, x_stride, W == ElemType::Float32 ? 32 : 16);
+}
+
+void affine_linear(const AffineLinearArgs& a) {
+  if (a.bits == 8) return run_tasks<AffineBlocks<8>>(a, a.x, a.K, 8);
+  run_tasks<AffineBlocks<4>>(a, a.x, a.K, 4);
 }
 
 void linear(const DenseLinearArgs& a) {
@@ -210,7 +332,7 @@ void linear(const DenseLinearArgs& a) {
 } // namespace MARLIN_ISA
 
 DenseLinearKernelTable MARLIN_CAT(dense_linear_kernels_, MARLIN_ISA)() {
-  return {MARLIN_STRINGIFY(MARLIN_ISA), &MARLIN_ISA::linear};
+  return {MARLIN_STRINGIFY(MARLIN_ISA), &MARLIN_ISA::linear, &MARLIN_ISA::affine_linear};
 }
 
 } // namespace marlin::cpu

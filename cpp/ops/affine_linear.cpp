@@ -1,0 +1,113 @@
+#include "ops/affine_linear.h"
+
+#include <stdexcept>
+#include <string>
+
+#include "ops/row_contiguous.h"
+#include "ops/validate.h"
+
+namespace marlin {
+
+namespace {
+const char* kOp = "affine_linear";
+
+// MLX's own product (GPU streams), as nn.QuantizedLinear computes it: quantized_matmul,
+// then the layer's bias.  K = 0 (any stream): zeros [..., 1] from a sum over x's empty
+// last axis, broadcast against [N], which a shapeless mx.compile replays for any shape.
+mx::array mlx_affine_linear(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                            const std::optional<mx::array>& bias, int group_size, int bits, mx::Dtype out_type,
+                            mx::Stream s) {
+  const int N = w.shape(0);
+  if (w.shape(1) == 0) {
+    auto zeros = mx::astype(mx::sum(x, -1, true, s), out_type, s);
+    return mx::add(zeros, bias ? mx::astype(*bias, out_type, s) : mx::zeros({N}, out_type, s), s);
+  }
+  auto y = mx::astype(mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, "affine", s), out_type, s);
+  return bias ? mx::add(y, mx::astype(*bias, out_type, s), s) : y;
+}
+} // namespace
+
+mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
+                        const std::optional<mx::array>& bias, int group_size, int bits, mx::StreamOrDevice s) {
+  if (bits != 4 && bits != 8) invalid_argument(kOp, "bits must be 4 or 8, got " + std::to_string(bits) + ".");
+  if (group_size != 32 && group_size != 64 && group_size != 128)
+    invalid_argument(kOp, "group_size must be 32, 64 or 128, got " + std::to_string(group_size) + ".");
+  check_float_input(kOp, "x", x);
+  if (x.ndim() < 1) invalid_argument(kOp, "x must have at least 1 dimension [..., K], got a scalar.");
+  check_dtype(kOp, "w", w, mx::uint32);
+  check_ndim(kOp, "w", w, 2, "[N, K * bits / 32]");
+  const int N = w.shape(0);
+  const int64_t K = int64_t(w.shape(1)) * 32 / bits;
+  if (x.shape(-1) != K)
+    invalid_argument(kOp, "x must have shape [..., K] with K = w.shape[1] * 32 / bits = " + std::to_string(K) +
+                              ", got " + shape_str(x.shape()) + ".");
+  if (K % group_size != 0)
+    invalid_argument(kOp, "K = " + std::to_string(K) + " must be a multiple of group_size = " +
+                              std::to_string(group_size) + ".");
+  const mx::Shape group_shape = {N, static_cast<int>(K / group_size)};
+  for (auto [name, a] : {std::pair<const char*, const mx::array*>{"scales", &scales}, {"biases", &biases}}) {
+    check_float_input(kOp, name, *a);
+    if (a->shape() != group_shape)
+      invalid_argument(kOp, std::string(name) + " must have shape [N, K / group_size] = " + shape_str(group_shape) +
+                                ", got " + shape_str(a->shape()) + ".");
+  }
+  if (biases.dtype() != scales.dtype())
+    invalid_argument(kOp, "biases must have the dtype of scales (" + dtype_name(scales.dtype()) + "), got " +
+                              dtype_name(biases.dtype()) + ".");
+  mx::Dtype out_type = mx::promote_types(x.dtype(), scales.dtype());
+  if (bias) {
+    if (bias->ndim() != 1 || bias->shape(0) != N)
+      invalid_argument(kOp, "bias must have shape [N] = (" + std::to_string(N) + ",), got " + shape_str(bias->shape()) + ".");
+    check_float_input(kOp, "bias", *bias);
+    out_type = mx::promote_types(out_type, bias->dtype());
+  }
+  auto stream = mx::to_stream(s);
+  leading_rows(kOp, "x", x);  // rows past int32 are refused here
+  if (stream.device == mx::Device::gpu || K == 0)
+    return mlx_affine_linear(x, w, scales, biases, bias, group_size, bits, out_type, stream);
+
+  std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream),
+                                   row_contiguous(scales, stream), row_contiguous(biases, stream)};
+  if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
+  mx::Shape out_shape = x.shape();
+  out_shape.back() = N;
+  return mx::array(std::move(out_shape), out_type,
+                   std::make_shared<AffineLinear>(stream, group_size, bits, bias.has_value()), std::move(inputs));
+}
+
+std::vector<mx::Shape> AffineLinear::output_shapes(const std::vector<mx::array>& inputs) {
+  mx::Shape shape = inputs[0].shape();
+  shape.back() = inputs[1].shape(0);
+  return {std::move(shape)};
+}
+
+void AffineLinear::eval_gpu(const std::vector<mx::array>&, mx::array&) {
+  // affine_linear builds MLX's quantized_matmul on GPU streams instead of this primitive.
+  throw std::logic_error("[affine_linear] the AffineLinear primitive only runs on CPU streams.");
+}
+
+// d/dx = g @ dequantize(w) and d/dbias = sum of g, as MLX ops; like MLX's
+// quantized_matmul, no gradient for the quantized weights, scales or biases.
+std::vector<mx::array> AffineLinear::vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
+                                         const std::vector<int>& argnums, const std::vector<mx::array>&) {
+  auto s = stream();
+  const auto& x = primals[0];
+  const auto& g = cotangents[0];
+  std::vector<mx::array> grads;
+  for (int arg : argnums) {
+    if (arg == 0) {
+      auto w = mx::dequantize(primals[1], primals[2], primals[3], group_size_, bits_, "affine", std::nullopt,
+                              mx::float32, s);
+      grads.push_back(mx::astype(mx::matmul(mx::astype(g, mx::float32, s), w, s), x.dtype(), s));
+    } else if (arg == 4) {
+      std::vector<int> lead_axes(g.ndim() - 1);
+      for (int i = 0; i + 1 < g.ndim(); ++i) lead_axes[i] = i;
+      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), lead_axes, false, s));
+    } else {
+      throw std::invalid_argument("[affine_linear] no gradient with respect to the quantized weights, scales or biases.");
+    }
+  }
+  return grads;
+}
+
+} // namespace marlin

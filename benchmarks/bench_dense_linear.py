@@ -4,7 +4,10 @@ run, plus the floors.  (A whole decode step with the head on each:
 benchmarks/bench_decode_cpu.py.)
 
     python benchmarks/bench_dense_linear.py [--device cpu|gpu] [--shapes 1x32000x2048 ...]
-        [--dtype bfloat16] [--slow-budget 2]
+        [--dtype bfloat16] [--slow-budget 2] [--affine 4|8]
+
+With --affine, affine_linear (layers left in MLX's affine quantization) against
+mx.quantized_matmul instead.
 
 M x N x K: x [M, K] @ w[N, K].T.  Defaults: heads of Llama-2-7B-sized vocabularies at
 two widths (32000 x 2048, 32000 x 4096), Llama-3.2-1B's tied head (128256 x 2048),
@@ -51,6 +54,37 @@ def op_table(args, bandwidth):
               f"{floor * 1e3:.2f} | {ours / floor:.2f}x | {2 * M * N * K / ours / 1e9:.0f} | {diff:.2g} |")
 
 
+def affine_table(args, bandwidth):
+    """affine_linear against mx.quantized_matmul (what nn.QuantizedLinear runs) on MLX
+    affine weights of `--affine` bits, group size 64."""
+    dtype, bits, group_size = DTYPES[args.dtype], args.affine, 64
+    print(f"| M x N x K ({bits}-bit, group {group_size}) | affine_linear (ms) | MLX quantized_matmul (ms) | speed-up | "
+          "weight floor (ms) | vs floor | max |diff| / max |ref| (ours, MLX) |")
+    print("|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    for shape in args.shapes:
+        M, N, K = (int(v) for v in shape.split("x"))
+        w, scales, biases = mx.quantize(mx.array(rng.standard_normal((N, K), dtype=np.float32) * K**-0.5).astype(dtype),
+                                        group_size=group_size, bits=bits)
+        x = mx.array(rng.standard_normal((M, K), dtype=np.float32)).astype(dtype)
+        mx.eval(w, scales, biases, x)
+        ours = time_fn(lambda: mx.eval(mm.affine_linear(x, w, scales, biases, group_size=group_size, bits=bits)))
+        theirs = time_fn(lambda: mx.eval(mx.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits)),
+                         budget_s=args.slow_budget, min_reps=1)
+        wd = np.array(mx.dequantize(w, scales, biases, group_size=group_size, bits=bits, dtype=mx.float32))
+        ref = np.array(x.astype(mx.float32)).astype(np.float64) @ wd.T.astype(np.float64)
+
+        def diff(y):
+            return float(np.abs(np.array(y.astype(mx.float32)) - ref).max() / np.abs(ref).max())
+
+        nbytes = w.nbytes + scales.nbytes + biases.nbytes
+        floor = nbytes / (bandwidth * 1e9) if bandwidth == bandwidth else float("nan")
+        d_ours = diff(mm.affine_linear(x, w, scales, biases, group_size=group_size, bits=bits))
+        d_mlx = diff(mx.quantized_matmul(x, w, scales, biases, group_size=group_size, bits=bits))
+        print(f"| {shape} | {ours * 1e3:.2f} | {theirs * 1e3:.1f} | {theirs / ours:.0f}x | {floor * 1e3:.2f} | "
+              f"{ours / floor:.2f}x | {d_ours:.2g}, {d_mlx:.2g} |")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -58,14 +92,18 @@ def main():
                                                     "1x151936x896", "1x64x2048", "8x32000x2048", "128x32000x2048"])
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bfloat16")
     ap.add_argument("--slow-budget", type=float, default=2.0, help="seconds per MLX matmul measurement")
+    ap.add_argument("--affine", type=int, choices=[4, 8], default=None,
+                    help="time affine_linear against mx.quantized_matmul on MLX affine weights of these bits "
+                         "instead (e.g. --shapes 1x4096x2880 1x512x2880 1x2880x4096 1x32000x2880: gpt-oss-20b's "
+                         "attention projections, a head)")
     args = ap.parse_args()
     mx.set_default_device(mx.gpu if args.device == "gpu" else mx.cpu)
     bandwidth = read_bandwidth_gbs() if args.device == "cpu" else float("nan")
     print(f"# hardware: {hardware()}, mlx_marlin CPU kernels: {mm._ext._cpu_isa()}")
     print(f"# command: python benchmarks/bench_dense_linear.py --device {args.device} --dtype {args.dtype} "
-          f"--shapes {' '.join(args.shapes)}")
+          f"--shapes {' '.join(args.shapes)}" + (f" --affine {args.affine}" if args.affine else ""))
     print(f"# read bandwidth: {bandwidth:.1f} GB/s; load average at start: {os.getloadavg()[0]:.1f}")
-    op_table(args, bandwidth)
+    (affine_table if args.affine else op_table)(args, bandwidth)
 
 
 if __name__ == "__main__":

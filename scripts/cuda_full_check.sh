@@ -30,7 +30,7 @@ fi
 if has suite; then
   MLX_MARLIN_TEST_DEVICE=gpu MLX_MARLIN_CUDA_POISON=1 timeout ${SUITE_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider \
     tests/test_fp4_gemm.py tests/test_moe.py tests/test_attention.py tests/test_quant.py tests/test_lm.py \
-    tests/test_tiny_models.py tests/test_reliability.py tests/test_plans.py tests/test_dense_linear.py > "$OUT/gpu_suite.log" 2>&1
+    tests/test_tiny_models.py tests/test_reliability.py tests/test_plans.py tests/test_dense_linear.py tests/test_affine_linear.py > "$OUT/gpu_suite.log" 2>&1
   stamp "gpu suite: $(tail -1 "$OUT/gpu_suite.log")"; grep -E "^(FAILED|ERROR)" "$OUT/gpu_suite.log" | head -15
 fi
 if has bench; then

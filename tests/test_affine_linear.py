@@ -312,11 +312,6 @@ print("ok")
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_cpu_kernel_build(isa):
     """Each instruction-set build of the affine kernel (one process per ISA)."""
-    from test_fp4_gemm import _assert_check_passes_with_isa, _cpu_has
+    from test_fp4_gemm import check_kernel_build
 
-    if isa != "generic":
-        if mm._ext._cpu_isa() not in ("avx2", "avx512"):
-            pytest.skip("x86 kernel builds only")
-        if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
-            pytest.skip(f"CPU lacks {isa}")
-    _assert_check_passes_with_isa(isa, AFFINE_ISA_CHECK, isa)
+    check_kernel_build(isa, AFFINE_ISA_CHECK)

@@ -439,20 +439,24 @@ def _assert_check_passes_with_isa(isa, script, *args):
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
 
 
+def check_kernel_build(isa, script):
+    """`script` (given the ISA name as argv[1]) against the `isa` build of the CPU kernels;
+    skips ISAs this machine cannot run."""
+    if isa != "generic":
+        if mm._ext._cpu_isa() not in ("avx2", "avx512"):
+            pytest.skip("x86 kernel builds only")
+        if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
+            pytest.skip(f"CPU lacks {isa}")
+    _assert_check_passes_with_isa(isa, script, isa)
+
+
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
 def test_every_cpu_kernel_build(isa):
     """Each instruction-set build of the CPU kernels is correct (one process per ISA,
     since the choice is made once per process)."""
-    import mlx_marlin._ext as ext
-
     if EMULATOR:
         pytest.skip("CPU kernel builds are not used by fp4_gemm in the Metal emulator build")
-    if isa != "generic":
-        if "x86" not in ext._cpu_isa() and ext._cpu_isa() not in ("avx2", "avx512"):
-            pytest.skip("x86 kernel builds only")
-        if not _cpu_has({"avx2": "avx2", "avx512": "avx512bw"}[isa]):
-            pytest.skip(f"CPU lacks {isa}")
-    _assert_check_passes_with_isa(isa, ISA_CHECK, isa)
+    check_kernel_build(isa, ISA_CHECK)
 
 
 BYTE_TABLE_CHECK = r"""

@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/linear_common.h"
 #include "ops/row_contiguous.h"
 #include "ops/validate.h"
 
@@ -12,16 +13,11 @@ namespace {
 const char* kOp = "affine_linear";
 
 // MLX's own product (GPU streams), as nn.QuantizedLinear computes it: quantized_matmul,
-// then the layer's bias.  K = 0 (any stream): zeros [..., 1] from a sum over x's empty
-// last axis, broadcast against [N], which a shapeless mx.compile replays for any shape.
+// then the layer's bias.  K = 0 (any stream): empty_k_linear.
 mx::array mlx_affine_linear(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                             const std::optional<mx::array>& bias, int group_size, int bits, mx::Dtype out_type,
                             mx::Stream s) {
-  const int N = w.shape(0);
-  if (w.shape(1) == 0) {
-    auto zeros = mx::astype(mx::sum(x, -1, true, s), out_type, s);
-    return mx::add(zeros, bias ? mx::astype(*bias, out_type, s) : mx::zeros({N}, out_type, s), s);
-  }
+  if (w.shape(1) == 0) return empty_k_linear(x, w.shape(0), bias, out_type, s);
   auto y = mx::astype(mx::quantized_matmul(x, w, scales, biases, true, group_size, bits, "affine", s), out_type, s);
   return bias ? mx::add(y, mx::astype(*bias, out_type, s), s) : y;
 }
@@ -69,16 +65,12 @@ mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array&
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream),
                                    row_contiguous(scales, stream), row_contiguous(biases, stream)};
   if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
-  mx::Shape out_shape = x.shape();
-  out_shape.back() = N;
-  return mx::array(std::move(out_shape), out_type,
+  return mx::array(linear_output_shape(x, N), out_type,
                    std::make_shared<AffineLinear>(stream, group_size, bits, bias.has_value()), std::move(inputs));
 }
 
 std::vector<mx::Shape> AffineLinear::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape shape = inputs[0].shape();
-  shape.back() = inputs[1].shape(0);
-  return {std::move(shape)};
+  return {linear_output_shape(inputs[0], inputs[1].shape(0))};
 }
 
 void AffineLinear::eval_gpu(const std::vector<mx::array>&, mx::array&) {

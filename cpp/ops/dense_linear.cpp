@@ -3,6 +3,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/linear_common.h"
 #include "ops/row_contiguous.h"
 #include "ops/validate.h"
 
@@ -13,17 +14,13 @@ const char* kOp = "dense_linear";
 
 // x @ w.T (+ bias) from MLX ops, each of which takes its output shape from its inputs
 // when a shapeless mx.compile replays it: matmul keeps x's leading dims, the bias is
-// added by broadcasting, and K = 0 sums x over its empty last axis (zeros [..., 1]).
+// added by broadcasting, and K = 0 is empty_k_linear.
 // (addmm, which nn.Linear uses, reshapes [..., K] rows to a shape the trace fixes, and
 // its K = 0 result broadcasts c to the traced shape as well.)  2-D x keeps addmm, bit
 // for bit nn.Linear's product.
 mx::array mlx_linear(const mx::array& x, const mx::array& w, const std::optional<mx::array>& bias, mx::Dtype out_type,
                      mx::Stream s) {
-  const int N = w.shape(0);
-  if (w.shape(1) == 0) {
-    auto zeros = mx::astype(mx::sum(x, -1, true, s), out_type, s);
-    return mx::add(zeros, bias ? mx::astype(*bias, out_type, s) : mx::zeros({N}, out_type, s), s);
-  }
+  if (w.shape(1) == 0) return empty_k_linear(x, w.shape(0), bias, out_type, s);
   auto wt = mx::transpose(w, s);
   if (bias && x.ndim() <= 2) return mx::addmm(*bias, x, wt, 1.f, 1.f, s);
   auto y = mx::matmul(x, wt, s);
@@ -55,16 +52,12 @@ mx::array dense_linear(const mx::array& x, const mx::array& w, const std::option
 
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream)};
   if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
-  mx::Shape out_shape = x.shape();
-  out_shape.back() = N;
-  return mx::array(std::move(out_shape), out_type, std::make_shared<DenseLinear>(stream, bias.has_value()),
+  return mx::array(linear_output_shape(x, N), out_type, std::make_shared<DenseLinear>(stream, bias.has_value()),
                    std::move(inputs));
 }
 
 std::vector<mx::Shape> DenseLinear::output_shapes(const std::vector<mx::array>& inputs) {
-  mx::Shape shape = inputs[0].shape();
-  shape.back() = inputs[1].shape(0);
-  return {std::move(shape)};
+  return {linear_output_shape(inputs[0], inputs[1].shape(0))};
 }
 
 void DenseLinear::eval_gpu(const std::vector<mx::array>&, mx::array&) {

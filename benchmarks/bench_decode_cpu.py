@@ -6,6 +6,7 @@ the head on MLX's `nn.Linear` (what `quantize_model` gave before `dense_linear`)
 
     python benchmarks/bench_decode_cpu.py [--contexts 128 2048] [--layers 8] [--hidden 2048]
         [--intermediate 5632] [--heads 32] [--kv-heads 4] [--vocab 32000] [--steps 10]
+        [--attention-bits 8]
 
 Random weights with Llama shapes (no download).  ms per token: median of --steps decode
 steps after the prompt is in the KV cache; the floor is the bytes of all weights read
@@ -76,6 +77,10 @@ def main():
     ap.add_argument("--vocab", type=int, default=32000)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--group-size", type=int, default=64)
+    ap.add_argument("--attention-bits", type=int, choices=[4, 8], default=None,
+                    help="first quantize the attention projections with MLX (affine, group 64), as "
+                         "'MXFP4-Q8' conversions ship them: quantize_model leaves them MLX-quantized, "
+                         "on affine_linear; adds a row with them on MLX's quantized_matmul")
     args = ap.parse_args()
     mx.set_default_device(mx.cpu)
     from mlx.utils import tree_unflatten
@@ -85,18 +90,32 @@ def main():
     print(f"# hardware: {hardware()}, mlx_marlin CPU kernels: {mm._ext._cpu_isa()}")
     print(f"# command: python benchmarks/bench_decode_cpu.py --contexts {' '.join(map(str, args.contexts))} "
           f"--layers {args.layers} --hidden {args.hidden} --intermediate {args.intermediate} --heads {args.heads} "
-          f"--kv-heads {args.kv_heads} --vocab {args.vocab} --steps {args.steps} --group-size {args.group_size}")
+          f"--kv-heads {args.kv_heads} --vocab {args.vocab} --steps {args.steps} --group-size {args.group_size}"
+          + (f" --attention-bits {args.attention_bits}" if args.attention_bits else ""))
     print(f"# read bandwidth: {bandwidth:.1f} GB/s; load average at start: {os.getloadavg()[0]:.1f}")
     model, cfg = build(args)
     rows = {}
     dense_bytes = weight_bytes(model)
     rows["mlx-lm model as built (bf16, MLX CPU ops)"] = ([decode_ms(model, cfg.vocab_size, c, max(2, args.steps // 4))
                                                          for c in args.contexts], dense_bytes)
+    if args.attention_bits:
+        nn.quantize(model, group_size=64, bits=args.attention_bits,
+                    class_predicate=lambda p, m: p.endswith(("q_proj", "k_proj", "v_proj", "o_proj")))
     mm.quantize_model(model, group_size=args.group_size)
     mx.eval(model.parameters())
     fp4_bytes = weight_bytes(model)
     rows["quantize_model (FP4 body; bf16 head on dense_linear; attention on mlx_marlin, the CPU default)"] = (
         [decode_ms(model, cfg.vocab_size, c, args.steps) for c in args.contexts], fp4_bytes)
+    if args.attention_bits:
+        from mlx_marlin.nn import _same_quantized_layer_as
+
+        mlx_layers = [(p, _same_quantized_layer_as(nn.QuantizedLinear, m)) for p, m in model.named_modules()
+                      if isinstance(m, mm.AffineLinear)]
+        affine_layers = [(p, m) for p, m in model.named_modules() if isinstance(m, mm.AffineLinear)]
+        model.update_modules(tree_unflatten(mlx_layers))
+        rows[f"  the same with the {args.attention_bits}-bit attention projections on MLX's quantized_matmul"] = (
+            [decode_ms(model, cfg.vocab_size, c, max(2, args.steps // 4)) for c in args.contexts], fp4_bytes)
+        model.update_modules(tree_unflatten(affine_layers))
     use_marlin_attention(False)
     rows["  the same with MLX's attention (use_marlin_attention(False))"] = (
         [decode_ms(model, cfg.vocab_size, c, args.steps) for c in args.contexts], fp4_bytes)

@@ -116,6 +116,12 @@ def test_empty_k_gives_bias(rng, stream):
     assert np.array_equal(np.array(y), np.broadcast_to(np.array(bias), (3, 6)))
 
 
+def test_empty_n(stream):
+    w, s, b = mx.zeros((0, 16), mx.uint32), mx.zeros((0, 1)), mx.zeros((0, 1))
+    y = mm.affine_linear(mx.ones((2, 64)), w, s, b, mx.zeros((0,)), group_size=64, bits=8, stream=stream)
+    assert y.shape == (2, 0) and y.dtype == mx.float32
+
+
 def test_extreme_scales(rng, stream):
     """Scales and biases from 2^-60 to 2^60 per row in float32: the float32 dequantization and
     accumulation keep every row to its own relative accuracy."""

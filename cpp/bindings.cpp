@@ -167,4 +167,7 @@ Differentiable with respect to ``x`` and ``bias`` (not the quantized weights, as
 #endif
   m.attr("E2M1_TABLE") = std::vector<float>(marlin::kE2M1Table, marlin::kE2M1Table + marlin::kNumCodes);
   m.attr("GROUP_SIZES") = std::vector<int>(marlin::kGroupSizes, marlin::kGroupSizes + 3);
+  m.attr("AFFINE_BITS") = std::vector<int>(std::begin(marlin::kAffineBits), std::end(marlin::kAffineBits));
+  m.attr("AFFINE_GROUP_SIZES") =
+      std::vector<int>(std::begin(marlin::kAffineGroupSizes), std::end(marlin::kAffineGroupSizes));
 }

@@ -8,6 +8,8 @@ import mlx.core
 
 E2M1_TABLE: Sequence[float]
 GROUP_SIZES: Sequence[int]
+AFFINE_BITS: Sequence[int]
+AFFINE_GROUP_SIZES: Sequence[int]
 
 def _cpu_isa() -> str: ...
 def _gpu_ops() -> list[str]: ...

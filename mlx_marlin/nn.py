@@ -183,9 +183,9 @@ class DenseEmbedding(nn.Embedding):
         return _same_layer_as(cls, embedding)
 
 
-# (bits, group_size) pairs of MLX's affine mode that affine_linear runs.
-_AFFINE_BITS = (4, 8)
-_AFFINE_GROUP_SIZES = (32, 64, 128)
+# What affine_linear takes of MLX's affine mode (cpp/ops/affine_linear.h).
+_AFFINE_BITS = tuple(_ext.AFFINE_BITS)
+_AFFINE_GROUP_SIZES = tuple(_ext.AFFINE_GROUP_SIZES)
 
 
 def affine_kernel_applies(layer) -> bool:

@@ -1,5 +1,7 @@
 #include "ops/affine_linear.h"
 
+#include <algorithm>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 
@@ -25,8 +27,9 @@ mx::array mlx_affine_linear(const mx::array& x, const mx::array& w, const mx::ar
 
 mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                         const std::optional<mx::array>& bias, int group_size, int bits, mx::StreamOrDevice s) {
-  if (bits != 4 && bits != 8) invalid_argument(kOp, "bits must be 4 or 8, got " + std::to_string(bits) + ".");
-  if (group_size != 32 && group_size != 64 && group_size != 128)
+  if (std::find(std::begin(kAffineBits), std::end(kAffineBits), bits) == std::end(kAffineBits))
+    invalid_argument(kOp, "bits must be 4 or 8, got " + std::to_string(bits) + ".");
+  if (std::find(std::begin(kAffineGroupSizes), std::end(kAffineGroupSizes), group_size) == std::end(kAffineGroupSizes))
     invalid_argument(kOp, "group_size must be 32, 64 or 128, got " + std::to_string(group_size) + ".");
   check_float_input(kOp, "x", x);
   if (x.ndim() < 1) invalid_argument(kOp, "x must have at least 1 dimension [..., K], got a scalar.");

@@ -15,6 +15,11 @@ namespace marlin {
 
 namespace mx = mlx::core;
 
+// What the CPU kernel takes of MLX's affine mode (Python reads them as
+// _ext.AFFINE_BITS / _ext.AFFINE_GROUP_SIZES).
+constexpr int kAffineBits[] = {4, 8};
+constexpr int kAffineGroupSizes[] = {32, 64, 128};
+
 mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array& scales, const mx::array& biases,
                         const std::optional<mx::array>& bias, int group_size, int bits, mx::StreamOrDevice s = {});
 

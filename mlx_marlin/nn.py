@@ -195,6 +195,14 @@ def affine_kernel_applies(layer) -> bool:
             and getattr(layer, "bits", None) in _AFFINE_BITS and getattr(layer, "group_size", None) in _AFFINE_GROUP_SIZES)
 
 
+def _require_affine(layer, what: str) -> None:
+    """ValueError naming `layer`'s mode, bits and group size unless affine_linear takes it."""
+    if not affine_kernel_applies(layer):
+        raise ValueError(f"{what} in mode 'affine' with bits 4 or 8 and group_size 32, 64 or 128, got "
+                         f"mode={getattr(layer, 'mode', None)!r}, bits={getattr(layer, 'bits', None)}, "
+                         f"group_size={getattr(layer, 'group_size', None)}.")
+
+
 def _same_quantized_layer_as(cls, module: nn.Module):
     """`_same_layer_as` plus the quantization settings MLX keeps as plain attributes."""
     layer = _same_layer_as(cls, module)
@@ -220,10 +228,7 @@ class AffineLinear(nn.QuantizedLinear):
     def from_quantized_linear(cls, layer: nn.QuantizedLinear) -> "AffineLinear":
         """The same layer (its arrays are shared, not copied); it must be in affine mode
         with bits 4 or 8 and group size 32, 64 or 128."""
-        if not affine_kernel_applies(layer):
-            raise ValueError("AffineLinear takes an nn.QuantizedLinear in mode 'affine' with bits 4 or 8 and "
-                             f"group_size 32, 64 or 128, got mode={getattr(layer, 'mode', None)!r}, "
-                             f"bits={getattr(layer, 'bits', None)}, group_size={getattr(layer, 'group_size', None)}.")
+        _require_affine(layer, "AffineLinear takes an nn.QuantizedLinear")
         return _same_quantized_layer_as(cls, layer)
 
 
@@ -240,11 +245,7 @@ class AffineEmbedding(nn.QuantizedEmbedding):
     def from_quantized_embedding(cls, embedding: nn.QuantizedEmbedding) -> "AffineEmbedding":
         """The same layer (its arrays are shared, not copied); the same conditions as
         :meth:`AffineLinear.from_quantized_linear`."""
-        if not affine_kernel_applies(embedding):
-            raise ValueError("AffineEmbedding takes an nn.QuantizedEmbedding in mode 'affine' with bits 4 or 8 and "
-                             f"group_size 32, 64 or 128, got mode={getattr(embedding, 'mode', None)!r}, "
-                             f"bits={getattr(embedding, 'bits', None)}, "
-                             f"group_size={getattr(embedding, 'group_size', None)}.")
+        _require_affine(embedding, "AffineEmbedding takes an nn.QuantizedEmbedding")
         return _same_quantized_layer_as(cls, embedding)
 
 

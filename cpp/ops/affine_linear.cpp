@@ -54,12 +54,7 @@ mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array&
     invalid_argument(kOp, "biases must have the dtype of scales (" + dtype_name(scales.dtype()) + "), got " +
                               dtype_name(biases.dtype()) + ".");
   mx::Dtype out_type = mx::promote_types(x.dtype(), scales.dtype());
-  if (bias) {
-    if (bias->ndim() != 1 || bias->shape(0) != N)
-      invalid_argument(kOp, "bias must have shape [N] = (" + std::to_string(N) + ",), got " + shape_str(bias->shape()) + ".");
-    check_float_input(kOp, "bias", *bias);
-    out_type = mx::promote_types(out_type, bias->dtype());
-  }
+  out_type = check_linear_bias(kOp, bias, N, out_type);
   auto stream = mx::to_stream(s);
   leading_rows(kOp, "x", x);  // rows past int32 are refused here
   if (stream.device == mx::Device::gpu || K == 0)
@@ -67,7 +62,7 @@ mx::array affine_linear(const mx::array& x, const mx::array& w, const mx::array&
 
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream),
                                    row_contiguous(scales, stream), row_contiguous(biases, stream)};
-  if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
+  push_bias_input(inputs, bias, stream);
   return mx::array(linear_output_shape(x, N), out_type,
                    std::make_shared<AffineLinear>(stream, group_size, bits, bias.has_value()), std::move(inputs));
 }
@@ -95,9 +90,7 @@ std::vector<mx::array> AffineLinear::vjp(const std::vector<mx::array>& primals, 
                               mx::float32, s);
       grads.push_back(mx::astype(mx::matmul(mx::astype(g, mx::float32, s), w, s), x.dtype(), s));
     } else if (arg == 4) {
-      std::vector<int> lead_axes(g.ndim() - 1);
-      for (int i = 0; i + 1 < g.ndim(); ++i) lead_axes[i] = i;
-      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), lead_axes, false, s));
+      grads.push_back(bias_gradient(g, s));
     } else {
       throw std::invalid_argument("[affine_linear] no gradient with respect to the quantized weights, scales or biases.");
     }

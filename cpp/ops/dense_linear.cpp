@@ -40,18 +40,13 @@ mx::array dense_linear(const mx::array& x, const mx::array& w, const std::option
     invalid_argument(kOp, "x must have shape [..., K] with K = w.shape[1] = " + std::to_string(K) + ", got " +
                               shape_str(x.shape()) + ".");
   mx::Dtype out_type = mx::promote_types(x.dtype(), w.dtype());
-  if (bias) {
-    if (bias->ndim() != 1 || bias->shape(0) != N)
-      invalid_argument(kOp, "bias must have shape [N] = (" + std::to_string(N) + ",), got " + shape_str(bias->shape()) + ".");
-    check_float_input(kOp, "bias", *bias);
-    out_type = mx::promote_types(out_type, bias->dtype());
-  }
+  out_type = check_linear_bias(kOp, bias, N, out_type);
   auto stream = mx::to_stream(s);
   leading_rows(kOp, "x", x);  // rows past int32 are refused here
   if (stream.device == mx::Device::gpu || K == 0) return mlx_linear(x, w, bias, out_type, stream);
 
   std::vector<mx::array> inputs = {row_contiguous(x, stream), row_contiguous(w, stream)};
-  if (bias) inputs.push_back(row_contiguous(bias->dtype() == mx::float32 ? *bias : mx::astype(*bias, mx::float32, stream), stream));
+  push_bias_input(inputs, bias, stream);
   return mx::array(linear_output_shape(x, N), out_type, std::make_shared<DenseLinear>(stream, bias.has_value()),
                    std::move(inputs));
 }
@@ -72,8 +67,6 @@ std::vector<mx::array> DenseLinear::vjp(const std::vector<mx::array>& primals, c
   const auto& x = primals[0];
   const auto& w = primals[1];
   const auto& g = cotangents[0];
-  std::vector<int> lead_axes(g.ndim() - 1);
-  for (int i = 0; i + 1 < g.ndim(); ++i) lead_axes[i] = i;
   std::vector<mx::array> grads;
   for (int arg : argnums) {
     if (arg == 0) {
@@ -85,7 +78,7 @@ std::vector<mx::array> DenseLinear::vjp(const std::vector<mx::array>& primals, c
       auto x2 = mx::reshape(mx::astype(x, g.dtype(), s), {-1, K}, s);
       grads.push_back(mx::astype(mx::matmul(mx::transpose(g2, s), x2, s), w.dtype(), s));
     } else {
-      grads.push_back(mx::sum(mx::astype(g, mx::float32, s), lead_axes, false, s));
+      grads.push_back(bias_gradient(g, s));
     }
   }
   return grads;
